@@ -1,0 +1,13 @@
+"""Project exceptions: every message names what was wrong and how to fix it."""
+
+
+class MiniEndError(Exception):
+    """Base class of the errors miniend_jax raises for bad input."""
+
+
+class ConfigError(MiniEndError, ValueError):
+    """A configuration value is invalid or inconsistent with another."""
+
+
+class CheckpointError(MiniEndError, ValueError):
+    """A checkpoint directory is missing, incomplete, or does not match the expected model."""

@@ -1,0 +1,106 @@
+"""The T5 architecture configuration shared by teacher and student."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from miniend_jax.errors import ConfigError
+
+# Activation names as HF `transformers` spells them: gated-gelu uses the tanh approximation ("gelu_new").
+_ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu")
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+    """Shape and numerics of a T5-family encoder-decoder.
+
+    T5 v1.0 is `feed_forward_proj="relu"` with tied embeddings and the decoder output scaled by
+    `d_model ** -0.5` before the tied head; v1.1, Flan-T5 and mT5 are `"gated-gelu"`, untied, unscaled.
+    `dtype` is the compute dtype of activations and matmuls; `param_dtype` the dtype parameters are
+    created in. Softmax, layer-norm statistics and the returned logits are float32 regardless.
+    """
+
+    vocab_size: int = 32128
+    d_model: int = 512
+    d_kv: int = 64
+    d_ff: int = 2048
+    num_heads: int = 8
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    feed_forward_proj: str = "relu"
+    tie_word_embeddings: bool = True
+    scale_decoder_outputs: bool = True
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    layer_norm_epsilon: float = 1e-6
+    dropout_rate: float = 0.1
+    pad_token_id: int = 0
+    eos_token_id: int = 1
+    decoder_start_token_id: int = 0
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        self.validate()
+
+    # -- derived -------------------------------------------------------------------------------
+    @property
+    def inner_dim(self) -> int:
+        """Width of the attention projections, `num_heads * d_kv` (need not equal d_model)."""
+        return self.num_heads * self.d_kv
+
+    @property
+    def is_gated(self) -> bool:
+        return self.feed_forward_proj.startswith("gated-")
+
+    @property
+    def activation(self) -> str:
+        """HF's name of the FFN activation (`gated-gelu` means the tanh-approximate `gelu_new`)."""
+        if self.feed_forward_proj == "gated-gelu":
+            return "gelu_new"
+        return self.feed_forward_proj.split("-")[-1]
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    @property
+    def params_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.param_dtype)
+
+    def replace(self, **changes) -> "T5Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    # -- validation ----------------------------------------------------------------------------
+    def validate(self) -> None:
+        positive = ("vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_encoder_layers",
+                    "num_decoder_layers", "relative_attention_num_buckets",
+                    "relative_attention_max_distance")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"model.{name}={value!r}: must be a positive integer.")
+        parts = self.feed_forward_proj.split("-")
+        if (len(parts) == 2 and parts[0] != "gated") or len(parts) > 2 or self.activation not in _ACTIVATIONS:
+            raise ConfigError(
+                f"model.feed_forward_proj={self.feed_forward_proj!r}: expected 'relu', 'gelu', "
+                "'gated-gelu', 'gated-relu' or 'gated-silu'.")
+        if self.relative_attention_num_buckets < 4:
+            raise ConfigError("model.relative_attention_num_buckets must be at least 4 (T5 uses 32).")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ConfigError(f"model.dropout_rate={self.dropout_rate!r}: must be in [0, 1).")
+        for name in ("dtype", "param_dtype"):
+            value = getattr(self, name)
+            if value not in ("float32", "bfloat16", "float16"):
+                raise ConfigError(
+                    f"model.{name}={value!r}: expected 'float32', 'bfloat16' or 'float16'.")
+        for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
+            value = getattr(self, name)
+            if not 0 <= value < self.vocab_size:
+                raise ConfigError(f"model.{name}={value} lies outside the vocabulary "
+                                  f"(vocab_size={self.vocab_size}).")

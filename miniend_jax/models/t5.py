@@ -1,0 +1,487 @@
+"""A Flax T5 encoder-decoder that computes what HF `transformers` T5 computes.
+
+Covers T5 v1.0 (ReLU, tied, scaled head), v1.1 / Flan-T5 / mT5 (gated-GELU, untied head),
+`num_heads * d_kv != d_model`, and unequal encoder/decoder depths. Every parameter carries logical axis
+names (t5x style) so that `parallel.py` can shard it over a (data, fsdp, tensor) mesh, and the main
+activations carry logical constraints.
+
+Distillation "taps": `Taps` names layers of the three attention kinds; the projected queries, keys and
+values of exactly those layers (`[batch, length, heads * d_kv]`) are returned beside the logits. Nothing
+else is materialised for distillation.
+
+Masks follow seqio's feature converters: token id 0 is padding, and `*_segment_ids` (packed examples)
+restrict attention to the same segment. Relative positions are taken from array positions; inside one
+packed segment they equal the differences of seqio's `*_positions`, and pairs across segments are
+masked, so the positions features are not needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from miniend_jax.models.config import T5Config
+
+# Finite "minus infinity": a fully masked row (padding in a packed batch) becomes uniform, not NaN.
+_MASK_VALUE = -1e10
+
+ATTENTION_KINDS = ("encoder_self", "decoder_self", "cross")
+
+
+# ---------------------------------------------------------------------------------------------
+# Taps
+# ---------------------------------------------------------------------------------------------
+class AttentionTap(NamedTuple):
+    """Projected attention inputs of one layer, each `[batch, length, heads * d_kv]`.
+
+    For cross-attention, `q` has the decoder length and `k`, `v` the encoder length.
+    """
+
+    q: jax.Array
+    k: jax.Array
+    v: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Taps:
+    """Which layers' Q/K/V to return, per attention kind. Negative indices count from the end."""
+
+    encoder_self: tuple[int, ...] = ()
+    decoder_self: tuple[int, ...] = ()
+    cross: tuple[int, ...] = ()
+
+    def resolve(self, config: T5Config) -> dict[str, dict[int, int]]:
+        """Maps each kind to {absolute layer index: requested index}; raises on out-of-range layers."""
+        depth = {"encoder_self": config.num_encoder_layers,
+                 "decoder_self": config.num_decoder_layers,
+                 "cross": config.num_decoder_layers}
+        resolved = {}
+        for kind in ATTENTION_KINDS:
+            layers = {}
+            for index in getattr(self, kind):
+                if not -depth[kind] <= index < depth[kind]:
+                    raise ValueError(f"tap {kind}[{index}] is outside the {depth[kind]} layers of that "
+                                     "stack; use an index in [-depth, depth).")
+                layers[index % depth[kind]] = index
+            resolved[kind] = layers
+        return resolved
+
+
+class T5Output(NamedTuple):
+    """`logits`: float32 `[batch, decoder_length, vocab]`; `taps`: {kind: {layer: AttentionTap}}."""
+
+    logits: jax.Array
+    taps: Mapping[str, Mapping[int, AttentionTap]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------------
+def relative_position_bucket(relative_position: np.ndarray, bidirectional: bool, num_buckets: int,
+                             max_distance: int) -> np.ndarray:
+    """T5's bucketing of `memory_position - query_position` (Mesh TensorFlow's definition).
+
+    Half of the buckets hold exact small distances, the other half logarithmically wider ones up to
+    `max_distance`; with `bidirectional` the buckets are split between negative and positive offsets.
+    Computed in numpy float32 on static shapes, at trace time.
+    """
+    relative_position = np.asarray(relative_position, dtype=np.int64)
+    buckets = np.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets += (relative_position > 0).astype(np.int64) * num_buckets
+        distance = np.abs(relative_position)
+    else:
+        distance = -np.minimum(relative_position, 0)
+    max_exact = num_buckets // 2
+    is_small = distance < max_exact
+    with np.errstate(divide="ignore"):
+        log_ratio = np.log(distance.astype(np.float32) / np.float32(max_exact))
+    scaled = log_ratio / np.float32(np.log(max_distance / max_exact)) * np.float32(num_buckets - max_exact)
+    large = max_exact + np.where(is_small, 0, scaled).astype(np.int64)
+    large = np.minimum(large, num_buckets - 1)
+    return buckets + np.where(is_small, distance, large)
+
+
+def _param_init(stddev: float, axes: tuple[str, ...]):
+    return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
+
+
+def _activation(name: str):
+    return {"relu": jax.nn.relu,
+            "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+            "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+            "silu": jax.nn.silu}[name]
+
+
+class RMSNorm(nn.Module):
+    """T5 layer norm: scale only, no mean subtraction, no bias; statistics in float32."""
+
+    config: T5Config
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                           (x.shape[-1],), self.config.params_dtype)
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+                                  + self.config.layer_norm_epsilon)
+        return (x32 * scale.astype(jnp.float32)).astype(self.config.compute_dtype)
+
+
+class Dense(nn.Module):
+    """A bias-free projection `[..., in] -> [..., out]` with a logically named kernel."""
+
+    features: int
+    axes: tuple[str, str]
+    stddev: float
+    config: T5Config
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", _param_init(self.stddev, self.axes), (x.shape[-1], self.features),
+                            self.config.params_dtype)
+        dtype = self.config.compute_dtype
+        return jnp.dot(x.astype(dtype), kernel.astype(dtype))
+
+
+class RelativePositionBias(nn.Module):
+    """Learned per-head bias indexed by relative-position bucket; one table per stack, shared by layers."""
+
+    config: T5Config
+    bidirectional: bool
+
+    @nn.compact
+    def __call__(self, query_length: int, key_length: int, query_offset: jax.Array | int = 0) -> jax.Array:
+        """Returns the float32 bias `[1, heads, query_length, key_length]`.
+
+        `query_offset` (possibly traced) shifts the query positions, for one-token decoding steps.
+        """
+        cfg = self.config
+        table = self.param("rel_embedding", _param_init(cfg.d_model ** -0.5, ("relpos_buckets", "heads")),
+                           (cfg.relative_attention_num_buckets, cfg.num_heads), cfg.params_dtype)
+        if isinstance(query_offset, int):
+            relative = np.arange(key_length)[None, :] - np.arange(query_offset, query_offset + query_length)[:, None]
+            buckets = jnp.asarray(relative_position_bucket(
+                relative, self.bidirectional, cfg.relative_attention_num_buckets,
+                cfg.relative_attention_max_distance), dtype=jnp.int32)
+        else:
+            # Bucket every offset a decoding step can see, then select the step's row.
+            relative = np.arange(key_length)[None, :] - np.arange(key_length)[:, None]
+            all_buckets = jnp.asarray(relative_position_bucket(
+                relative, self.bidirectional, cfg.relative_attention_num_buckets,
+                cfg.relative_attention_max_distance), dtype=jnp.int32)
+            buckets = jax.lax.dynamic_slice_in_dim(all_buckets, query_offset, query_length, axis=0)
+        values = jnp.take(table.astype(jnp.float32), buckets, axis=0)  # [q, k, heads]
+        return jnp.transpose(values, (2, 0, 1))[None]
+
+
+class MultiHeadAttention(nn.Module):
+    """T5 attention: no 1/sqrt(d) scaling (folded into the initialisation), additive position bias."""
+
+    config: T5Config
+    is_cross: bool = False
+
+    def setup(self):
+        cfg = self.config
+        inner = cfg.inner_dim
+        self.query = Dense(inner, ("embed", "joined_kv"), (cfg.d_model * cfg.d_kv) ** -0.5, cfg)
+        self.key = Dense(inner, ("embed", "joined_kv"), cfg.d_model ** -0.5, cfg)
+        self.value = Dense(inner, ("embed", "joined_kv"), cfg.d_model ** -0.5, cfg)
+        self.out = Dense(cfg.d_model, ("joined_kv", "embed"), inner ** -0.5, cfg)
+        self.dropout = nn.Dropout(cfg.dropout_rate)
+
+    def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, bias: jax.Array | None, mask: jax.Array,
+                 *, deterministic: bool, decode: bool = False, decode_position: jax.Array | None = None,
+                 max_decode_length: int | None = None) -> tuple[jax.Array, AttentionTap]:
+        """inputs `[batch, q_len, d_model]`, `[batch, kv_len, d_model]`; bias float32 broadcastable to
+        `[batch, heads, q_len, kv_len]`; mask bool of the same broadcast shape (True = attend).
+
+        With `decode`, self-attention appends this step's key/value to the `cache` collection at
+        `decode_position`, and cross-attention projects the encoder output once and reuses it.
+        Returns the output `[batch, q_len, d_model]` and this layer's (q, k, v) before caching.
+        """
+        cfg = self.config
+        q = self.query(inputs_q)
+        if decode and self.is_cross and self.has_variable("cache", "cross_key"):
+            k = self.get_variable("cache", "cross_key")
+            v = self.get_variable("cache", "cross_value")
+        else:
+            k = self.key(inputs_kv)
+            v = self.value(inputs_kv)
+        q = nn.with_logical_constraint(q, ("batch", "length", "joined_kv"))
+        k = nn.with_logical_constraint(k, ("batch", "length", "joined_kv"))
+        v = nn.with_logical_constraint(v, ("batch", "length", "joined_kv"))
+        tap = AttentionTap(q, k, v)
+
+        if decode and self.is_cross:
+            self.put_variable("cache", "cross_key", k)
+            self.put_variable("cache", "cross_value", v)
+        elif decode:
+            batch = inputs_q.shape[0]
+            shape = (batch, max_decode_length, cfg.inner_dim)
+            cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, k.dtype)
+            cached_value = self.variable("cache", "cached_value", jnp.zeros, shape, v.dtype)
+            cached_key.value = jax.lax.dynamic_update_slice_in_dim(cached_key.value, k, decode_position, 1)
+            cached_value.value = jax.lax.dynamic_update_slice_in_dim(cached_value.value, v, decode_position, 1)
+            k, v = cached_key.value, cached_value.value
+
+        heads = lambda x: x.reshape(x.shape[:2] + (cfg.num_heads, cfg.d_kv))
+        scores = jnp.einsum("bqhd,bkhd->bhqk", heads(q), heads(k), preferred_element_type=jnp.float32)
+        if bias is not None:
+            scores = scores + bias
+        scores = jnp.where(mask, scores, _MASK_VALUE)
+        probs = jax.nn.softmax(scores, axis=-1)
+        probs = self.dropout(probs, deterministic=deterministic).astype(cfg.compute_dtype)
+        context = jnp.einsum("bhqk,bkhd->bqhd", probs, heads(v).astype(cfg.compute_dtype))
+        context = context.reshape(context.shape[:2] + (cfg.inner_dim,))
+        return self.out(context), tap
+
+
+class MlpBlock(nn.Module):
+    """T5 feed-forward: `wo(act(wi x))`, or gated `wo(act(wi_0 x) * wi_1 x)`."""
+
+    config: T5Config
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+        cfg = self.config
+        act = _activation(cfg.activation)
+        if cfg.is_gated:
+            hidden = act(Dense(cfg.d_ff, ("embed", "mlp"), cfg.d_model ** -0.5, cfg, name="wi_0")(x))
+            hidden = hidden * Dense(cfg.d_ff, ("embed", "mlp"), cfg.d_model ** -0.5, cfg, name="wi_1")(x)
+        else:
+            hidden = act(Dense(cfg.d_ff, ("embed", "mlp"), cfg.d_model ** -0.5, cfg, name="wi")(x))
+        hidden = nn.with_logical_constraint(hidden, ("batch", "length", "mlp"))
+        hidden = nn.Dropout(cfg.dropout_rate)(hidden, deterministic=deterministic)
+        return Dense(cfg.d_model, ("mlp", "embed"), cfg.d_ff ** -0.5, cfg, name="wo")(hidden)
+
+
+def _residual_dropout(config: T5Config, x: jax.Array, update: jax.Array, deterministic: bool) -> jax.Array:
+    update = nn.Dropout(config.dropout_rate)(update, deterministic=deterministic)
+    return nn.with_logical_constraint(x + update, ("batch", "length", "embed"))
+
+
+class EncoderLayer(nn.Module):
+    config: T5Config
+
+    @nn.compact
+    def __call__(self, x, bias, mask, *, deterministic: bool):
+        cfg = self.config
+        h = RMSNorm(cfg, name="pre_attention_layer_norm")(x)
+        h, tap = MultiHeadAttention(cfg, name="attention")(h, h, bias, mask, deterministic=deterministic)
+        x = _residual_dropout(cfg, x, h, deterministic)
+        h = RMSNorm(cfg, name="pre_mlp_layer_norm")(x)
+        h = MlpBlock(cfg, name="mlp")(h, deterministic=deterministic)
+        return _residual_dropout(cfg, x, h, deterministic), tap
+
+
+class DecoderLayer(nn.Module):
+    config: T5Config
+
+    @nn.compact
+    def __call__(self, x, encoded, self_bias, self_mask, cross_mask, *, deterministic: bool,
+                 decode: bool = False, decode_position=None, max_decode_length=None):
+        cfg = self.config
+        h = RMSNorm(cfg, name="pre_self_attention_layer_norm")(x)
+        h, self_tap = MultiHeadAttention(cfg, name="self_attention")(
+            h, h, self_bias, self_mask, deterministic=deterministic, decode=decode,
+            decode_position=decode_position, max_decode_length=max_decode_length)
+        x = _residual_dropout(cfg, x, h, deterministic)
+        h = RMSNorm(cfg, name="pre_cross_attention_layer_norm")(x)
+        h, cross_tap = MultiHeadAttention(cfg, is_cross=True, name="encoder_decoder_attention")(
+            h, encoded, None, cross_mask, deterministic=deterministic, decode=decode)
+        x = _residual_dropout(cfg, x, h, deterministic)
+        h = RMSNorm(cfg, name="pre_mlp_layer_norm")(x)
+        h = MlpBlock(cfg, name="mlp")(h, deterministic=deterministic)
+        return _residual_dropout(cfg, x, h, deterministic), self_tap, cross_tap
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks
+# ---------------------------------------------------------------------------------------------
+def _key_mask(valid: jax.Array) -> jax.Array:
+    """`[batch, k]` bool -> `[batch, 1, 1, k]`."""
+    return valid[:, None, None, :]
+
+
+def _segment_mask(query_segments: jax.Array, key_segments: jax.Array) -> jax.Array:
+    """`[batch, q]`, `[batch, k]` -> `[batch, 1, q, k]`: True where both lie in the same segment."""
+    return (query_segments[:, :, None] == key_segments[:, None, :])[:, None]
+
+
+def encoder_attention_mask(tokens: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+    """Encoder self-attention mask: keys that are not padding (and in the query's segment if packed)."""
+    mask = _key_mask(tokens > 0)
+    if segment_ids is not None:
+        mask = mask & _segment_mask(segment_ids, segment_ids)
+    return mask
+
+
+def decoder_attention_mask(decoder_input_tokens: jax.Array, decoder_target_tokens: jax.Array | None = None,
+                           segment_ids: jax.Array | None = None) -> jax.Array:
+    """Decoder self-attention mask: causal, restricted to non-padding targets and to the segment.
+
+    Without `decoder_target_tokens` only causality (and segments) apply: padding sits at the end, so
+    valid positions never see it; padded positions produce values nobody reads.
+    """
+    length = decoder_input_tokens.shape[1]
+    mask = jnp.tril(jnp.ones((length, length), dtype=bool))[None, None]
+    if decoder_target_tokens is not None:
+        mask = mask & _key_mask(decoder_target_tokens > 0)
+    if segment_ids is not None:
+        mask = mask & _segment_mask(segment_ids, segment_ids)
+    return mask
+
+
+def cross_attention_mask(encoder_tokens: jax.Array, decoder_segment_ids: jax.Array | None = None,
+                         encoder_segment_ids: jax.Array | None = None) -> jax.Array:
+    """Cross-attention mask: non-padding encoder positions of the same segment."""
+    mask = _key_mask(encoder_tokens > 0)
+    if decoder_segment_ids is not None and encoder_segment_ids is not None:
+        mask = mask & _segment_mask(decoder_segment_ids, encoder_segment_ids)
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Stacks and the model
+# ---------------------------------------------------------------------------------------------
+class Encoder(nn.Module):
+    config: T5Config
+    embedder: nn.Module
+
+    @nn.compact
+    def __call__(self, tokens, segment_ids=None, *, deterministic: bool, tap_layers: Mapping[int, int] = {}):
+        cfg = self.config
+        x = self.embedder(tokens).astype(cfg.compute_dtype)
+        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        length = tokens.shape[1]
+        bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)
+        mask = encoder_attention_mask(tokens, segment_ids)
+        taps = {}
+        for i in range(cfg.num_encoder_layers):
+            x, tap = EncoderLayer(cfg, name=f"layers_{i}")(x, bias, mask, deterministic=deterministic)
+            if i in tap_layers:
+                taps[tap_layers[i]] = tap
+        x = RMSNorm(cfg, name="encoder_norm")(x)
+        return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic), taps
+
+
+class Decoder(nn.Module):
+    config: T5Config
+    embedder: nn.Module
+
+    @nn.compact
+    def __call__(self, encoded, encoder_tokens, decoder_input_tokens, decoder_target_tokens=None,
+                 encoder_segment_ids=None, decoder_segment_ids=None, *, deterministic: bool,
+                 decode: bool = False, decode_position=None, max_decode_length=None,
+                 self_tap_layers: Mapping[int, int] = {}, cross_tap_layers: Mapping[int, int] = {}):
+        cfg = self.config
+        x = self.embedder(decoder_input_tokens).astype(cfg.compute_dtype)
+        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        relpos = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")
+        if decode:
+            # One new token at `decode_position` against the cache of `max_decode_length` keys.
+            bias = relpos(1, max_decode_length, decode_position)
+            self_mask = (jnp.arange(max_decode_length) <= decode_position)[None, None, None, :]
+        else:
+            length = decoder_input_tokens.shape[1]
+            bias = relpos(length, length)
+            self_mask = decoder_attention_mask(decoder_input_tokens, decoder_target_tokens, decoder_segment_ids)
+        cross_mask = cross_attention_mask(encoder_tokens, decoder_segment_ids, encoder_segment_ids)
+        self_taps, cross_taps = {}, {}
+        for i in range(cfg.num_decoder_layers):
+            x, self_tap, cross_tap = DecoderLayer(cfg, name=f"layers_{i}")(
+                x, encoded, bias, self_mask, cross_mask, deterministic=deterministic, decode=decode,
+                decode_position=decode_position, max_decode_length=max_decode_length)
+            if i in self_tap_layers:
+                self_taps[self_tap_layers[i]] = self_tap
+            if i in cross_tap_layers:
+                cross_taps[cross_tap_layers[i]] = cross_tap
+        x = RMSNorm(cfg, name="decoder_norm")(x)
+        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+        if cfg.scale_decoder_outputs:  # T5 v1.0: rescale before the tied head
+            x = x * (cfg.d_model ** -0.5)
+        if cfg.tie_word_embeddings:
+            logits = self.embedder.attend(x.astype(cfg.compute_dtype))
+        else:
+            logits = Dense(cfg.vocab_size, ("embed", "vocab"), 1.0, cfg, name="logits_dense")(x)
+        logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+        return logits, self_taps, cross_taps
+
+
+class T5(nn.Module):
+    """T5 encoder-decoder. Parameters: `token_embedder`, `encoder`, `decoder` (see `checkpoints/hf.py`)."""
+
+    config: T5Config
+
+    def setup(self):
+        cfg = self.config
+        self.token_embedder = nn.Embed(
+            cfg.vocab_size, cfg.d_model, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
+            embedding_init=_param_init(1.0, ("vocab", "embed")), name="token_embedder")
+        self.encoder = Encoder(cfg, self.token_embedder)
+        self.decoder = Decoder(cfg, self.token_embedder)
+
+    def encode(self, encoder_input_tokens, encoder_segment_ids=None, *, enable_dropout: bool = False,
+               taps: Taps = Taps()):
+        """`[batch, enc_len]` int tokens -> (encoded `[batch, enc_len, d_model]`, {layer: AttentionTap})."""
+        layers = taps.resolve(self.config)["encoder_self"]
+        return self.encoder(encoder_input_tokens, encoder_segment_ids, deterministic=not enable_dropout,
+                            tap_layers=layers)
+
+    def decode(self, encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
+               encoder_segment_ids=None, decoder_segment_ids=None, *, enable_dropout: bool = False,
+               decode: bool = False, decode_position=None, max_decode_length: int | None = None,
+               taps: Taps = Taps()):
+        """Decoder pass. Returns (logits, decoder self taps, cross taps).
+
+        With `decode=True` (mutable `cache`), `decoder_input_tokens` is `[batch, 1]`: the token at
+        `decode_position` of a sequence at most `max_decode_length` long.
+        """
+        if decode and (decode_position is None or max_decode_length is None):
+            raise ValueError("decode=True needs decode_position and max_decode_length.")
+        resolved = taps.resolve(self.config)
+        return self.decoder(encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
+                            encoder_segment_ids, decoder_segment_ids, deterministic=not enable_dropout,
+                            decode=decode, decode_position=decode_position,
+                            max_decode_length=max_decode_length,
+                            self_tap_layers=resolved["decoder_self"], cross_tap_layers=resolved["cross"])
+
+    def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
+                 encoder_segment_ids=None, decoder_segment_ids=None, *, enable_dropout: bool = False,
+                 taps: Taps = Taps()) -> T5Output:
+        """Teacher-forced forward pass.
+
+        Args:
+          encoder_input_tokens: int `[batch, enc_len]`, 0 = padding.
+          decoder_input_tokens: int `[batch, dec_len]`, the targets shifted right (start token 0).
+          decoder_target_tokens: optional int `[batch, dec_len]`; where given, its padding is masked.
+          encoder_segment_ids, decoder_segment_ids: optional int, packed-example ids (0 = padding).
+          enable_dropout: apply dropout (needs a `dropout` rng).
+          taps: layers whose attention Q/K/V to return.
+        """
+        encoded, encoder_taps = self.encode(encoder_input_tokens, encoder_segment_ids,
+                                            enable_dropout=enable_dropout, taps=taps)
+        logits, self_taps, cross_taps = self.decode(
+            encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
+            encoder_segment_ids, decoder_segment_ids, enable_dropout=enable_dropout, taps=taps)
+        return T5Output(logits, {"encoder_self": encoder_taps, "decoder_self": self_taps, "cross": cross_taps})
+
+
+def init_params(config: T5Config, rng: jax.Array, batch: int = 1, length: int = 8):
+    """Random T5 parameters (boxed with logical axis names: use `nn.unbox` or `parallel.py`)."""
+    tokens = jnp.ones((batch, length), jnp.int32)
+    return T5(config).init(rng, tokens, tokens)["params"]
+
+
+def abstract_params(config: T5Config):
+    """Parameter shapes and dtypes without allocating (boxed `ShapeDtypeStruct`s)."""
+    return jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))

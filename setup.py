@@ -1,0 +1,47 @@
+"""miniend_jax: task-agnostic distillation of encoder-decoder language models (MiniEnD) in JAX/Flax."""
+
+import setuptools
+
+# Every direct dependency is pinned to a version set that resolves together (Python 3.11).
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "chex==0.1.92",
+    "ml-collections==1.1.0",
+    "numpy==2.4.6",
+    "absl-py==2.5.1",
+    "safetensors==0.8.0",
+    "sentencepiece==0.2.3",
+    # HF tokenizer and config objects (no torch: transformers 5 imports without it).
+    "transformers==5.24.0",
+    "tokenizers==0.23.3",
+    "huggingface-hub==2.4.0",
+    # Data pipeline (imported only by tasks/ and the training loop, never by models/ or checkpoints/).
+    "seqio==0.0.20",
+    "tensorflow==2.21.0",
+    "tensorflow-text==2.21.1",
+    "tensorflow-datasets==4.9.10",
+    "rouge-score==0.1.2",
+]
+
+EXTRAS_REQUIRE = {
+    "test": [
+        "pytest==9.2.0",
+        "pytest-xdist==3.8.0",
+        # The local CPU wheel; the reference implementation for golden tests.
+        "torch==2.13.0",
+    ],
+}
+
+setuptools.setup(
+    name="miniend_jax",
+    version="0.1.0",
+    description="MiniEnD task-agnostic distillation of T5-family encoder-decoder models in JAX/Flax",
+    packages=setuptools.find_packages(include=["miniend_jax", "miniend_jax.*", "tasks", "tasks.*"]),
+    python_requires=">=3.11,<3.12",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)

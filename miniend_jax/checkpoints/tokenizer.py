@@ -5,6 +5,10 @@ the top: `<extra_id_0>` is the last id, `vocab_size - 1`. Both views give identi
 
 transformers 5 ignores `T5Tokenizer(vocab_file=...)` and maps every word to `<unk>`; the HF tokenizer
 is therefore always built with `from_pretrained` on a directory holding `spiece.model`.
+
+Where the two differ: HF parses special-token *strings* inside text (`<unk>`, `</s>`, and sentinels
+glued to a word or to punctuation) into their ids; seqio and SentencePiece spell them out. Text without
+such strings, and sentinels standing between words as span-corrupted text has them, encode identically.
 """
 
 from __future__ import annotations

@@ -187,15 +187,7 @@ class MultiHeadAttention(nn.Module):
     config: T5Config
     is_cross: bool = False
 
-    def setup(self):
-        cfg = self.config
-        inner = cfg.inner_dim
-        self.query = Dense(inner, ("embed", "joined_kv"), (cfg.d_model * cfg.d_kv) ** -0.5, cfg)
-        self.key = Dense(inner, ("embed", "joined_kv"), cfg.d_model ** -0.5, cfg)
-        self.value = Dense(inner, ("embed", "joined_kv"), cfg.d_model ** -0.5, cfg)
-        self.out = Dense(cfg.d_model, ("joined_kv", "embed"), inner ** -0.5, cfg)
-        self.dropout = nn.Dropout(cfg.dropout_rate)
-
+    @nn.compact
     def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, bias: jax.Array | None, mask: jax.Array,
                  *, deterministic: bool, decode: bool = False, decode_position: jax.Array | None = None,
                  max_decode_length: int | None = None) -> tuple[jax.Array, AttentionTap]:
@@ -207,13 +199,14 @@ class MultiHeadAttention(nn.Module):
         Returns the output `[batch, q_len, d_model]` and this layer's (q, k, v) before caching.
         """
         cfg = self.config
-        q = self.query(inputs_q)
+        project = lambda name, stddev: Dense(cfg.inner_dim, ("embed", "joined_kv"), stddev, cfg, name=name)
+        q = project("query", (cfg.d_model * cfg.d_kv) ** -0.5)(inputs_q)
         if decode and self.is_cross and self.has_variable("cache", "cross_key"):
             k = self.get_variable("cache", "cross_key")
             v = self.get_variable("cache", "cross_value")
         else:
-            k = self.key(inputs_kv)
-            v = self.value(inputs_kv)
+            k = project("key", cfg.d_model ** -0.5)(inputs_kv)
+            v = project("value", cfg.d_model ** -0.5)(inputs_kv)
         q = nn.with_logical_constraint(q, ("batch", "length", "joined_kv"))
         k = nn.with_logical_constraint(k, ("batch", "length", "joined_kv"))
         v = nn.with_logical_constraint(v, ("batch", "length", "joined_kv"))
@@ -237,10 +230,11 @@ class MultiHeadAttention(nn.Module):
             scores = scores + bias
         scores = jnp.where(mask, scores, _MASK_VALUE)
         probs = jax.nn.softmax(scores, axis=-1)
-        probs = self.dropout(probs, deterministic=deterministic).astype(cfg.compute_dtype)
+        probs = nn.Dropout(cfg.dropout_rate)(probs, deterministic=deterministic).astype(cfg.compute_dtype)
         context = jnp.einsum("bhqk,bkhd->bqhd", probs, heads(v).astype(cfg.compute_dtype))
         context = context.reshape(context.shape[:2] + (cfg.inner_dim,))
-        return self.out(context), tap
+        out = Dense(cfg.d_model, ("joined_kv", "embed"), cfg.inner_dim ** -0.5, cfg, name="out")(context)
+        return out, tap
 
 
 class MlpBlock(nn.Module):

@@ -1,0 +1,155 @@
+"""HF checkpoints in and out: formats, round trip through PyTorch, and clear errors on bad input."""
+
+import json
+import os
+import shutil
+
+import jax
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+import transformers
+from safetensors.numpy import load_file, save_file
+
+from miniend_jax.checkpoints.hf import load_hf_checkpoint, save_hf_checkpoint
+from miniend_jax.errors import CheckpointError
+from miniend_jax.models.t5 import T5
+from tests.conftest import SPIECE, padded_batch, torch_logits
+
+
+def _logits(config, params, enc, dec):
+    return np.asarray(T5(config).apply({"params": params}, enc, dec).logits)
+
+
+def test_export_reloads_in_pytorch_with_same_logits(golden, tmp_path):
+    _, hf_model, directory = golden
+    config, params = load_hf_checkpoint(directory)
+    save_hf_checkpoint(str(tmp_path), config, params, spiece_model=str(SPIECE))
+    reloaded = transformers.T5ForConditionalGeneration.from_pretrained(str(tmp_path)).eval()
+    assert (reloaded.lm_head.weight is reloaded.shared.weight) == config.tie_word_embeddings
+    enc, dec, _ = padded_batch(config.vocab_size)
+    np.testing.assert_allclose(torch_logits(reloaded, enc, dec), torch_logits(hf_model, enc, dec),
+                               atol=1e-6, rtol=0)
+    # And back into miniend_jax: identical parameters.
+    config2, params2 = load_hf_checkpoint(str(tmp_path))
+    assert config2 == config
+    jax.tree.map(np.testing.assert_array_equal, params2, params)
+    assert os.path.exists(tmp_path / "spiece.model") and os.path.exists(tmp_path / "tokenizer_config.json")
+
+
+def _hf_reference(name, tmp_path):
+    from tests.conftest import build_hf_model
+    model = build_hf_model(name)
+    model.save_pretrained(tmp_path / "ref")
+    return model, load_hf_checkpoint(str(tmp_path / "ref"))
+
+
+def test_pytorch_bin_loads_without_torch_import(tmp_path):
+    model, (config, params) = _hf_reference("v1_1", tmp_path)
+    directory = tmp_path / "bin"
+    directory.mkdir()
+    shutil.copy(tmp_path / "ref" / "config.json", directory)
+    torch.save(model.state_dict(), directory / "pytorch_model.bin")
+    config2, params2 = load_hf_checkpoint(str(directory))
+    assert config2 == config
+    jax.tree.map(np.testing.assert_array_equal, params2, params)
+
+
+def test_torch_bin_reader_runs_in_a_process_without_torch(tmp_path):
+    model, _ = _hf_reference("v1_0", tmp_path)
+    directory = tmp_path / "bin"
+    directory.mkdir()
+    shutil.copy(tmp_path / "ref" / "config.json", directory)
+    torch.save(model.state_dict(), directory / "pytorch_model.bin")
+    code = ("import sys, builtins\n"
+            "real = builtins.__import__\n"
+            "def guard(name, *a, **k):\n"
+            "    assert name.split('.')[0] not in ('torch', 'tensorflow'), name\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = guard\n"
+            "from miniend_jax.checkpoints.hf import load_hf_checkpoint\n"
+            f"config, params = load_hf_checkpoint({str(directory)!r})\n"
+            "print(config.d_model)\n")
+    import subprocess, sys
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "32"
+
+
+def test_sharded_safetensors_and_bfloat16(tmp_path):
+    _, (config, params) = _hf_reference("uneven", tmp_path)
+    tensors = load_file(str(tmp_path / "ref" / "model.safetensors"))
+    directory = tmp_path / "sharded"
+    directory.mkdir()
+    shutil.copy(tmp_path / "ref" / "config.json", directory)
+    names = sorted(tensors)
+    weight_map = {}
+    for shard, part in enumerate((names[: len(names) // 2], names[len(names) // 2:])):
+        file = f"model-{shard + 1:05d}-of-00002.safetensors"
+        # Store half of the shards in bfloat16 through torch, as real checkpoints often are.
+        if shard == 1:
+            import safetensors.torch
+            safetensors.torch.save_file({n: torch.from_numpy(tensors[n]).bfloat16() for n in part},
+                                        str(directory / file))
+        else:
+            save_file({n: tensors[n] for n in part}, str(directory / file))
+        weight_map.update({n: file for n in part})
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    config2, params2 = load_hf_checkpoint(str(directory))
+    assert config2 == config
+    flat2 = jax.tree_util.tree_leaves(params2)
+    assert all(leaf.dtype == np.float32 for leaf in flat2)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-2), params2, params)
+    config16, params16 = load_hf_checkpoint(str(directory), param_dtype="bfloat16")
+    assert all(leaf.dtype == ml_dtypes.bfloat16 for leaf in jax.tree_util.tree_leaves(params16))
+
+
+# -- bad input -----------------------------------------------------------------------------------
+def test_directory_without_weights(tmp_path):
+    _hf_reference("v1_0", tmp_path)
+    (tmp_path / "ref" / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="no weights in .*model.safetensors"):
+        load_hf_checkpoint(str(tmp_path / "ref"))
+
+
+def test_missing_directory_and_missing_config(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_hf_checkpoint(str(tmp_path / "nowhere"))
+    with pytest.raises(CheckpointError, match="has no config.json"):
+        load_hf_checkpoint(str(tmp_path))
+
+
+def test_weight_shape_mismatch(tmp_path):
+    _hf_reference("v1_0", tmp_path)
+    path = tmp_path / "ref" / "config.json"
+    config = json.loads(path.read_text())
+    config["d_ff"] = 128
+    path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"DenseReluDense.wi.weight has shape \(64, 32\) but the config "
+                                              r"implies \(128, 32\)"):
+        load_hf_checkpoint(str(tmp_path / "ref"))
+
+
+def test_layer_count_mismatch(tmp_path):
+    _hf_reference("v1_0", tmp_path)
+    path = tmp_path / "ref" / "config.json"
+    config = json.loads(path.read_text())
+    config["num_layers"] = 3
+    path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="lacks .* weight"):
+        load_hf_checkpoint(str(tmp_path / "ref"))
+
+
+def test_config_of_another_architecture(tmp_path):
+    _hf_reference("v1_0", tmp_path)
+    bert = transformers.BertConfig(vocab_size=96, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    bert.save_pretrained(tmp_path / "ref")
+    with pytest.raises(CheckpointError, match="model_type='bert'.*T5"):
+        load_hf_checkpoint(str(tmp_path / "ref"))
+
+
+def test_config_json_that_is_not_json(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_hf_checkpoint(str(tmp_path))

@@ -1,0 +1,63 @@
+"""Greedy decoding with the key/value cache against PyTorch `generate`."""
+
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from miniend_jax.checkpoints.hf import load_hf_checkpoint
+from miniend_jax.evaluation.decoding import greedy_decode
+from miniend_jax.models.t5 import T5
+from tests.conftest import padded_batch
+
+
+def _hf_greedy(model, enc, max_new_tokens):
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.tensor(enc, dtype=torch.long),
+                             attention_mask=torch.tensor(enc > 0, dtype=torch.long),
+                             num_beams=1, do_sample=False, max_new_tokens=max_new_tokens, min_length=0)
+    return out[:, 1:].numpy()  # drop the decoder start token
+
+
+def test_greedy_decode_matches_generate(golden):
+    _, hf_model, directory = golden
+    config, params = load_hf_checkpoint(directory)
+    enc, _, _ = padded_batch(config.vocab_size, seed=3)
+    max_len = 12
+    ours = np.asarray(greedy_decode(T5(config), params, jnp.asarray(enc), max_len))
+    theirs = _hf_greedy(hf_model, enc, max_len)
+    assert ours.shape == (enc.shape[0], max_len)
+    np.testing.assert_array_equal(ours[:, : theirs.shape[1]], theirs)
+    assert np.all(ours[:, theirs.shape[1]:] == config.pad_token_id)
+
+
+def test_greedy_decode_stops_at_eos_and_pads(tmp_path):
+    """A model biased towards EOS ends some sequences early; both implementations pad after EOS."""
+    from tests.conftest import build_hf_model
+    hf_model = build_hf_model("v1_1", seed=1)
+    with torch.no_grad():
+        hf_model.lm_head.weight[1] *= 6.0  # make EOS (id 1) win at some, not all, steps
+    hf_model.save_pretrained(tmp_path)
+    config, params = load_hf_checkpoint(str(tmp_path))
+    enc, _, _ = padded_batch(config.vocab_size, seed=5)
+    ours = np.asarray(greedy_decode(T5(config), params, jnp.asarray(enc), 10))
+    theirs = _hf_greedy(hf_model, enc, 10)
+    np.testing.assert_array_equal(ours[:, : theirs.shape[1]], theirs)
+    ended = [row for row in ours if config.eos_token_id in row]
+    assert 0 < len(ended) < len(ours), "the fixture should end some sequences early, not all"
+    for row in ended:
+        eos_at = list(row).index(config.eos_token_id)
+        assert np.all(row[eos_at + 1:] == config.pad_token_id)
+
+
+def test_cached_decoding_equals_teacher_forcing(golden):
+    """Each cached step's logits equal the full teacher-forced pass over the decoded prefix."""
+    _, _, directory = golden
+    config, params = load_hf_checkpoint(directory)
+    enc, _, _ = padded_batch(config.vocab_size, seed=4)
+    model = T5(config)
+    tokens = np.asarray(greedy_decode(model, params, jnp.asarray(enc), 8))
+    dec_inputs = np.concatenate([np.zeros((enc.shape[0], 1), np.int32), tokens[:, :-1]], axis=1)
+    logits = np.asarray(model.apply({"params": params}, enc, dec_inputs).logits)
+    first_eos = [list(r).index(1) if 1 in r else len(r) for r in tokens]
+    for row, stop in enumerate(first_eos):
+        np.testing.assert_array_equal(logits[row, : stop + 1].argmax(-1), tokens[row, : stop + 1])

@@ -1,0 +1,232 @@
+"""The distillation objectives of MiniEnD and its baselines, as sums of loss terms.
+
+Terms (METHOD.md): `logit` (KD on next-token distributions), `decoder_self`, `encoder_self`, `cross`
+(attention relations of the tapped layers), `ground_truth` (span-corruption cross-entropy).
+
+| objective              | terms                                  |
+|------------------------|----------------------------------------|
+| pretrain               | ground_truth (the from-scratch baseline) |
+| mlmkd                  | logit                                  |
+| minilm                 | encoder_self                           |
+| mlmkd_minilm           | logit + encoder_self                   |
+| l_imp                  | logit + decoder_self                   |
+| miniend_d              | logit + decoder_self + cross           |
+| miniend_d_no_logits    | decoder_self + cross                   |
+| miniend_e              | logit + decoder_self + encoder_self    |
+| miniend_e_no_logits    | decoder_self + encoder_self            |
+
+MiniLM on an encoder-decoder is taken as the encoder's last-layer self-attention relations (our choice:
+the paper's MiniLM is the encoder-only recipe; with the decoder's relations too it would equal
+MiniEnD-E without logits). Every distillation objective may add `ground_truth` with its own weight.
+
+Normalisation: each term is a sum over valid rows divided by the number of valid rows *of the whole
+batch* (`denominators`), so summing a term over microbatches gives exactly the full-batch value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+
+from miniend_jax.distill import relations
+from miniend_jax.errors import ConfigError
+from miniend_jax.models.t5 import (T5Output, Taps, cross_attention_mask, decoder_attention_mask,
+                                   encoder_attention_mask)
+
+OBJECTIVES: dict[str, tuple[str, ...]] = {
+    "pretrain": ("ground_truth",),
+    "mlmkd": ("logit",),
+    "minilm": ("encoder_self",),
+    "mlmkd_minilm": ("logit", "encoder_self"),
+    "l_imp": ("logit", "decoder_self"),
+    "miniend_d": ("logit", "decoder_self", "cross"),
+    "miniend_d_no_logits": ("decoder_self", "cross"),
+    "miniend_e": ("logit", "decoder_self", "encoder_self"),
+    "miniend_e_no_logits": ("decoder_self", "encoder_self"),
+}
+TERMS = ("logit", "encoder_self", "decoder_self", "cross", "ground_truth")
+INTERPOLATION_SCHEDULES = ("constant", "linear", "cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillSpec:
+    """What to distil and how. Layers are per stack (`encoder`, `decoder`); negative = from the end."""
+
+    objective: str = "miniend_e"
+    relation_heads: int = 32
+    teacher_encoder_layer: int = -1
+    teacher_decoder_layer: int = -1
+    student_encoder_layer: int = -1
+    student_decoder_layer: int = -1
+    temperature: float = 1.0
+    weights: tuple[tuple[str, float], ...] = ()   # overrides of the default weight 1 (ground_truth: 0)
+    interpolation_space: str = "probability"
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"distill.objective={self.objective!r} is unknown; choose one of "
+                              f"{', '.join(OBJECTIVES)}.")
+        unknown = [name for name, _ in self.weights if name not in TERMS]
+        if unknown:
+            raise ConfigError(f"distill.weights has unknown term(s) {unknown}; terms are {', '.join(TERMS)}.")
+        if self.relation_heads <= 0:
+            raise ConfigError(f"distill.relation_heads={self.relation_heads}: must be positive (default 32).")
+        if self.temperature <= 0:
+            raise ConfigError(f"distill.temperature={self.temperature}: must be positive (default 1).")
+        if self.interpolation_space not in ("probability", "logit"):
+            raise ConfigError(f"distill.interpolation.space={self.interpolation_space!r}: "
+                              "use 'probability' (METHOD.md) or 'logit' (TAID).")
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """Active terms: the objective's, plus ground_truth where it has a positive weight."""
+        terms = OBJECTIVES[self.objective]
+        if "ground_truth" not in terms and self.weight("ground_truth") > 0:
+            terms = terms + ("ground_truth",)
+        return terms
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(t != "ground_truth" for t in self.terms)
+
+    def weight(self, term: str) -> float:
+        default = 0.0 if term == "ground_truth" and self.objective != "pretrain" else 1.0
+        return float(dict(self.weights).get(term, default))
+
+    def taps(self, role: str) -> Taps:
+        """The layers whose Q/K/V the `teacher` or `student` must return for the active terms."""
+        enc = getattr(self, f"{role}_encoder_layer")
+        dec = getattr(self, f"{role}_decoder_layer")
+        terms = self.terms
+        return Taps(encoder_self=(enc,) if "encoder_self" in terms else (),
+                    decoder_self=(dec,) if "decoder_self" in terms else (),
+                    cross=(dec,) if "cross" in terms else ())
+
+    def check_models(self, teacher_config, student_config) -> None:
+        """Cross-field checks: relation heads divide widths, tapped layers exist, vocabularies agree."""
+        models = [("student", student_config)] + ([("teacher", teacher_config)] if self.needs_teacher else [])
+        relation_terms = set(self.terms) & {"encoder_self", "decoder_self", "cross"}
+        for role, config in models:
+            if relation_terms and config.inner_dim % self.relation_heads:
+                raise ConfigError(
+                    f"distill.relation_heads={self.relation_heads} does not divide the {role}'s attention "
+                    f"width num_heads*d_kv={config.inner_dim}; choose a divisor of both models' widths "
+                    f"(e.g. {math.gcd(config.inner_dim, self.relation_heads)}).")
+            for stack, depth in (("encoder", config.num_encoder_layers), ("decoder", config.num_decoder_layers)):
+                layer = getattr(self, f"{role}_{stack}_layer")
+                if not -depth <= layer < depth:
+                    raise ConfigError(f"distill.{role}_layers.{stack}={layer} is outside the {role}'s "
+                                      f"{depth} {stack} layers; use an index in [{-depth}, {depth}).")
+        if self.needs_teacher and teacher_config.vocab_size != student_config.vocab_size:
+            raise ConfigError(
+                f"teacher vocab_size={teacher_config.vocab_size} != student vocab_size="
+                f"{student_config.vocab_size}; distillation needs one vocabulary. Set student overrides "
+                "vocab_size to the teacher's.")
+
+
+def interpolation_alpha(step: jax.Array, start: float, steps: int, schedule: str) -> jax.Array:
+    """`a_t` rising from `start` to 1 over `steps` (linear or cosine); `constant` means plain MiniEnD."""
+    if schedule == "constant" or steps <= 0:
+        return jnp.float32(1.0)
+    progress = jnp.clip(jnp.asarray(step, jnp.float32) / steps, 0.0, 1.0)
+    if schedule == "linear":
+        ramp = progress
+    elif schedule == "cosine":
+        ramp = 0.5 * (1.0 - jnp.cos(jnp.pi * progress))
+    else:
+        raise ConfigError(f"distill.interpolation.schedule={schedule!r}: use one of {INTERPOLATION_SCHEDULES}.")
+    return jnp.float32(start) + (1.0 - jnp.float32(start)) * ramp
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks and normalisers from a batch (seqio EncDecFeatureConverter features)
+# ---------------------------------------------------------------------------------------------
+def valid_rows(batch: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """(encoder positions that are not padding, decoder target positions that count)."""
+    encoder_valid = batch["encoder_input_tokens"] > 0
+    if "decoder_loss_weights" in batch:
+        decoder_valid = batch["decoder_loss_weights"] > 0
+    else:
+        decoder_valid = batch["decoder_target_tokens"] > 0
+    return encoder_valid, decoder_valid
+
+
+def denominators(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Valid encoder and decoder rows of `batch` (at least 1), the normalisers of every term."""
+    encoder_valid, decoder_valid = valid_rows(batch)
+    return {"encoder": jnp.maximum(encoder_valid.sum(), 1).astype(jnp.float32),
+            "decoder": jnp.maximum(decoder_valid.sum(), 1).astype(jnp.float32)}
+
+
+def _masks(batch):
+    enc_seg, dec_seg = batch.get("encoder_segment_ids"), batch.get("decoder_segment_ids")
+    return (encoder_attention_mask(batch["encoder_input_tokens"], enc_seg),
+            decoder_attention_mask(batch["decoder_input_tokens"], batch["decoder_target_tokens"], dec_seg),
+            cross_attention_mask(batch["encoder_input_tokens"], dec_seg, enc_seg))
+
+
+# ---------------------------------------------------------------------------------------------
+# The terms
+# ---------------------------------------------------------------------------------------------
+def logit_kd_sum(teacher_logits, student_logits, decoder_valid, temperature=1.0, alpha=1.0,
+                 interpolation_space="probability") -> jax.Array:
+    """Sum over valid targets of T^2 * KL(softmax(t/T) || softmax(s/T)) (float32)."""
+    t = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature, axis=-1)
+    s = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
+    target = relations.interpolate_target(jax.lax.stop_gradient(t), s, alpha, interpolation_space)
+    per_token = jnp.sum(jnp.exp(target) * (target - s), axis=-1)
+    return temperature ** 2 * jnp.sum(jnp.where(decoder_valid, per_token, 0.0))
+
+
+def cross_entropy_sum(logits, targets, decoder_valid) -> jax.Array:
+    """Sum over valid targets of -log p(target) (float32)."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    return jnp.sum(jnp.where(decoder_valid, nll, 0.0))
+
+
+def compute_terms(spec: DistillSpec, teacher: T5Output | None, student: T5Output,
+                  batch: Mapping[str, jax.Array], denominator: Mapping[str, jax.Array],
+                  alpha: jax.Array | float = 1.0) -> dict[str, jax.Array]:
+    """Every active term of `spec` (unweighted), normalised by `denominator` (see `denominators`)."""
+    encoder_valid, decoder_valid = valid_rows(batch)
+    enc_mask, dec_mask, cross_mask = _masks(batch)
+    rel = dict(num_relation_heads=spec.relation_heads, alpha=alpha,
+               interpolation_space=spec.interpolation_space)
+
+    def tap(out: T5Output, kind: str, role: str):
+        stack = "encoder" if kind == "encoder_self" else "decoder"
+        return out.taps[kind][getattr(spec, f"{role}_{stack}_layer")]
+
+    terms = {}
+    for term in spec.terms:
+        if term == "ground_truth":
+            total = cross_entropy_sum(student.logits, batch["decoder_target_tokens"], decoder_valid)
+            terms[term] = total / denominator["decoder"]
+        elif term == "logit":
+            total = logit_kd_sum(teacher.logits, student.logits, decoder_valid, spec.temperature, alpha,
+                                 spec.interpolation_space)
+            terms[term] = total / denominator["decoder"]
+        elif term == "encoder_self":
+            total = relations.self_attention_relation_sum(
+                tap(teacher, term, "teacher"), tap(student, term, "student"), enc_mask, encoder_valid, **rel)
+            terms[term] = total / denominator["encoder"]
+        elif term == "decoder_self":
+            total = relations.self_attention_relation_sum(
+                tap(teacher, term, "teacher"), tap(student, term, "student"), dec_mask, decoder_valid, **rel)
+            terms[term] = total / denominator["decoder"]
+        elif term == "cross":
+            qk, kv = relations.cross_attention_relation_sums(
+                tap(teacher, term, "teacher"), tap(student, term, "student"), cross_mask, decoder_valid,
+                enc_mask, encoder_valid, **rel)
+            terms[term] = qk / denominator["decoder"] + kv / denominator["encoder"]
+    return terms
+
+
+def total_loss(spec: DistillSpec, terms: Mapping[str, jax.Array]) -> jax.Array:
+    """Weighted sum of the terms (the paper sums them unweighted: every default weight is 1)."""
+    return sum(spec.weight(name) * value for name, value in terms.items())

@@ -1,0 +1,75 @@
+"""Device mesh and logical axis rules: how parameters and activations are laid out over devices.
+
+The mesh has three axes: `data` (pure data parallelism), `fsdp` (data parallelism with parameters
+and optimizer state sharded over it, ZeRO-3 style) and `tensor` (Megatron-style sharding of heads,
+FFN and vocabulary). Model code names logical axes only (`embed`, `mlp`, `joined_kv`, ...); the rules
+below map them to mesh axes, as t5x does.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from miniend_jax.errors import ConfigError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Logical axis -> mesh axis. Flax assigns a mesh axis to at most one dimension of an array, in order,
+# so activations `("batch", "length", "embed")` shard batch over (data, fsdp) and leave embed whole,
+# while a kernel `("embed", "mlp")` shards embed over fsdp and mlp over tensor.
+DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("mlp", "tensor"),
+    ("joined_kv", "tensor"),
+    ("heads", "tensor"),
+    ("embed", "fsdp"),
+    ("length", None),
+    ("relpos_buckets", None),
+)
+
+
+def mesh_shape(data: int, fsdp: int, tensor: int, num_devices: int | None = None) -> tuple[int, int, int]:
+    """Resolves a `-1` entry (at most one) to fill the devices and checks the product."""
+    num_devices = jax.device_count() if num_devices is None else num_devices
+    shape = [data, fsdp, tensor]
+    if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
+        raise ConfigError(f"mesh=(data={data}, fsdp={fsdp}, tensor={tensor}): use positive sizes and at "
+                          "most one -1 (meaning 'all remaining devices').")
+    if -1 in shape:
+        known = int(np.prod([s for s in shape if s != -1]))
+        if num_devices % known:
+            raise ConfigError(f"mesh: {num_devices} devices cannot be split into data={data}, fsdp={fsdp}, "
+                              f"tensor={tensor}; choose sizes whose product divides {num_devices}.")
+        shape[shape.index(-1)] = num_devices // known
+    if int(np.prod(shape)) != num_devices:
+        raise ConfigError(f"mesh: data*fsdp*tensor = {int(np.prod(shape))} but there are {num_devices} "
+                          "devices; make the product equal the device count or set one size to -1.")
+    return tuple(shape)
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence | None = None) -> Mesh:
+    """A (data, fsdp, tensor) mesh with classic GSPMD (auto) axis types."""
+    devices = list(jax.devices() if devices is None else devices)
+    shape = mesh_shape(data, fsdp, tensor, len(devices))
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3, devices=devices)
+
+
+def logical_sharding(tree, mesh: Mesh, rules=DEFAULT_RULES):
+    """`NamedSharding`s for a tree of logically boxed values (params, or abstract params)."""
+    specs = nn.get_partition_spec(tree)
+    return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """Batch arrays `[batch, ...]`: batch over (data, fsdp), the rest replicated."""
+    return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())

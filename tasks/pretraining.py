@@ -1,0 +1,177 @@
+"""seqio Tasks for T5 span-corruption pretraining and distillation.
+
+Sources:
+- local text files: plain text (one paragraph per line), jsonl with a text field, WikiExtractor
+  `<doc>` files (as in ../shared/data/enwiki_2015_extract), each optionally gzip-compressed;
+- C4 through TFDS (`c4/en`), for pod runs where the TFDS data is prepared.
+
+Every reader is a native tf.data pipeline (TextLineDataset), so a training iterator can be checkpointed
+and resumed exactly. Files are sharded across hosts by seqio's `FileDataSource`.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import hashlib
+import json
+import os
+from typing import Mapping, Sequence
+
+import seqio
+import tensorflow as tf
+
+from miniend_jax.errors import ConfigError
+from tasks.span_corruption import lengths_for_inputs, span_corruption
+
+FORMATS = ("auto", "text", "jsonl", "wikiextractor")
+
+
+def resolve_files(patterns: str | Sequence[str]) -> list[str]:
+    """Sorted files matching one or more glob patterns (comma-separated in a string)."""
+    if isinstance(patterns, str):
+        patterns = [p for p in patterns.split(",") if p.strip()]
+    files = sorted({f for p in patterns for f in glob.glob(os.path.expanduser(p.strip())) if os.path.isfile(f)})
+    if not files:
+        raise ConfigError(f"data.files={','.join(patterns)!r} matches no file; point it at a corpus "
+                          "(e.g. ../shared/data/enwiki_2015_extract/AA/wiki_*.gz).")
+    return files
+
+
+def detect_format(path: str) -> str:
+    """`jsonl` by extension, `wikiextractor` if the file opens with `<doc`, else `text`."""
+    name = path[:-3] if path.endswith(".gz") else path
+    if name.endswith((".jsonl", ".json")):
+        return "jsonl"
+    opener = tf.io.gfile.GFile
+    if path.endswith(".gz"):
+        import gzip
+        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+            head = f.read(64)
+    else:
+        with opener(path, "r") as f:
+            head = f.read(64)
+    return "wikiextractor" if head.lstrip().startswith("<doc") else "text"
+
+
+def _parse_json_text(line: tf.Tensor, text_field: str) -> tf.Tensor:
+    def parse(raw):
+        try:
+            value = json.loads(raw.numpy().decode("utf-8", errors="replace")).get(text_field, "")
+        except (json.JSONDecodeError, AttributeError):
+            value = ""
+        return value if isinstance(value, str) else ""
+    return tf.py_function(parse, [line], tf.string)
+
+
+def make_reader(file_format: str, text_field: str = "text"):
+    """`read_file_fn(path) -> tf.data.Dataset` of {"text": str}, one paragraph (or json record) each."""
+    def read(path):
+        compression = tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
+        lines = tf.data.TextLineDataset(path, compression_type=compression)
+        if file_format == "jsonl":
+            lines = lines.map(lambda l: _parse_json_text(l, text_field))
+        elif file_format == "wikiextractor":
+            lines = lines.filter(lambda l: tf.logical_not(
+                tf.strings.regex_full_match(l, r"\s*</?doc( [^>]*)?>\s*")))
+        lines = lines.map(tf.strings.strip).filter(lambda l: tf.strings.length(l) > 0)
+        return lines.map(lambda l: {"text": l})
+    return read
+
+
+def split_files(files: Sequence[str], validation_files: int) -> dict[str, list[str]]:
+    """The last `validation_files` files (sorted order) are held out as the validation split."""
+    if validation_files < 0 or validation_files >= len(files):
+        raise ConfigError(f"data.validation_files={validation_files} must be in [0, {len(files) - 1}] for "
+                          f"{len(files)} matched file(s): at least one file must remain for training.")
+    train = list(files[: len(files) - validation_files])
+    return {"train": train, "validation": list(files[len(train):]) or train[-1:]}
+
+
+def vocabulary(spiece_model: str, extra_ids: int = 100) -> seqio.SentencePieceVocabulary:
+    if not os.path.isfile(spiece_model):
+        raise ConfigError(f"data.vocab={spiece_model!r} does not exist; point it at a SentencePiece model "
+                          "(e.g. ../shared/data/t5_spiece/spiece.model).")
+    return seqio.SentencePieceVocabulary(spiece_model, extra_ids=extra_ids)
+
+
+def _output_features(vocab) -> dict[str, seqio.Feature]:
+    return {"inputs": seqio.Feature(vocab, add_eos=True, required=False),
+            "targets": seqio.Feature(vocab, add_eos=True)}
+
+
+def _preprocessors(noise_density: float, mean_noise_span_length: float):
+    return [
+        functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
+        seqio.preprocessors.tokenize,
+        functools.partial(span_corruption, noise_density=noise_density,
+                          mean_noise_span_length=mean_noise_span_length),
+        seqio.preprocessors.append_eos_after_trim,
+    ]
+
+
+def register_local_span_corruption(files: str | Sequence[str], spiece_model: str, *, file_format: str = "auto",
+                                   text_field: str = "text", validation_files: int = 0,
+                                   noise_density: float = 0.15, mean_noise_span_length: float = 3.0,
+                                   extra_ids: int = 100, name: str | None = None) -> str:
+    """Registers (once) a span-corruption Task over local files and returns its name."""
+    paths = resolve_files(files)
+    if file_format not in FORMATS:
+        raise ConfigError(f"data.format={file_format!r}: choose one of {', '.join(FORMATS)}.")
+    fmt = detect_format(paths[0]) if file_format == "auto" else file_format
+    splits = split_files(paths, validation_files)
+    key = json.dumps([paths, spiece_model, fmt, text_field, validation_files, noise_density,
+                      mean_noise_span_length, extra_ids])
+    name = name or "span_corruption_" + hashlib.sha1(key.encode()).hexdigest()[:12]
+    if name not in seqio.TaskRegistry.names():
+        seqio.TaskRegistry.add(
+            name,
+            source=seqio.FileDataSource(make_reader(fmt, text_field), split_to_filepattern=splits),
+            preprocessors=_preprocessors(noise_density, mean_noise_span_length),
+            output_features=_output_features(vocabulary(spiece_model, extra_ids)),
+            metric_fns=[])
+    return name
+
+
+def register_c4_span_corruption(spiece_model: str, *, tfds_name: str = "c4/en:3.1.0", data_dir: str | None = None,
+                                noise_density: float = 0.15, mean_noise_span_length: float = 3.0,
+                                extra_ids: int = 100, name: str = "c4_span_corruption") -> str:
+    """Registers T5's C4 span-corruption Task from TFDS (needs the prepared TFDS data at run time)."""
+    if name not in seqio.TaskRegistry.names():
+        seqio.TaskRegistry.add(
+            name,
+            source=seqio.TfdsDataSource(tfds_name=tfds_name, tfds_data_dir=data_dir),
+            preprocessors=_preprocessors(noise_density, mean_noise_span_length),
+            output_features=_output_features(vocabulary(spiece_model, extra_ids)),
+            metric_fns=[])
+    return name
+
+
+def task_feature_lengths(inputs_length: int, targets_length: int | None = None, noise_density: float = 0.15,
+                         mean_noise_span_length: float = 3.0) -> dict[str, int]:
+    """Inputs/targets lengths; the targets length defaults to what span corruption produces."""
+    if targets_length is None or targets_length <= 0:
+        _, targets_length = lengths_for_inputs(inputs_length, noise_density, mean_noise_span_length)
+    return {"inputs": inputs_length, "targets": targets_length}
+
+
+def get_dataset(task_name: str, feature_lengths: Mapping[str, int], *, split: str, batch_size: int,
+                pack: bool, shuffle: bool, seed: int | None, num_epochs: int | None = None,
+                shard_index: int = 0, num_shards: int = 1, shuffle_buffer_size: int = 10_000) -> tf.data.Dataset:
+    """Batches of model features from a Task, through seqio's encoder-decoder feature converter.
+
+    `batch_size` is per host; with `num_shards > 1` each host reads its own files.
+    """
+    task = seqio.get_mixture_or_task(task_name)
+    shard_info = seqio.ShardInfo(index=shard_index, num_shards=num_shards) if num_shards > 1 else None
+    ds = task.get_dataset(sequence_length=dict(feature_lengths), split=split, shuffle=shuffle,
+                          shuffle_buffer_size=shuffle_buffer_size if shuffle else None, seed=seed,
+                          num_epochs=num_epochs, shard_info=shard_info, use_cached=False)
+    converter = seqio.EncDecFeatureConverter(pack=pack)
+    ds = converter(ds, dict(feature_lengths))
+    ds = ds.batch(batch_size, drop_remainder=True)
+    options = tf.data.Options()
+    # The jsonl reader maps through a (stateless) py_function; allow checkpointing the iterator anyway.
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    options.deterministic = True
+    return ds.with_options(options).prefetch(2)

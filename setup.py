@@ -25,6 +25,9 @@ INSTALL_REQUIRES = [
     "tensorflow-text==2.21.1",
     "tensorflow-datasets==4.9.10",
     "rouge-score==0.1.2",
+    # Metrics and figures.
+    "tensorboard==2.21.0",
+    "matplotlib==3.11.2",
 ]
 
 EXTRAS_REQUIRE = {

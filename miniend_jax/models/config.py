@@ -10,6 +10,8 @@ from miniend_jax.errors import ConfigError
 
 # Activation names as HF `transformers` spells them: gated-gelu uses the tanh approximation ("gelu_new").
 _ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu")
+# full: keep only layer inputs, recompute the rest; dots: keep matmul outputs, recompute elementwise ops.
+REMAT_POLICIES = ("none", "full", "dots")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,7 @@ class T5Config:
     decoder_start_token_id: int = 0
     dtype: str = "float32"
     param_dtype: str = "float32"
+    remat: str = "none"          # none | full | dots: rematerialise each layer in the backward pass
 
     def __post_init__(self):
         self.validate()
@@ -99,6 +102,8 @@ class T5Config:
             if value not in ("float32", "bfloat16", "float16"):
                 raise ConfigError(
                     f"model.{name}={value!r}: expected 'float32', 'bfloat16' or 'float16'.")
+        if self.remat not in REMAT_POLICIES:
+            raise ConfigError(f"model.remat={self.remat!r}: use one of {', '.join(REMAT_POLICIES)}.")
         for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
             value = getattr(self, name)
             if not 0 <= value < self.vocab_size:

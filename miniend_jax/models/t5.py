@@ -265,7 +265,7 @@ class EncoderLayer(nn.Module):
     config: T5Config
 
     @nn.compact
-    def __call__(self, x, bias, mask, *, deterministic: bool):
+    def __call__(self, x, bias, mask, deterministic: bool):
         cfg = self.config
         h = RMSNorm(cfg, name="pre_attention_layer_norm")(x)
         h, tap = MultiHeadAttention(cfg, name="attention")(h, h, bias, mask, deterministic=deterministic)
@@ -279,7 +279,7 @@ class DecoderLayer(nn.Module):
     config: T5Config
 
     @nn.compact
-    def __call__(self, x, encoded, self_bias, self_mask, cross_mask, *, deterministic: bool,
+    def __call__(self, x, encoded, self_bias, self_mask, cross_mask, deterministic: bool,
                  decode: bool = False, decode_position=None, max_decode_length=None):
         cfg = self.config
         h = RMSNorm(cfg, name="pre_self_attention_layer_norm")(x)
@@ -294,6 +294,14 @@ class DecoderLayer(nn.Module):
         h = RMSNorm(cfg, name="pre_mlp_layer_norm")(x)
         h = MlpBlock(cfg, name="mlp")(h, deterministic=deterministic)
         return _residual_dropout(cfg, x, h, deterministic), self_tap, cross_tap
+
+
+def _remat(layer_cls, config: T5Config, static_argnums: tuple[int, ...]):
+    """The layer class wrapped for rematerialisation per `config.remat` (argnums count `self` as 0)."""
+    if config.remat == "none":
+        return layer_cls
+    policy = {"full": None, "dots": jax.checkpoint_policies.checkpoint_dots}[config.remat]
+    return nn.remat(layer_cls, policy=policy, static_argnums=static_argnums, prevent_cse=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,8 +367,9 @@ class Encoder(nn.Module):
         bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)
         mask = encoder_attention_mask(tokens, segment_ids)
         taps = {}
+        layer_cls = _remat(EncoderLayer, cfg, static_argnums=(4,))
         for i in range(cfg.num_encoder_layers):
-            x, tap = EncoderLayer(cfg, name=f"layers_{i}")(x, bias, mask, deterministic=deterministic)
+            x, tap = layer_cls(cfg, name=f"layers_{i}")(x, bias, mask, deterministic)
             if i in tap_layers:
                 taps[tap_layers[i]] = tap
         x = RMSNorm(cfg, name="encoder_norm")(x)
@@ -391,10 +400,15 @@ class Decoder(nn.Module):
             self_mask = decoder_attention_mask(decoder_input_tokens, decoder_target_tokens, decoder_segment_ids)
         cross_mask = cross_attention_mask(encoder_tokens, decoder_segment_ids, encoder_segment_ids)
         self_taps, cross_taps = {}, {}
+        layer_cls = DecoderLayer if decode else _remat(DecoderLayer, cfg, static_argnums=(6,))
         for i in range(cfg.num_decoder_layers):
-            x, self_tap, cross_tap = DecoderLayer(cfg, name=f"layers_{i}")(
-                x, encoded, bias, self_mask, cross_mask, deterministic=deterministic, decode=decode,
-                decode_position=decode_position, max_decode_length=max_decode_length)
+            if decode:
+                x, self_tap, cross_tap = layer_cls(cfg, name=f"layers_{i}")(
+                    x, encoded, bias, self_mask, cross_mask, deterministic, decode, decode_position,
+                    max_decode_length)
+            else:
+                x, self_tap, cross_tap = layer_cls(cfg, name=f"layers_{i}")(
+                    x, encoded, bias, self_mask, cross_mask, deterministic)
             if i in self_tap_layers:
                 self_taps[self_tap_layers[i]] = self_tap
             if i in cross_tap_layers:

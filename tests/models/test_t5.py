@@ -96,3 +96,19 @@ def test_model_and_checkpoint_imports_do_not_load_tensorflow():
             "assert not bad, bad\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("remat", ["full", "dots"])
+def test_remat_gives_the_same_loss_and_gradients(remat):
+    config = T5Config(**{**TINY, "dropout_rate": 0.0})
+    params = nn.unbox(init_params(config, jax.random.PRNGKey(0)))
+    enc, dec, targets = padded_batch(config.vocab_size)
+
+    def loss(p, cfg):
+        logits = T5(cfg).apply({"params": p}, enc, dec, targets).logits
+        return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, targets[..., None], -1)[..., 0])
+
+    plain = jax.value_and_grad(loss)(params, config)
+    rematted = jax.value_and_grad(loss)(params, config.replace(remat=remat))
+    np.testing.assert_allclose(plain[0], rematted[0], rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), plain[1], rematted[1])

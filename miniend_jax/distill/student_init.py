@@ -1,0 +1,50 @@
+"""Student initialisation: random (the author's MiniLM code), or copied teacher layers.
+
+Copying takes evenly spaced teacher layers, first and last kept (`layer_map`), with the embedding,
+position tables, final norms and head; it needs every copied tensor's shape to match, which holds when
+the student has the teacher's widths (d_model, num_heads, d_kv, d_ff) and fewer layers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flax import traverse_util
+
+from miniend_jax.errors import ConfigError
+from miniend_jax.models.config import T5Config
+
+INIT_MODES = ("random", "teacher_layers")
+
+
+def layer_map(teacher_layers: int, student_layers: int) -> list[int]:
+    """Evenly spaced teacher layer indices for each student layer, first and last kept."""
+    if student_layers > teacher_layers:
+        raise ConfigError(f"student has {student_layers} layers but the teacher only {teacher_layers}; "
+                          "teacher_layers init needs a shallower (or equal) student.")
+    if student_layers == 1:
+        return [teacher_layers - 1]
+    return [int(round(i * (teacher_layers - 1) / (student_layers - 1))) for i in range(student_layers)]
+
+
+def copy_teacher_layers(teacher_params, teacher_config: T5Config, student_config: T5Config, student_params):
+    """Student params with every tensor taken from the teacher (layers per `layer_map`).
+
+    `student_params` (unboxed) gives the target structure and shapes; returns numpy arrays in the
+    student's parameter dtype.
+    """
+    mismatched = [f for f in ("d_model", "num_heads", "d_kv", "d_ff", "vocab_size", "feed_forward_proj",
+                              "tie_word_embeddings") if getattr(teacher_config, f) != getattr(student_config, f)]
+    if mismatched:
+        raise ConfigError(
+            f"student.init='teacher_layers' needs the teacher's widths, but {', '.join(mismatched)} differ; "
+            "use student.init='random' or give the student the teacher's widths.")
+    maps = {"encoder": layer_map(teacher_config.num_encoder_layers, student_config.num_encoder_layers),
+            "decoder": layer_map(teacher_config.num_decoder_layers, student_config.num_decoder_layers)}
+    teacher_flat = traverse_util.flatten_dict(teacher_params)
+    out = {}
+    for path, value in traverse_util.flatten_dict(student_params).items():
+        source = list(path)
+        if len(path) > 1 and path[0] in maps and path[1].startswith("layers_"):
+            source[1] = f"layers_{maps[path[0]][int(path[1].split('_')[1])]}"
+        out[path] = np.asarray(teacher_flat[tuple(source)]).astype(value.dtype)
+    return traverse_util.unflatten_dict(out)

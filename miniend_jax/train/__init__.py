@@ -1,0 +1,1 @@
+"""Train state, the jitted distillation/pretraining step, and the training loop."""

@@ -1,0 +1,194 @@
+"""The training loop for `distill` and `pretrain`: sharded state, input, the jitted step, checkpoints.
+
+Order matters for a user's time: everything that can be wrong with the input (config values, paths,
+model shapes, data) is checked by the caller before this loop compiles anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from miniend_jax import parallel
+from miniend_jax.checkpoints.state import StateCheckpointer
+from miniend_jax.distill.objectives import DistillSpec
+from miniend_jax.models.config import T5Config
+from miniend_jax.models.t5 import T5, init_params
+from miniend_jax.train import flops
+from miniend_jax.train.metrics import MetricsWriter, Progress
+from miniend_jax.train.state import TrainState, make_optimizer
+from miniend_jax.train.step import make_eval_step, make_train_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Models:
+    """What the loop trains and distils from. `teacher_params` are host arrays (or None)."""
+
+    spec: DistillSpec
+    student_config: T5Config
+    teacher_config: T5Config | None = None
+    teacher_params: Any = None
+    student_init: Callable[[Any], Any] | None = None   # unboxed abstract params -> host params (copy init)
+
+
+@dataclasses.dataclass
+class Data:
+    """Iterables of numpy batches (global-batch / process_count rows each) and feature lengths."""
+
+    train: Any                      # a tf.data iterator (checkpointable) yielding dicts of tensors
+    make_eval: Callable[[], Any] | None
+    inputs_length: int
+    targets_length: int
+
+
+def _to_global(batch: dict, mesh, global_batch: int) -> dict:
+    """Process-local numpy rows -> global arrays sharded over (data, fsdp)."""
+    out = {}
+    for name, value in batch.items():
+        value = np.asarray(value)
+        sharding = parallel.batch_sharding(mesh, value.ndim)
+        out[name] = jax.make_array_from_process_local_data(sharding, value, (global_batch,) + value.shape[1:])
+    return out
+
+
+def _numpy_batch(batch) -> dict:
+    return {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in batch.items()
+            if not k.endswith("_positions")}
+
+
+class Trainer:
+    def __init__(self, config, workdir: str, models: Models, data: Data, mesh):
+        self.config, self.workdir, self.models, self.data, self.mesh = config, workdir, models, data, mesh
+        self.rules = parallel.DEFAULT_RULES
+        train = config.train
+        self.optimizer, self.schedule = make_optimizer(config.optim, train.steps)
+        self.student = T5(models.student_config)
+        self.teacher = T5(models.teacher_config) if models.spec.needs_teacher else None
+        interp = config.distill.interpolation
+        interpolation = (None if interp.schedule == "constant"
+                         else (float(interp.start), int(interp.steps), interp.schedule))
+        step_fn = make_train_step(models.spec, self.student, self.teacher, self.optimizer, self.schedule,
+                                  microbatches=train.microbatches, interpolation=interpolation,
+                                  dropout_seed=config.seed)
+        self._shardings()
+        self.train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.teacher_shardings, None),
+                                  out_shardings=(self.state_shardings, None), donate_argnums=(0,))
+        self.eval_step = jax.jit(make_eval_step(models.spec, self.student, self.teacher),
+                                 in_shardings=(self.state_shardings.params, self.teacher_shardings, None))
+        self.checkpointer = StateCheckpointer(workdir, save_every=train.checkpoint_every,
+                                              keep=train.keep_checkpoints, async_save=train.async_checkpoints)
+        self.writer = MetricsWriter(workdir)
+        b = train.batch_size
+        self.student_flops = flops.train_flops(models.student_config, b, data.inputs_length, data.targets_length)
+        self.teacher_flops = (flops.forward_flops(models.teacher_config, b, data.inputs_length, data.targets_length)
+                              if self.teacher is not None else 0.0)
+        self.tokens_per_step = b * (data.inputs_length + data.targets_length)
+
+    # -- layout --------------------------------------------------------------------------------
+    def _shardings(self):
+        models, mesh = self.models, self.mesh
+        rng = jax.random.PRNGKey(self.config.seed)
+        boxed = jax.eval_shape(lambda: init_params(models.student_config, rng))
+        boxed_state = jax.eval_shape(lambda: TrainState.create(boxed, self.optimizer))
+        self.state_shardings = parallel.logical_sharding(boxed_state, mesh, self.rules)
+        self.abstract_state = nn.unbox(boxed_state)
+        if self.teacher is not None:
+            teacher_boxed = jax.eval_shape(lambda: init_params(models.teacher_config, rng))
+            self.teacher_shardings = parallel.logical_sharding(teacher_boxed, mesh, self.rules)
+        else:
+            self.teacher_shardings = None
+
+    @contextlib.contextmanager
+    def _context(self):
+        """Mesh and logical axis rules, active while tracing and running the step."""
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+            yield
+
+    def initial_state(self) -> TrainState:
+        """A fresh state, created directly in its sharded layout."""
+        models = self.models
+        rng = jax.random.PRNGKey(self.config.seed)
+        with self._context():
+            if models.student_init is None:
+                params = jax.jit(lambda r: nn.unbox(init_params(models.student_config, r)),
+                                 out_shardings=self.state_shardings.params)(rng)
+            else:
+                params = jax.device_put(models.student_init(self.abstract_state.params), self.state_shardings.params)
+            create = jax.jit(lambda p: TrainState.create(p, self.optimizer), out_shardings=self.state_shardings)
+            return create(params)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self) -> TrainState:
+        config, models = self.config, self.models
+        total = config.train.steps
+        teacher_params = (jax.device_put(models.teacher_params, self.teacher_shardings)
+                          if self.teacher is not None else None)
+        latest = self.checkpointer.latest_step()
+        if latest is not None:
+            log.info("resuming from step %d", latest)
+            state = self.checkpointer.restore(latest, self.abstract_state, self.state_shardings,
+                                              input_iterator=self.data.train)
+            print(f"resumed from checkpoint at step {latest}", flush=True)
+        else:
+            state = self.initial_state()
+        step = int(state.step)
+        progress = Progress(total, step)
+        window_start, window_steps = time.time(), 0
+        with self._context():
+            while step < total:
+                batch = _to_global(_numpy_batch(next(self.data.train)), self.mesh, config.train.batch_size)
+                state, metrics = self.train_step(state, teacher_params, batch)
+                step += 1
+                window_steps += 1
+                if step % config.train.log_every == 0 or step == total:
+                    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    elapsed = time.time() - window_start
+                    metrics.update(self._rates(window_steps, elapsed))
+                    self.writer.write(step, metrics)
+                    progress.print(step, metrics)
+                    window_start, window_steps = time.time(), 0
+                if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
+                    self.evaluate(state, teacher_params, step)
+                self.checkpointer.save(state, models.student_config, input_iterator=self.data.train,
+                                       force=step == total)
+            self.evaluate(state, teacher_params, step)
+        self.checkpointer.close()
+        self.writer.close()
+        return state
+
+    def _rates(self, steps: int, seconds: float) -> dict:
+        seconds = max(seconds, 1e-9)
+        return {"steps_per_second": steps / seconds,
+                "tokens_per_second": steps * self.tokens_per_step / seconds,
+                "student_tflops": steps * self.student_flops / seconds / 1e12,
+                "teacher_tflops": steps * self.teacher_flops / seconds / 1e12}
+
+    def evaluate(self, state, teacher_params, step: int) -> dict:
+        """Held-out metrics over `eval_batches` validation batches (weighted by target tokens)."""
+        if self.data.make_eval is None or self.config.train.eval_batches <= 0:
+            return {}
+        sums, counts = {}, {}
+        for i, batch in enumerate(self.data.make_eval()):
+            if i >= self.config.train.eval_batches:
+                break
+            batch = _to_global(_numpy_batch(batch), self.mesh, self.config.train.batch_size)
+            for name, (total, count) in jax.device_get(self.eval_step(state.params, teacher_params, batch)).items():
+                sums[name] = sums.get(name, 0.0) + float(total)
+                counts[name] = counts.get(name, 0.0) + float(count)
+        metrics = {name: sums[name] / max(counts[name], 1.0) for name in sums}
+        if metrics:
+            self.writer.write(step, metrics)
+            if jax.process_index() == 0:
+                print(f"eval at step {step}: " + " ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())),
+                      flush=True)
+        return metrics

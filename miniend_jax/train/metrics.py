@@ -1,0 +1,70 @@
+"""Metrics: a JSONL file, TensorBoard event files and console progress (process 0 only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import jax
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours:d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+class MetricsWriter:
+    """Appends `{"step": .., name: value}` lines to `metrics.jsonl` and scalars to TensorBoard."""
+
+    def __init__(self, workdir: str, *, tensorboard: bool = True):
+        self.active = jax.process_index() == 0
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._summary = None
+        if self.active and tensorboard:
+            import tensorflow as tf  # the loop already runs a tf.data pipeline
+            self._tf = tf
+            self._summary = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, metrics: dict) -> None:
+        if not self.active:
+            return
+        scalars = {k: float(v) for k, v in metrics.items()}
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **scalars}) + "\n")
+        if self._summary is not None:
+            with self._summary.as_default():
+                for name, value in scalars.items():
+                    self._tf.summary.scalar(name, value, step=step)
+            self._summary.flush()
+
+    def close(self) -> None:
+        if self._summary is not None:
+            self._summary.close()
+
+
+class Progress:
+    """Console lines with rate and ETA."""
+
+    def __init__(self, total_steps: int, start_step: int):
+        self.total, self.start = total_steps, start_step
+        self.t0 = time.time()
+        self.active = jax.process_index() == 0
+
+    def line(self, step: int, metrics: dict) -> str:
+        elapsed = time.time() - self.t0
+        done = max(step - self.start, 1)
+        eta = elapsed / done * (self.total - step)
+        terms = " ".join(f"{k.split('/', 1)[1]} {v:.4f}" for k, v in metrics.items() if k.startswith("loss/"))
+        text = (f"step {step}/{self.total} | loss {metrics['loss']:.4f} ({terms}) | "
+                f"lr {metrics['learning_rate']:.2e} | {metrics.get('tokens_per_second', 0) / 1e3:.1f}k tok/s | "
+                f"student {metrics.get('student_tflops', 0):.3f} TFLOP/s teacher {metrics.get('teacher_tflops', 0):.3f} | "
+                f"elapsed {_format_duration(elapsed)} ETA {_format_duration(eta)}")
+        return text
+
+    def print(self, step: int, metrics: dict) -> None:
+        if self.active:
+            print(self.line(step, metrics), flush=True)
+            sys.stdout.flush()

@@ -1,0 +1,118 @@
+"""One jitted step: teacher forward (no gradient), student forward and backward, loss, update.
+
+Microbatched gradient accumulation: the batch is split into k microbatches scanned in sequence.
+Every loss term is normalised by the valid rows of the *whole* batch (`objectives.denominators`), so the
+accumulated gradient equals the full-batch gradient exactly (up to float summation order).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from miniend_jax.distill import objectives
+from miniend_jax.distill.objectives import DistillSpec
+from miniend_jax.models.t5 import T5
+from miniend_jax.train.state import TrainState
+
+MODEL_INPUTS = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
+                "encoder_segment_ids", "decoder_segment_ids")
+
+
+def _model_args(batch: Mapping[str, jax.Array]):
+    return [batch.get(name) for name in MODEL_INPUTS]
+
+
+def forward_terms(spec: DistillSpec, student: T5, teacher: T5 | None, student_params, teacher_params,
+                  batch, denominator, alpha, dropout_rng=None) -> tuple[jax.Array, dict]:
+    """(weighted loss, {term: value}) of `batch` for the student's parameters."""
+    enable_dropout = dropout_rng is not None
+    student_out = student.apply({"params": student_params}, *_model_args(batch), enable_dropout=enable_dropout,
+                                taps=spec.taps("student"),
+                                rngs={"dropout": dropout_rng} if enable_dropout else None)
+    teacher_out = None
+    if spec.needs_teacher:
+        teacher_out = teacher.apply({"params": teacher_params}, *_model_args(batch), taps=spec.taps("teacher"))
+        teacher_out = jax.lax.stop_gradient(teacher_out)
+    terms = objectives.compute_terms(spec, teacher_out, student_out, batch, denominator, alpha)
+    return objectives.total_loss(spec, terms), terms
+
+
+def _split_microbatches(batch, k: int):
+    def split(x):
+        if x.shape[0] % k:
+            raise ValueError(f"batch of {x.shape[0]} is not divisible into {k} microbatches")
+        return x.reshape((k, x.shape[0] // k) + x.shape[1:])
+    return jax.tree.map(split, batch)
+
+
+def _global_norm(tree) -> jax.Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves)) if leaves else jnp.float32(0)
+
+
+def make_train_step(spec: DistillSpec, student: T5, teacher: T5 | None, optimizer: optax.GradientTransformation,
+                    schedule: Callable, *, microbatches: int = 1, interpolation=None, dropout_seed: int = 0):
+    """Returns `step(state, teacher_params, batch) -> (state, metrics)`, to be jitted by the caller.
+
+    `interpolation`: (start, steps, schedule) of the `a_t` ramp, or None for plain distillation.
+    Metrics: `loss`, each term, global / encoder / decoder / embedding gradient norms (before clipping),
+    learning rate and `alpha`.
+    """
+    use_dropout = student.config.dropout_rate > 0
+
+    def step(state: TrainState, teacher_params, batch):
+        denominator = objectives.denominators(batch)
+        alpha = (objectives.interpolation_alpha(state.step, *interpolation) if interpolation
+                 else jnp.float32(1.0))
+        rng = jax.random.fold_in(jax.random.PRNGKey(dropout_seed), state.step) if use_dropout else None
+
+        def loss_fn(params, micro, micro_rng):
+            return forward_terms(spec, student, teacher, params, teacher_params, micro, denominator, alpha, micro_rng)
+
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        if microbatches == 1:
+            (loss, terms), grads = grad_fn(state.params, batch, rng)
+        else:
+            micro = _split_microbatches(batch, microbatches)
+            micro_rng = lambda index: jax.random.fold_in(rng, index) if use_dropout else None
+
+            def accumulate(carry, xs):
+                index, micro_batch = xs
+                (loss, terms), grads = grad_fn(state.params, micro_batch, micro_rng(index))
+                return jax.tree.map(jnp.add, carry, (loss, terms, grads)), None
+
+            (loss0, terms0), grads0 = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro),
+                                                     micro_rng(0))
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (loss0, terms0, grads0))
+            (loss, terms, grads), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), micro))
+
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss, **{f"loss/{k}": v for k, v in terms.items()},
+                   "grad_norm": _global_norm(grads),
+                   "grad_norm/encoder": _global_norm(grads.get("encoder", {})),
+                   "grad_norm/decoder": _global_norm(grads.get("decoder", {})),
+                   "grad_norm/embedding": _global_norm(grads.get("token_embedder", {})),
+                   "learning_rate": schedule(state.step), "alpha": alpha}
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return step
+
+
+def make_eval_step(spec: DistillSpec, student: T5, teacher: T5 | None):
+    """`eval_step(params, teacher_params, batch) -> {name: (sum, count)}` for held-out metrics:
+    span-corruption cross-entropy of the student and, when distilling, every distillation term."""
+    eval_spec = DistillSpec(**{**spec.__dict__, "weights": spec.weights + (("ground_truth", 1.0),)})
+
+    def eval_step(params, teacher_params, batch):
+        denominator = objectives.denominators(batch)
+        _, terms = forward_terms(eval_spec, student, teacher, params, teacher_params, batch, denominator, 1.0)
+        weight = denominator["decoder"]
+        out = {f"eval/{k}": (v * weight, weight) for k, v in terms.items()}
+        return out
+
+    return eval_step

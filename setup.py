@@ -43,7 +43,7 @@ setuptools.setup(
     name="miniend_jax",
     version="0.1.0",
     description="MiniEnD task-agnostic distillation of T5-family encoder-decoder models in JAX/Flax",
-    packages=setuptools.find_packages(include=["miniend_jax", "miniend_jax.*", "tasks", "tasks.*"]),
+    packages=setuptools.find_packages(include=["miniend_jax", "miniend_jax.*", "tasks", "tasks.*", "configs", "configs.*"]),
     python_requires=">=3.11,<3.12",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

@@ -94,7 +94,9 @@ class DistillSpec:
         return any(t != "ground_truth" for t in self.terms)
 
     def weight(self, term: str) -> float:
-        default = 0.0 if term == "ground_truth" and self.objective != "pretrain" else 1.0
+        if self.objective == "pretrain":  # the ground-truth loss *is* the objective: weight 1, always
+            return 1.0 if term == "ground_truth" else 0.0
+        default = 0.0 if term == "ground_truth" else 1.0
         return float(dict(self.weights).get(term, default))
 
     def taps(self, role: str) -> Taps:

@@ -420,7 +420,8 @@ class Decoder(nn.Module):
         if cfg.tie_word_embeddings:
             logits = self.embedder.attend(x.astype(cfg.compute_dtype))
         else:
-            logits = Dense(cfg.vocab_size, ("embed", "vocab"), 1.0, cfg, name="logits_dense")(x)
+            # std d_model^-0.5 (Mesh TF / t5x) keeps initial logits O(1); HF's std 1.0 starts near CE 60.
+            logits = Dense(cfg.vocab_size, ("embed", "vocab"), cfg.d_model ** -0.5, cfg, name="logits_dense")(x)
         logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
         return logits, self_taps, cross_taps
 

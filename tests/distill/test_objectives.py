@@ -229,3 +229,10 @@ def test_bad_specs_name_the_field():
         DistillSpec(relation_heads=4).check_models(t, t.replace(vocab_size=12))
     with pytest.raises(ConfigError, match="student_layers.encoder=7 is outside"):
         DistillSpec(relation_heads=4, student_encoder_layer=7).check_models(t, t)
+
+
+def test_pretrain_weighs_the_ground_truth_one_whatever_the_weights_say():
+    spec = DistillSpec(objective="pretrain", weights=(("ground_truth", 0.0), ("logit", 1.0)))
+    assert spec.terms == ("ground_truth",) and spec.weight("ground_truth") == 1.0
+    assert not spec.needs_teacher
+    assert total_loss(spec, {"ground_truth": jnp.float32(2.5)}) == 2.5

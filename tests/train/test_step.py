@@ -1,0 +1,70 @@
+"""The train step: microbatched accumulation equals one large batch; the teacher gets no update."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from miniend_jax.distill.objectives import DistillSpec
+from miniend_jax.models import T5, T5Config, init_params
+from miniend_jax.train.state import TrainState, make_optimizer
+from miniend_jax.train.step import make_train_step
+
+TEACHER = T5Config(vocab_size=50, d_model=32, d_kv=16, d_ff=64, num_heads=2, num_encoder_layers=2,
+                   num_decoder_layers=2, dropout_rate=0.0)
+STUDENT = TEACHER.replace(d_model=16, d_kv=8, d_ff=32, num_encoder_layers=1, num_decoder_layers=1)
+
+
+def _optim():
+    return ml_collections.ConfigDict(dict(learning_rate=1e-2, weight_decay=0.01, warmup_fraction=0.0, warmup_steps=2,
+                                          decay="linear", end_lr_fraction=0.0, clip_norm=1.0, b1=0.9, b2=0.99,
+                                          eps=1e-6))
+
+
+def _batch(rng, size=8, le=12, ld=7):
+    enc = rng.integers(2, 50, (size, le))
+    dec_t = rng.integers(2, 50, (size, ld))
+    for i in range(size):  # ragged padding, different per row
+        enc[i, rng.integers(3, le):] = 0
+        dec_t[i, rng.integers(2, ld):] = 0
+    dec_in = np.concatenate([np.zeros((size, 1), int), dec_t[:, :-1]], 1)
+    return {"encoder_input_tokens": jnp.asarray(enc), "decoder_target_tokens": jnp.asarray(dec_t),
+            "decoder_input_tokens": jnp.asarray(dec_in), "decoder_loss_weights": jnp.asarray(dec_t > 0)}
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    spec = DistillSpec(objective="miniend_d", relation_heads=4, weights=(("ground_truth", 0.5),))
+    optimizer, schedule = make_optimizer(_optim(), total_steps=10)
+    teacher_params = nn.unbox(init_params(TEACHER, jax.random.PRNGKey(0)))
+    state = TrainState.create(nn.unbox(init_params(STUDENT, jax.random.PRNGKey(1))), optimizer)
+    batch = _batch(np.random.default_rng(0))
+    results = {}
+    for k in (1, 4):
+        step = jax.jit(make_train_step(spec, T5(STUDENT), T5(TEACHER), optimizer, schedule, microbatches=k))
+        s = state
+        for _ in range(2):
+            s, metrics = step(s, teacher_params, batch)
+        results[k] = (s, metrics)
+    (s1, m1), (s4, m4) = results[1], results[4]
+    np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-5)
+    for name in ("loss/logit", "loss/cross", "loss/decoder_self", "loss/ground_truth", "grad_norm"):
+        np.testing.assert_allclose(m4[name], m1[name], rtol=1e-5, err_msg=name)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), s4.params, s1.params)
+    assert int(s4.step) == 2
+    # The update moved the student.
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), s1.params, state.params)
+    assert max(jax.tree_util.tree_leaves(moved)) > 1e-3
+
+
+def test_encoder_and_decoder_gradient_norms_are_reported_separately():
+    spec = DistillSpec(objective="l_imp", relation_heads=4)
+    optimizer, schedule = make_optimizer(_optim(), total_steps=10)
+    teacher_params = nn.unbox(init_params(TEACHER, jax.random.PRNGKey(0)))
+    state = TrainState.create(nn.unbox(init_params(STUDENT, jax.random.PRNGKey(1))), optimizer)
+    step = jax.jit(make_train_step(spec, T5(STUDENT), T5(TEACHER), optimizer, schedule))
+    _, metrics = step(state, teacher_params, _batch(np.random.default_rng(1)))
+    enc, dec, emb, total = (float(metrics[k]) for k in ("grad_norm/encoder", "grad_norm/decoder",
+                                                         "grad_norm/embedding", "grad_norm"))
+    assert enc > 0 and dec > 0
+    np.testing.assert_allclose(total ** 2, enc ** 2 + dec ** 2 + emb ** 2, rtol=1e-4)

@@ -1,0 +1,42 @@
+"""Every shipped config constructs, passes validation and is consistent with its models' shapes."""
+
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from miniend_jax.main import distill_spec, student_config, teacher_config, validate_config
+from tests.conftest import ROOT
+
+CONFIGS = sorted(glob.glob(str(ROOT / "configs" / "**" / "*.py"), recursive=True))
+CONFIGS = [c for c in CONFIGS if not c.endswith("__init__.py")]
+
+
+def _load(path):
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
+def test_config_is_valid_and_consistent(path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    module = _load(path)
+    assert module.__doc__ and "python -m miniend_jax.main" in module.__doc__ and "Expected" in module.__doc__
+    config = module.get_config()
+    if config.teacher.source != "preset":
+        # External teachers are user paths; check the config against the shape it names.
+        config.teacher.source = "preset"
+        if config.teacher.path.endswith("t5-base"):
+            config.teacher.preset = "t5-base"
+    if config.teacher.path == "workdirs/small_teacher":
+        config.teacher.overrides.update(_load(str(ROOT / "configs" / "small_cpu_teacher.py"))
+                                        .get_config().student.overrides.to_dict())
+        config.teacher.preset = "t5-v1_1-small"
+    validate_config(config)
+    spec = distill_spec(config)
+    student = student_config(config)
+    teacher = teacher_config(config) if spec.needs_teacher else None
+    spec.check_models(teacher, student)

@@ -170,3 +170,16 @@ def test_workdir_of_another_run_is_not_overwritten(tmp_path):
         write_resolved_config(_tiny_config(**{"distill.objective": "miniend_e"}), str(tmp_path))
     assert json.loads((tmp_path / "config.json").read_text())["train"]["steps"] == 60
     assert json.loads(before)["distill"] == json.loads((tmp_path / "config.json").read_text())["distill"]
+
+
+@pytest.mark.parametrize("source", ["hf", "miniend"])
+def test_teacher_from_hf_directory_or_miniend_workdir(uninterrupted, tmp_path, source):
+    """The distilled student of one run serves as the teacher of the next, from either format."""
+    workdir = uninterrupted[0]
+    path = os.path.join(workdir, "hf_student") if source == "hf" else workdir
+    out = str(tmp_path / "second")
+    stdout = _run(out, f"--config.teacher.source={source}", f"--config.teacher.path={path}",
+                  "--config.train.steps=2", "--config.teacher.param_dtype=bfloat16")
+    losses = _losses(out)
+    assert sorted(losses) == [1, 2] and all(np.isfinite(v) for v in losses.values())
+    assert "eval/cross" in stdout

@@ -88,3 +88,13 @@ def test_hosts_read_disjoint_files():
                          num_epochs=1, shard_index=index, num_shards=2)
         firsts.append({tuple(r) for b in ds.take(30) for r in b["encoder_input_tokens"].numpy()})
     assert firsts[0] and firsts[1] and not firsts[0] & firsts[1]
+
+
+def test_c4_task_is_defined_without_fetching():
+    import seqio
+    from tasks.pretraining import register_c4_span_corruption
+    name = register_c4_span_corruption(str(SPIECE), tfds_name="c4/en:3.1.0", data_dir="/nonexistent/tfds")
+    task = seqio.get_mixture_or_task(name)
+    assert isinstance(task.source, seqio.TfdsDataSource)
+    assert task.source.tfds_dataset.name == "c4/en:3.1.0"
+    assert task.output_features["targets"].vocabulary.vocab_size == 32100

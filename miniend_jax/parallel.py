@@ -27,10 +27,10 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("vocab", "tensor"),
     ("mlp", "tensor"),
     ("joined_kv", "tensor"),
-    ("heads", "tensor"),
     ("embed", "fsdp"),
     ("length", None),
-    ("relpos_buckets", None),
+    ("relpos_buckets", None),   # the position-bias table is tiny: replicated
+    ("relpos_heads", None),
 )
 
 

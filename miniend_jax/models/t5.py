@@ -163,7 +163,7 @@ class RelativePositionBias(nn.Module):
         `query_offset` (possibly traced) shifts the query positions, for one-token decoding steps.
         """
         cfg = self.config
-        table = self.param("rel_embedding", _param_init(cfg.d_model ** -0.5, ("relpos_buckets", "heads")),
+        table = self.param("rel_embedding", _param_init(cfg.d_model ** -0.5, ("relpos_buckets", "relpos_heads")),
                            (cfg.relative_attention_num_buckets, cfg.num_heads), cfg.params_dtype)
         if isinstance(query_offset, int):
             relative = np.arange(key_length)[None, :] - np.arange(query_offset, query_offset + query_length)[:, None]

@@ -30,7 +30,7 @@ def test_every_parameter_has_logical_axis_names():
         assert leaves and all(isinstance(x, nn.LogicallyPartitioned) for x in leaves)
         assert all(len(x.names) == x.value.ndim for x in leaves)
         names = {n for x in leaves for n in x.names}
-        assert names == {"vocab", "embed", "joined_kv", "mlp", "heads", "relpos_buckets"}
+        assert names == {"vocab", "embed", "joined_kv", "mlp", "relpos_heads", "relpos_buckets"}
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits():

@@ -1,0 +1,39 @@
+"""Sharded steps equal the single-device step (8 simulated CPU devices, in a subprocess)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from miniend_jax import parallel
+from miniend_jax.errors import ConfigError
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize("remat", ["none", "full"])
+def test_sharded_step_equals_single_device(remat):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "tests/sharded_step_check.py", remat], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(report) == {"(8, 1, 1)", "(2, 2, 2)", "(1, 4, 2)", "(1, 1, 8)"}
+    for shape, r in report.items():
+        assert r["loss_diff"] < 1e-5, (shape, r)
+        assert r["param_diff"] < 1e-5, (shape, r)
+    # FFN kernels ("embed", "mlp") are split over fsdp x tensor where those axes exist.
+    assert report["(1, 4, 2)"]["devices"] == 8 and "fsdp" in report["(1, 4, 2)"]["spec"]
+    assert "tensor" in report["(1, 1, 8)"]["spec"]
+
+
+def test_mesh_shape_resolution_and_errors():
+    assert parallel.mesh_shape(-1, 2, 1, 8) == (4, 2, 1)
+    assert parallel.mesh_shape(2, 2, 2, 8) == (2, 2, 2)
+    with pytest.raises(ConfigError, match="cannot be split"):
+        parallel.mesh_shape(-1, 3, 1, 8)
+    with pytest.raises(ConfigError, match="data\\*fsdp\\*tensor = 4 but there are 8 devices"):
+        parallel.mesh_shape(2, 2, 1, 8)
+    with pytest.raises(ConfigError, match="at most one -1"):
+        parallel.mesh_shape(-1, -1, 1, 8)

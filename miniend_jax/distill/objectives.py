@@ -112,12 +112,14 @@ class DistillSpec:
         """Cross-field checks: relation heads divide widths, tapped layers exist, vocabularies agree."""
         models = [("student", student_config)] + ([("teacher", teacher_config)] if self.needs_teacher else [])
         relation_terms = set(self.terms) & {"encoder_self", "decoder_self", "cross"}
+        common = math.gcd(*[config.inner_dim for _, config in models])
+        suggestion = max(d for d in range(1, common + 1) if common % d == 0 and d <= self.relation_heads)
         for role, config in models:
             if relation_terms and config.inner_dim % self.relation_heads:
                 raise ConfigError(
                     f"distill.relation_heads={self.relation_heads} does not divide the {role}'s attention "
                     f"width num_heads*d_kv={config.inner_dim}; choose a divisor of both models' widths "
-                    f"(e.g. {math.gcd(config.inner_dim, self.relation_heads)}).")
+                    f"(e.g. {suggestion}).")
             for stack, depth in (("encoder", config.num_encoder_layers), ("decoder", config.num_decoder_layers)):
                 layer = getattr(self, f"{role}_{stack}_layer")
                 if not -depth <= layer < depth:

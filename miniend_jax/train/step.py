@@ -7,6 +7,7 @@ accumulated gradient equals the full-batch gradient exactly (up to float summati
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Mapping
 
 import jax
@@ -106,13 +107,12 @@ def make_train_step(spec: DistillSpec, student: T5, teacher: T5 | None, optimize
 def make_eval_step(spec: DistillSpec, student: T5, teacher: T5 | None):
     """`eval_step(params, teacher_params, batch) -> {name: (sum, count)}` for held-out metrics:
     span-corruption cross-entropy of the student and, when distilling, every distillation term."""
-    eval_spec = DistillSpec(**{**spec.__dict__, "weights": spec.weights + (("ground_truth", 1.0),)})
+    eval_spec = dataclasses.replace(spec, weights=spec.weights + (("ground_truth", 1.0),))
 
     def eval_step(params, teacher_params, batch):
         denominator = objectives.denominators(batch)
         _, terms = forward_terms(eval_spec, student, teacher, params, teacher_params, batch, denominator, 1.0)
         weight = denominator["decoder"]
-        out = {f"eval/{k}": (v * weight, weight) for k, v in terms.items()}
-        return out
+        return {f"eval/{k}": (v * weight, weight) for k, v in terms.items()}
 
     return eval_step

@@ -87,6 +87,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.async_checkpoints = True
     c.train.eval_every = 0             # 0: evaluate at the end only
     c.train.eval_batches = 20
+    c.train.max_consecutive_nonfinite = 20   # stop after this many skipped (NaN/inf) updates in a row
+
+    c.debug = ml_collections.ConfigDict()
+    c.debug.nan_loss_at_step = -1      # fault injection for tests: a NaN loss at this step
 
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
 

@@ -11,3 +11,7 @@ class ConfigError(MiniEndError, ValueError):
 
 class CheckpointError(MiniEndError, ValueError):
     """A checkpoint directory is missing, incomplete, or does not match the expected model."""
+
+
+class TrainingError(MiniEndError, RuntimeError):
+    """Training cannot continue (e.g. repeated non-finite losses); the last good checkpoint is kept."""

@@ -168,7 +168,8 @@ def validate_config(config) -> None:
     for field in ("inputs_length",):
         _check(isinstance(d[field], int) and d[field] >= 8, f"data.{field}", d[field], "use an integer >= 8.")
     _check(0 < d.noise_density < 1, "data.noise_density", d.noise_density, "use a value in (0, 1), T5: 0.15.")
-    for field in ("steps", "batch_size", "microbatches", "log_every", "checkpoint_every", "keep_checkpoints"):
+    for field in ("steps", "batch_size", "microbatches", "log_every", "checkpoint_every", "keep_checkpoints",
+                  "max_consecutive_nonfinite"):
         _check(isinstance(tr[field], int) and tr[field] > 0, f"train.{field}", tr[field], "use a positive integer.")
     _check(tr.batch_size % tr.microbatches == 0, "train.microbatches", tr.microbatches,
            f"must divide train.batch_size={tr.batch_size}.")
@@ -291,7 +292,7 @@ def run(config, workdir: str):
                     student_init=init)
     mesh = parallel.make_mesh(*shape)
     state = Trainer(config, workdir, models, data, mesh).run()
-    if config.export.at_end:
+    if config.export.at_end and int(state.step) == config.train.steps:  # not after a preemption stop
         export(config, workdir)
     return state
 

@@ -63,23 +63,102 @@ def test_short_run_lowers_the_loss_and_checkpoints(uninterrupted):
     assert os.listdir(os.path.join(workdir, "tensorboard"))
 
 
-def test_killed_run_resumes_with_the_same_losses(uninterrupted, tmp_path):
-    reference = _losses(uninterrupted[0])
-    workdir = str(tmp_path)
+def _kill_after(workdir, minimum_step, rng):
+    """Starts the run, kills it with SIGKILL at a random moment after `minimum_step` was logged."""
     process = subprocess.Popen(_command(workdir), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for = minimum_step + int(rng.integers(5, 15))
     deadline = time.time() + 240
-    while time.time() < deadline and not _complete_steps(workdir) and process.poll() is None:
-        time.sleep(0.2)
+    while time.time() < deadline and process.poll() is None:
+        steps = _losses(workdir) if os.path.exists(os.path.join(workdir, "metrics.jsonl")) else {}
+        if steps and max(steps) >= wait_for:
+            break
+        time.sleep(0.05)
+    time.sleep(float(rng.uniform(0, 0.5)))
     process.send_signal(signal.SIGKILL)
     process.wait()
-    saved = _complete_steps(workdir)
-    assert saved and saved[-1] < 30, f"the run should be killed mid-way, found checkpoints {saved}"
+    return max(_losses(workdir)) if os.path.exists(os.path.join(workdir, "metrics.jsonl")) else 0
+
+
+def _final_params(workdir):
+    import jax
+    from miniend_jax.checkpoints.state import read_meta, restore_params
+    from miniend_jax.main import _host_abstract, _host_sharding
+    from miniend_jax.models.config import T5Config
+    meta = read_meta(workdir)
+    abstract = _host_abstract(T5Config(**meta["model"]))
+    params, meta = restore_params(workdir, abstract, jax.tree.map(lambda _: _host_sharding(), abstract))
+    return meta["step"], jax.device_get(params)
+
+
+def test_three_sigkills_end_with_bitwise_equal_parameters(uninterrupted, tmp_path):
+    reference_losses = _losses(uninterrupted[0])
+    workdir = str(tmp_path)
+    rng = np.random.default_rng(int(time.time()))
+    reached = 0
+    for _ in range(3):
+        logged = _kill_after(workdir, reached, rng)
+        saved = _complete_steps(workdir)
+        last_saved = saved[-1] if saved else 0
+        # Never more than one checkpoint interval (10 steps) of work is lost.
+        assert logged - last_saved <= 10, (logged, saved)
+        reached = last_saved
+        if reached == 30:
+            break
     stdout = _run(workdir)
-    resumed_at = saved[-1]
-    assert f"resumed from checkpoint at step {resumed_at}" in stdout
+    assert f"resumed from checkpoint at step {reached}" in stdout
     losses = _losses(workdir)
-    for step in range(resumed_at + 1, 31):
-        np.testing.assert_allclose(losses[step], reference[step], rtol=1e-6, err_msg=f"step {step}")
+    for step in range(reached + 1, 31):
+        assert losses[step] == reference_losses[step], step
+    step, params = _final_params(workdir)
+    reference_step, reference = _final_params(uninterrupted[0])
+    assert step == reference_step == 30
+    import jax
+    jax.tree.map(np.testing.assert_array_equal, params, reference)
+
+
+def test_sigterm_checkpoints_the_current_step_and_exits_zero(tmp_path):
+    workdir = str(tmp_path)
+    process = subprocess.Popen(_command(workdir, "--config.train.steps=1000"), cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+                                          and max(_losses(workdir), default=0) >= 3):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 0
+    stopped = [line for line in stdout.splitlines() if line.startswith("stopped by signal SIGTERM at step")]
+    assert stopped, stdout[-2000:]
+    step = int(stopped[0].split("at step ")[1].split(";")[0])
+    assert step >= 3 and _complete_steps(workdir)[-1] == step
+
+
+def test_truncated_newest_checkpoint_is_skipped(uninterrupted, tmp_path):
+    import shutil
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(uninterrupted[0], workdir)
+    newest = os.path.join(workdir, "checkpoints", "30", "params")
+    files = [os.path.join(d, f) for d, _, fs in os.walk(newest) for f in fs]
+    biggest = max(files, key=os.path.getsize)
+    with open(biggest, "r+b") as f:
+        f.truncate(os.path.getsize(biggest) // 2)
+    stdout = _run(workdir)
+    assert "warning: checkpoint at step 30 is unreadable" in stdout
+    assert "resumed from checkpoint at step 20" in stdout
+    reference = _losses(uninterrupted[0])
+    losses = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    resumed = {r["step"]: r["loss"] for r in losses[-12:] if "loss" in r}
+    for step in range(21, 31):
+        assert resumed[step] == reference[step], step
+
+
+def test_repeated_nonfinite_losses_stop_the_run_keeping_the_checkpoint(tmp_path):
+    from miniend_jax.errors import TrainingError
+    from miniend_jax.main import run
+    config = _tiny_config(**{"debug.nan_loss_at_step": 14, "train.max_consecutive_nonfinite": 1})
+    with pytest.raises(TrainingError, match=r"1 consecutive steps up to step 14 .* last good checkpoint is step 10"):
+        run(config, str(tmp_path))
+    assert _complete_steps(str(tmp_path)) == [10]
 
 
 def test_exported_student_matches_in_pytorch(uninterrupted):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import time
 from typing import Any
 
 import jax
@@ -83,6 +84,19 @@ class StateCheckpointer:
     # -- restoring -----------------------------------------------------------------------------
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def steps(self) -> list[int]:
+        """Steps of the complete checkpoints (a save cut off mid-write is never listed)."""
+        return list(self.manager.all_steps())
+
+    def set_aside(self, step: int) -> str:
+        """Renames an unreadable checkpoint out of the manager's view; returns its new path."""
+        source = os.path.join(self.workdir, CHECKPOINT_DIR, str(step))
+        target = f"{source}.unreadable-{int(time.time())}"
+        if jax.process_index() == 0 and os.path.exists(source):
+            os.rename(source, target)
+        self.manager.reload()
+        return target
 
     def restore(self, step: int, abstract_state, state_shardings, *, input_iterator=None):
         """The `TrainState` at `step`, placed with `state_shardings`; restores the iterator in place."""

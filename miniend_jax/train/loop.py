@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import signal
 import time
 from typing import Any, Callable
 
@@ -20,6 +21,7 @@ import numpy as np
 from miniend_jax import parallel
 from miniend_jax.checkpoints.state import StateCheckpointer
 from miniend_jax.distill.objectives import DistillSpec
+from miniend_jax.errors import TrainingError
 from miniend_jax.models.config import T5Config
 from miniend_jax.models.t5 import T5, init_params
 from miniend_jax.train import flops
@@ -79,7 +81,7 @@ class Trainer:
                          else (float(interp.start), int(interp.steps), interp.schedule))
         step_fn = make_train_step(models.spec, self.student, self.teacher, self.optimizer, self.schedule,
                                   microbatches=train.microbatches, interpolation=interpolation,
-                                  dropout_seed=config.seed)
+                                  dropout_seed=config.seed, nan_loss_at_step=config.debug.nan_loss_at_step)
         self._shardings()
         self.train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.teacher_shardings, None),
                                   out_shardings=(self.state_shardings, None), donate_argnums=(0,))
@@ -133,23 +135,21 @@ class Trainer:
         total = config.train.steps
         teacher_params = (jax.device_put(models.teacher_params, self.teacher_shardings)
                           if self.teacher is not None else None)
-        latest = self.checkpointer.latest_step()
-        if latest is not None:
-            log.info("resuming from step %d", latest)
-            state = self.checkpointer.restore(latest, self.abstract_state, self.state_shardings,
-                                              input_iterator=self.data.train)
-            print(f"resumed from checkpoint at step {latest}", flush=True)
-        else:
-            state = self.initial_state()
+        state = self._restore_or_init()
         step = int(state.step)
         progress = Progress(total, step)
         window_start, window_steps = time.time(), 0
-        with self._context():
+        consecutive_skips, pending_skip = 0, None
+        with self._context(), _StopRequests() as stop:
             while step < total:
                 batch = _to_global(_numpy_batch(next(self.data.train)), self.mesh, config.train.batch_size)
                 state, metrics = self.train_step(state, teacher_params, batch)
                 step += 1
                 window_steps += 1
+                # Read the previous step's skip flag: the device keeps a step in flight meanwhile.
+                if pending_skip is not None:
+                    consecutive_skips = self._check_skip(*pending_skip, consecutive_skips)
+                pending_skip = (step, metrics["skipped"])
                 if step % config.train.log_every == 0 or step == total:
                     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                     elapsed = time.time() - window_start
@@ -159,12 +159,52 @@ class Trainer:
                     window_start, window_steps = time.time(), 0
                 if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
                     self.evaluate(state, teacher_params, step)
+                if stop.requested(step):
+                    self.checkpointer.save(state, models.student_config, input_iterator=self.data.train, force=True)
+                    self.checkpointer.close()
+                    print(f"stopped by signal {stop.signal_name} at step {step}; checkpoint written", flush=True)
+                    self.writer.close()
+                    return state
                 self.checkpointer.save(state, models.student_config, input_iterator=self.data.train,
                                        force=step == total)
+            if pending_skip is not None:
+                self._check_skip(*pending_skip, consecutive_skips)
             self.evaluate(state, teacher_params, step)
         self.checkpointer.close()
         self.writer.close()
         return state
+
+    def _restore_or_init(self) -> TrainState:
+        """The newest readable checkpoint (unreadable ones are set aside with a warning), or a fresh state."""
+        for step in sorted(self.checkpointer.steps(), reverse=True):
+            try:
+                state = self.checkpointer.restore(step, self.abstract_state, self.state_shardings,
+                                                  input_iterator=self.data.train)
+            except Exception as error:  # noqa: BLE001 - any failure to read means: not usable
+                moved = self.checkpointer.set_aside(step)
+                message = (f"warning: checkpoint at step {step} is unreadable ({type(error).__name__}: "
+                           f"{str(error)[:200]}); moved to {moved}, trying the one before")
+                log.warning(message)
+                print(message, flush=True)
+                continue
+            print(f"resumed from checkpoint at step {step}", flush=True)
+            return state
+        return self.initial_state()
+
+    def _check_skip(self, step: int, skipped, consecutive: int) -> int:
+        if float(skipped) == 0.0:
+            return 0
+        consecutive += 1
+        print(f"warning: step {step}: non-finite loss or gradient, update skipped ({consecutive} in a row)",
+              flush=True)
+        limit = self.config.train.max_consecutive_nonfinite
+        if consecutive >= limit:
+            self.checkpointer.close()
+            raise TrainingError(
+                f"{consecutive} consecutive steps up to step {step} had a non-finite loss or gradient "
+                f"(train.max_consecutive_nonfinite={limit}); the last good checkpoint is step "
+                f"{self.checkpointer.latest_step()}. Lower optim.learning_rate, check the data, or raise the limit.")
+        return consecutive
 
     def _rates(self, steps: int, seconds: float) -> dict:
         seconds = max(seconds, 1e-9)
@@ -192,3 +232,36 @@ class Trainer:
                 print(f"eval at step {step}: " + " ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())),
                       flush=True)
         return metrics
+
+
+class _StopRequests:
+    """SIGTERM / SIGINT (e.g. a TPU preemption notice) ask the loop to checkpoint and stop after the
+    current step. With several processes, all stop at the same step: each step they agree on whether
+    any of them was signalled."""
+
+    def __init__(self):
+        self.signal_name = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: signals cannot be handled here
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal_name = signal.Signals(signum).name
+
+    def requested(self, step: int) -> bool:
+        local = self.signal_name is not None
+        if jax.process_count() == 1:
+            return local
+        from jax.experimental import multihost_utils
+        return bool(np.any(multihost_utils.process_allgather(np.array(local))))
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False

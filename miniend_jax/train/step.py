@@ -56,12 +56,16 @@ def _global_norm(tree) -> jax.Array:
 
 
 def make_train_step(spec: DistillSpec, student: T5, teacher: T5 | None, optimizer: optax.GradientTransformation,
-                    schedule: Callable, *, microbatches: int = 1, interpolation=None, dropout_seed: int = 0):
+                    schedule: Callable, *, microbatches: int = 1, interpolation=None, dropout_seed: int = 0,
+                    nan_loss_at_step: int = -1):
     """Returns `step(state, teacher_params, batch) -> (state, metrics)`, to be jitted by the caller.
 
     `interpolation`: (start, steps, schedule) of the `a_t` ramp, or None for plain distillation.
+    A non-finite loss or gradient skips the update: parameters and optimizer state stay as they were,
+    the step counter advances, and `skipped` is 1. `nan_loss_at_step` injects a NaN loss at that step
+    (fault injection for tests; -1: never).
     Metrics: `loss`, each term, global / encoder / decoder / embedding gradient norms (before clipping),
-    learning rate and `alpha`.
+    learning rate, `alpha` and `skipped`.
     """
     use_dropout = student.config.dropout_rate > 0
 
@@ -72,7 +76,11 @@ def make_train_step(spec: DistillSpec, student: T5, teacher: T5 | None, optimize
         rng = jax.random.fold_in(jax.random.PRNGKey(dropout_seed), state.step) if use_dropout else None
 
         def loss_fn(params, micro, micro_rng):
-            return forward_terms(spec, student, teacher, params, teacher_params, micro, denominator, alpha, micro_rng)
+            loss, terms = forward_terms(spec, student, teacher, params, teacher_params, micro, denominator, alpha,
+                                        micro_rng)
+            if nan_loss_at_step >= 0:
+                loss = jnp.where(state.step + 1 == nan_loss_at_step, jnp.nan, loss)
+            return loss, terms
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         if microbatches == 1:
@@ -91,10 +99,15 @@ def make_train_step(spec: DistillSpec, student: T5, teacher: T5 | None, optimize
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (loss0, terms0, grads0))
             (loss, terms, grads), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), micro))
 
+        grad_norm = _global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        keep_if_bad = lambda new, old: jnp.where(finite, new, old)
+        params = jax.tree.map(keep_if_bad, params, state.params)
+        opt_state = jax.tree.map(keep_if_bad, opt_state, state.opt_state)
         metrics = {"loss": loss, **{f"loss/{k}": v for k, v in terms.items()},
-                   "grad_norm": _global_norm(grads),
+                   "grad_norm": grad_norm, "skipped": 1.0 - finite.astype(jnp.float32),
                    "grad_norm/encoder": _global_norm(grads.get("encoder", {})),
                    "grad_norm/decoder": _global_norm(grads.get("decoder", {})),
                    "grad_norm/embedding": _global_norm(grads.get("token_embedder", {})),

@@ -68,3 +68,22 @@ def test_encoder_and_decoder_gradient_norms_are_reported_separately():
                                                          "grad_norm/embedding", "grad_norm"))
     assert enc > 0 and dec > 0
     np.testing.assert_allclose(total ** 2, enc ** 2 + dec ** 2 + emb ** 2, rtol=1e-4)
+
+
+def test_nan_loss_skips_the_update_and_is_reported():
+    spec = DistillSpec(objective="miniend_e", relation_heads=4)
+    optimizer, schedule = make_optimizer(_optim(), total_steps=10)
+    teacher_params = nn.unbox(init_params(TEACHER, jax.random.PRNGKey(0)))
+    state = TrainState.create(nn.unbox(init_params(STUDENT, jax.random.PRNGKey(1))), optimizer)
+    step = jax.jit(make_train_step(spec, T5(STUDENT), T5(TEACHER), optimizer, schedule, nan_loss_at_step=2))
+    batch = _batch(np.random.default_rng(2))
+    after1, m1 = step(state, teacher_params, batch)
+    after2, m2 = step(after1, teacher_params, batch)
+    after3, m3 = step(after2, teacher_params, batch)
+    assert float(m1["skipped"]) == 0 and float(m2["skipped"]) == 1 and float(m3["skipped"]) == 0
+    assert np.isnan(float(m2["loss"]))
+    jax.tree.map(np.testing.assert_array_equal, after2.params, after1.params)
+    jax.tree.map(np.testing.assert_array_equal, after2.opt_state, after1.opt_state)
+    assert int(after2.step) == 2
+    changed = jax.tree_util.tree_leaves(jax.tree.map(lambda a, b: bool(jnp.any(a != b)), after3.params, after2.params))
+    assert any(changed)

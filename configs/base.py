@@ -46,6 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.targets_length = 0          # 0: what span corruption produces for inputs_length
     c.data.pack = True
     c.data.shuffle_buffer = 10_000
+    c.data.on_bad_input = "skip"       # skip (count in the log) | error: unreadable files, invalid UTF-8, overlong lines
+    c.data.max_line_chars = 1_000_000
     c.data.noise_density = 0.15
     c.data.mean_noise_span_length = 3.0
     c.data.tfds_name = "c4/en:3.1.0"

@@ -114,8 +114,12 @@ def build_data(config, process_index: int, process_count: int):
     kwargs = dict(noise_density=d.noise_density, mean_noise_span_length=d.mean_noise_span_length,
                   extra_ids=d.extra_ids)
     if d.source == "files":
-        name = tp.register_local_span_corruption(d.files, d.vocab, file_format=d.format, text_field=d.text_field,
-                                                 validation_files=d.validation_files, **kwargs)
+        scan = tp.scan_files(tp.resolve_files(d.files), max_line_chars=d.max_line_chars, on_bad_input=d.on_bad_input)
+        if process_index == 0:
+            print(f"input: {scan.summary()}", flush=True)
+        name = tp.register_local_span_corruption(scan.files, d.vocab, file_format=d.format, text_field=d.text_field,
+                                                 validation_files=d.validation_files,
+                                                 max_line_chars=d.max_line_chars, **kwargs)
     else:
         name = tp.register_c4_span_corruption(d.vocab, tfds_name=d.tfds_name, data_dir=d.tfds_data_dir or None,
                                               **kwargs)
@@ -164,6 +168,9 @@ def validate_config(config) -> None:
     get_preset(s.preset)
     _check(s.init in INIT_MODES, "student.init", s.init, f"use one of {', '.join(INIT_MODES)}.")
     _check(d.source in ("files", "c4"), "data.source", d.source, "use 'files' or 'c4'.")
+    _check(d.format in ("auto", "text", "jsonl", "wikiextractor"), "data.format", d.format,
+           "use 'auto', 'text', 'jsonl' or 'wikiextractor'.")
+    _check(d.on_bad_input in ("skip", "error"), "data.on_bad_input", d.on_bad_input, "use 'skip' or 'error'.")
     _check(os.path.isfile(d.vocab), "data.vocab", d.vocab, "point it at a SentencePiece model file.")
     for field in ("inputs_length",):
         _check(isinstance(d[field], int) and d[field] >= 8, f"data.{field}", d[field], "use an integer >= 8.")
@@ -173,6 +180,8 @@ def validate_config(config) -> None:
         _check(isinstance(tr[field], int) and tr[field] > 0, f"train.{field}", tr[field], "use a positive integer.")
     _check(tr.batch_size % tr.microbatches == 0, "train.microbatches", tr.microbatches,
            f"must divide train.batch_size={tr.batch_size}.")
+    _check(config.distill.temperature > 0, "distill.temperature", config.distill.temperature,
+           "use a positive temperature (default 1).")
     _check(config.optim.learning_rate > 0, "optim.learning_rate", config.optim.learning_rate, "use a positive value.")
     _check(config.optim.decay in ("linear", "cosine", "constant"), "optim.decay", config.optim.decay,
            "use 'linear', 'cosine' or 'constant'.")
@@ -264,7 +273,7 @@ def run(config, workdir: str):
 
     from miniend_jax import parallel
     from miniend_jax.checkpoints.tokenizer import vocab_size
-    from miniend_jax.distill.student_init import copy_teacher_layers
+    from miniend_jax.distill.student_init import check_copyable, copy_teacher_layers
     from miniend_jax.train.loop import Models, Trainer
 
     shape = validate_layout(config, jax.process_count(), jax.device_count())
@@ -277,8 +286,10 @@ def run(config, workdir: str):
         if model is not None and model.vocab_size < tokens:
             raise ConfigError(f"{role} vocab_size={model.vocab_size} is smaller than the tokenizer's {tokens} ids "
                               f"(data.vocab={config.data.vocab!r}); use a model with vocab_size >= {tokens}.")
-    if config.student.init == "teacher_layers" and teacher is None:
-        raise ConfigError("student.init='teacher_layers' needs a teacher; use mode=distill or student.init='random'.")
+    if config.student.init == "teacher_layers":
+        if teacher is None:
+            raise ConfigError("student.init='teacher_layers' needs a teacher; use mode=distill or student.init='random'.")
+        check_copyable(teacher, student)
     data = build_data(config, jax.process_index(), jax.process_count())
     write_resolved_config(config, workdir)
 

@@ -11,6 +11,7 @@ and resumed exactly. Files are sharded across hosts by seqio's `FileDataSource`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import hashlib
@@ -64,11 +65,81 @@ def _parse_json_text(line: tf.Tensor, text_field: str) -> tf.Tensor:
     return tf.py_function(parse, [line], tf.string)
 
 
-def make_reader(file_format: str, text_field: str = "text"):
-    """`read_file_fn(path) -> tf.data.Dataset` of {"text": str}, one paragraph (or json record) each."""
+BAD_INPUT_POLICIES = ("skip", "error")
+
+
+@dataclasses.dataclass
+class ScanReport:
+    """What a pre-flight read of a local corpus found."""
+
+    files: list[str]
+    unreadable: dict[str, str] = dataclasses.field(default_factory=dict)   # path -> reason
+    invalid_utf8_lines: int = 0
+    empty_lines: int = 0
+    overlong_lines: int = 0
+    lines: int = 0
+
+    def summary(self) -> str:
+        parts = [f"{self.lines} lines in {len(self.files)} file(s)"]
+        if self.unreadable:
+            parts.append(f"skipped {len(self.unreadable)} unreadable file(s): "
+                         + ", ".join(f"{os.path.basename(p)} ({r})" for p, r in self.unreadable.items()))
+        parts.append(f"skipped {self.invalid_utf8_lines} line(s) of invalid UTF-8, {self.overlong_lines} overlong "
+                     f"line(s), {self.empty_lines} empty line(s)")
+        return "; ".join(parts)
+
+
+def scan_files(files: Sequence[str], *, max_line_chars: int, on_bad_input: str = "skip") -> ScanReport:
+    """Reads every file once before training: a corrupt or unreadable file, invalid UTF-8, empty and
+    overlong lines are counted and skipped (`skip`), or stop the run naming the file (`error`).
+    Returns the readable files and the counts."""
+    import gzip
+    import zlib
+    if on_bad_input not in BAD_INPUT_POLICIES:
+        raise ConfigError(f"data.on_bad_input={on_bad_input!r}: use 'skip' or 'error'.")
+    report = ScanReport(files=[])
+
+    def bad(path, what):
+        if on_bad_input == "error":
+            raise ConfigError(f"{path}: {what}; fix or remove the file, or set data.on_bad_input='skip'.")
+
+    for path in files:
+        try:
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rb") as f:
+                for number, raw in enumerate(f, 1):
+                    report.lines += 1
+                    try:
+                        text = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        bad(path, f"line {number} is not valid UTF-8")
+                        report.invalid_utf8_lines += 1
+                        continue
+                    if not text.strip():
+                        report.empty_lines += 1
+                    elif len(text) > max_line_chars:
+                        bad(path, f"line {number} has {len(text)} characters (data.max_line_chars={max_line_chars})")
+                        report.overlong_lines += 1
+        except (OSError, EOFError, zlib.error) as error:
+            bad(path, f"unreadable ({type(error).__name__}: {error})")
+            report.unreadable[path] = type(error).__name__
+            continue
+        report.files.append(path)
+    return report
+
+
+def make_reader(file_format: str, text_field: str = "text", max_line_chars: int = 1_000_000):
+    """`read_file_fn(path) -> tf.data.Dataset` of {"text": str}, one paragraph (or json record) each.
+
+    Lines that are not valid UTF-8 or longer than `max_line_chars` bytes are dropped (see `scan_files`).
+    """
+    def valid(line):
+        clean = tf.strings.unicode_transcode(line, "UTF-8", "UTF-8", errors="replace")
+        return tf.logical_and(tf.equal(clean, line), tf.strings.length(line) <= max_line_chars)
+
     def read(path):
         compression = tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
-        lines = tf.data.TextLineDataset(path, compression_type=compression)
+        lines = tf.data.TextLineDataset(path, compression_type=compression).filter(valid)
         if file_format == "jsonl":
             lines = lines.map(lambda l: _parse_json_text(l, text_field))
         elif file_format == "wikiextractor":
@@ -113,20 +184,25 @@ def _preprocessors(noise_density: float, mean_noise_span_length: float):
 def register_local_span_corruption(files: str | Sequence[str], spiece_model: str, *, file_format: str = "auto",
                                    text_field: str = "text", validation_files: int = 0,
                                    noise_density: float = 0.15, mean_noise_span_length: float = 3.0,
-                                   extra_ids: int = 100, name: str | None = None) -> str:
-    """Registers (once) a span-corruption Task over local files and returns its name."""
-    paths = resolve_files(files)
+                                   extra_ids: int = 100, name: str | None = None,
+                                   max_line_chars: int = 1_000_000) -> str:
+    """Registers (once) a span-corruption Task over local files and returns its name.
+
+    `files`: glob pattern(s), or the list of files a `scan_files` report kept."""
+    paths = resolve_files(files) if isinstance(files, str) else sorted(files)
+    if not paths:
+        raise ConfigError("no readable corpus file remains; fix data.files.")
     if file_format not in FORMATS:
         raise ConfigError(f"data.format={file_format!r}: choose one of {', '.join(FORMATS)}.")
     fmt = detect_format(paths[0]) if file_format == "auto" else file_format
     splits = split_files(paths, validation_files)
     key = json.dumps([paths, spiece_model, fmt, text_field, validation_files, noise_density,
-                      mean_noise_span_length, extra_ids])
+                      mean_noise_span_length, extra_ids, max_line_chars])
     name = name or "span_corruption_" + hashlib.sha1(key.encode()).hexdigest()[:12]
     if name not in seqio.TaskRegistry.names():
         seqio.TaskRegistry.add(
             name,
-            source=seqio.FileDataSource(make_reader(fmt, text_field), split_to_filepattern=splits),
+            source=seqio.FileDataSource(make_reader(fmt, text_field, max_line_chars), split_to_filepattern=splits),
             preprocessors=_preprocessors(noise_density, mean_noise_span_length),
             output_features=_output_features(vocabulary(spiece_model, extra_ids)),
             metric_fns=[])

@@ -220,6 +220,27 @@ def _empty_dir_with(tmp_path, name, text=""):
     ({"mode": "finetune"}, "mode='finetune'"),
     ({"data.vocab": "/nonexistent/spiece.model"}, "data.vocab"),
     ({"distill.interpolation.schedule": "linear"}, "distill.interpolation.steps=0"),
+    ({"distill.interpolation.schedule": "linear", "distill.interpolation.steps": 5,
+      "distill.interpolation.start": 1.5}, r"distill.interpolation.start=1.5: use a value in \[0, 1\]"),
+    ({"distill.interpolation.schedule": "exponential"}, "distill.interpolation.schedule='exponential'"),
+    ({"distill.temperature": 0.0}, "distill.temperature=0.0"),
+    ({"train.steps": 0}, "train.steps=0: use a positive integer"),
+    ({"train.keep_checkpoints": 0}, "train.keep_checkpoints=0"),
+    ({"train.max_consecutive_nonfinite": 0}, "train.max_consecutive_nonfinite=0"),
+    ({"optim.learning_rate": -1.0}, "optim.learning_rate=-1.0"),
+    ({"optim.decay": "exponential"}, "optim.decay='exponential'"),
+    ({"data.noise_density": 1.5}, r"data.noise_density=1.5: use a value in \(0, 1\)"),
+    ({"data.inputs_length": 4}, "data.inputs_length=4: use an integer >= 8"),
+    ({"data.format": "csv"}, "data.format='csv'"),
+    ({"data.source": "s3"}, "data.source='s3'"),
+    ({"data.on_bad_input": "ignore"}, "data.on_bad_input='ignore'"),
+    ({"data.validation_files": 10}, r"data.validation_files=10 must be in \[0, 9\]"),
+    ({"student.preset": "t5-tiny"}, "unknown model preset 't5-tiny'"),
+    ({"student.init": "copy"}, "student.init='copy'"),
+    ({"student.init": "teacher_layers"}, "student.init='teacher_layers' needs the teacher's widths"),
+    ({"student.dtype": "float8"}, "model.dtype='float8'"),
+    ({"teacher.source": "url"}, "teacher.source='url'"),
+    ({"mesh.data": 3}, "data\\*fsdp\\*tensor = 3 but there are 1 devices"),
 ])
 def test_bad_config_fails_before_work(tmp_path, changes, message):
     from miniend_jax.main import run
@@ -262,3 +283,38 @@ def test_teacher_from_hf_directory_or_miniend_workdir(uninterrupted, tmp_path, s
     losses = _losses(out)
     assert sorted(losses) == [1, 2] and all(np.isfinite(v) for v in losses.values())
     assert "eval/cross" in stdout
+
+
+def test_teacher_workdir_without_checkpoint(tmp_path):
+    from miniend_jax.main import run
+    (tmp_path / "empty_run").mkdir()
+    config = _tiny_config(**{"teacher.source": "miniend", "teacher.path": str(tmp_path / "empty_run")})
+    with pytest.raises(ConfigError, match="holds no miniend_jax checkpoint"):
+        run(config, str(tmp_path / "work"))
+    assert not (tmp_path / "work").exists()
+
+
+def test_teacher_directory_of_another_architecture(tmp_path):
+    import transformers
+    from miniend_jax.errors import CheckpointError
+    from miniend_jax.main import run
+    transformers.BertConfig(vocab_size=96, hidden_size=32, num_hidden_layers=1,
+                            num_attention_heads=2).save_pretrained(tmp_path / "bert")
+    config = _tiny_config(**{"teacher.source": "hf", "teacher.path": str(tmp_path / "bert")})
+    with pytest.raises(CheckpointError, match="model_type='bert'"):
+        run(config, str(tmp_path / "work"))
+    assert not (tmp_path / "work").exists()
+
+
+def test_corrupt_corpus_file_with_error_policy(tmp_path):
+    from miniend_jax.main import run
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(3):
+        (corpus / f"part{i}.txt").write_text("Some text for training.\n" * 50)
+    (corpus / "part1.txt").write_bytes(b"good\n\xff\xfe\n")
+    config = _tiny_config(**{"data.files": str(corpus / "*.txt"), "data.validation_files": 1,
+                             "data.on_bad_input": "error"})
+    with pytest.raises(ConfigError, match="part1.txt: line 2 is not valid UTF-8"):
+        run(config, str(tmp_path / "work"))
+    assert not (tmp_path / "work").exists()

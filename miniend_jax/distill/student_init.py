@@ -26,18 +26,25 @@ def layer_map(teacher_layers: int, student_layers: int) -> list[int]:
     return [int(round(i * (teacher_layers - 1) / (student_layers - 1))) for i in range(student_layers)]
 
 
-def copy_teacher_layers(teacher_params, teacher_config: T5Config, student_config: T5Config, student_params):
-    """Student params with every tensor taken from the teacher (layers per `layer_map`).
-
-    `student_params` (unboxed) gives the target structure and shapes; returns numpy arrays in the
-    student's parameter dtype.
-    """
+def check_copyable(teacher_config: T5Config, student_config: T5Config) -> None:
+    """Raises `ConfigError` unless the student can be initialised from the teacher's layers."""
     mismatched = [f for f in ("d_model", "num_heads", "d_kv", "d_ff", "vocab_size", "feed_forward_proj",
                               "tie_word_embeddings") if getattr(teacher_config, f) != getattr(student_config, f)]
     if mismatched:
         raise ConfigError(
             f"student.init='teacher_layers' needs the teacher's widths, but {', '.join(mismatched)} differ; "
             "use student.init='random' or give the student the teacher's widths.")
+    layer_map(teacher_config.num_encoder_layers, student_config.num_encoder_layers)
+    layer_map(teacher_config.num_decoder_layers, student_config.num_decoder_layers)
+
+
+def copy_teacher_layers(teacher_params, teacher_config: T5Config, student_config: T5Config, student_params):
+    """Student params with every tensor taken from the teacher (layers per `layer_map`).
+
+    `student_params` (unboxed) gives the target structure and shapes; returns numpy arrays in the
+    student's parameter dtype.
+    """
+    check_copyable(teacher_config, student_config)
     maps = {"encoder": layer_map(teacher_config.num_encoder_layers, student_config.num_encoder_layers),
             "decoder": layer_map(teacher_config.num_decoder_layers, student_config.num_decoder_layers)}
     teacher_flat = traverse_util.flatten_dict(teacher_params)

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 
 import numpy as np
 import pytest
@@ -98,3 +99,41 @@ def test_c4_task_is_defined_without_fetching():
     assert isinstance(task.source, seqio.TfdsDataSource)
     assert task.source.tfds_dataset.name == "c4/en:3.1.0"
     assert task.output_features["targets"].vocabulary.vocab_size == 32100
+
+
+def _faulty_corpus(tmp_path):
+    directory = tmp_path / "faulty"
+    directory.mkdir()
+    (directory / "a_good.txt").write_text("A good paragraph.\n\n\nAnother good one.\n")
+    (directory / "b_bad_utf8.txt").write_bytes(b"fine line\n\xff\xfe broken bytes\nalso fine\n")
+    (directory / "c_overlong.txt").write_text("short\n" + "x" * 500 + "\n")
+    with gzip.open(directory / "d_corrupt.gz", "wb") as f:
+        f.write(b"some text that will be cut\n" * 200)
+    data = (directory / "d_corrupt.gz").read_bytes()
+    (directory / "d_corrupt.gz").write_bytes(data[: len(data) // 2])
+    return directory
+
+
+def test_faulty_inputs_are_skipped_and_counted(tmp_path):
+    from tasks.pretraining import scan_files
+    directory = _faulty_corpus(tmp_path)
+    files = resolve_files(str(directory / "*"))
+    report = scan_files(files, max_line_chars=100, on_bad_input="skip")
+    assert [os.path.basename(f) for f in report.files] == ["a_good.txt", "b_bad_utf8.txt", "c_overlong.txt"]
+    assert list(map(os.path.basename, report.unreadable)) == ["d_corrupt.gz"]
+    assert (report.invalid_utf8_lines, report.overlong_lines, report.empty_lines) == (1, 1, 2)
+    assert "skipped 1 unreadable file(s): d_corrupt.gz" in report.summary()
+    # The reader drops the same lines.
+    assert _texts(str(directory / "b_bad_utf8.txt"), "text") == ["fine line", "also fine"]
+    assert [x["text"].numpy().decode() for x in make_reader("text", max_line_chars=100)(
+        tf.constant(str(directory / "c_overlong.txt")))] == ["short"]
+
+
+@pytest.mark.parametrize("name,message", [("b_bad_utf8.txt", "line 2 is not valid UTF-8"),
+                                          ("c_overlong.txt", "line 2 has 501 characters"),
+                                          ("d_corrupt.gz", "unreadable")])
+def test_faulty_inputs_stop_the_run_when_asked(tmp_path, name, message):
+    from tasks.pretraining import scan_files
+    directory = _faulty_corpus(tmp_path)
+    with pytest.raises(ConfigError, match=f"{name}: {message}.*on_bad_input='skip'"):
+        scan_files([str(directory / name)], max_line_chars=100, on_bad_input="error")

@@ -10,7 +10,6 @@ lands.
 from __future__ import annotations
 
 import os
-import pathlib
 import sys
 import tempfile
 import time

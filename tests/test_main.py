@@ -187,7 +187,6 @@ def test_exported_student_matches_in_pytorch(uninterrupted):
 
 # -- bad configurations --------------------------------------------------------------------------
 def _tiny_config(**changes):
-    import ml_collections
     sys.path.insert(0, str(ROOT))
     from tests.configs import tiny
     config = tiny.get_config()

@@ -1,6 +1,5 @@
 """Golden tests: the Flax T5 against PyTorch `transformers` T5 on the same weights and batch."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -12,7 +12,7 @@ The real T5 vocabulary and the held-out Wikipedia shards; 16 relation heads (our
 attention width of 128 would leave 4 dimensions per head at the default 32).
 """
 
-from configs import base
+from configs import base, small_cpu_teacher
 
 
 def get_config():
@@ -20,6 +20,9 @@ def get_config():
     c.mode = "distill"
     c.teacher.source = "miniend"
     c.teacher.path = "workdirs/small_teacher"
+    # The shape that path holds; with teacher.source=preset, a random teacher of that shape (tests).
+    c.teacher.preset = "t5-v1_1-small"
+    c.teacher.overrides.update(small_cpu_teacher.get_config().student.overrides.to_dict())
     c.student.preset = "t5-v1_1-small"
     # 1/8 of the teacher's layer FLOPs: half the width (d_model 128, 2 heads x 64, FFN 512), half the depth.
     c.student.overrides.update(dict(d_model=128, num_heads=2, d_kv=64, d_ff=512, num_encoder_layers=2,

@@ -31,10 +31,6 @@ def test_config_is_valid_and_consistent(path, monkeypatch):
         config.teacher.source = "preset"
         if config.teacher.path.endswith("t5-base"):
             config.teacher.preset = "t5-base"
-    if config.teacher.path == "workdirs/small_teacher":
-        config.teacher.overrides.update(_load(str(ROOT / "configs" / "small_cpu_teacher.py"))
-                                        .get_config().student.overrides.to_dict())
-        config.teacher.preset = "t5-v1_1-small"
     validate_config(config)
     spec = distill_spec(config)
     student = student_config(config)

@@ -63,20 +63,41 @@ def test_short_run_lowers_the_loss_and_checkpoints(uninterrupted):
     assert os.listdir(os.path.join(workdir, "tensorboard"))
 
 
-def _kill_after(workdir, minimum_step, rng):
-    """Starts the run, kills it with SIGKILL at a random moment after `minimum_step` was logged."""
+def test_small_cpu_config_distills_and_checkpoints(tmp_path):
+    """configs/small_cpu.py itself for 30 steps (a random teacher of its teacher's shape stands in for
+    the pretrained one): every distillation term falls, checkpoints are written."""
+    workdir = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "miniend_jax.main", "--config=configs/small_cpu.py", f"--workdir={workdir}",
+         "--config.teacher.source=preset", "--config.train.steps=30", "--config.train.batch_size=8",
+         "--config.train.log_every=1", "--config.train.checkpoint_every=15", "--config.train.eval_batches=1",
+         "--config.data.shuffle_buffer=64", "--config.data.files=../shared/data/enwiki_2015_extract/AA/wiki_0*.gz"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    train = [r for r in rows if "loss" in r]
+    assert len(train) == 30
+    for term in ("loss", "loss/logit", "loss/decoder_self", "loss/encoder_self"):
+        early = np.mean([r[term] for r in train[:5]])
+        late = np.mean([r[term] for r in train[-5:]])
+        assert late < early, (term, early, late)
+    assert _complete_steps(workdir) == [15, 30]
+
+
+def _kill_at(workdir, target_step, rng):
+    """Starts the run and kills it with SIGKILL soon after `target_step` was logged; returns the last
+    logged step."""
     process = subprocess.Popen(_command(workdir), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for = minimum_step + int(rng.integers(5, 15))
     deadline = time.time() + 240
+    metrics = os.path.join(workdir, "metrics.jsonl")
     while time.time() < deadline and process.poll() is None:
-        steps = _losses(workdir) if os.path.exists(os.path.join(workdir, "metrics.jsonl")) else {}
-        if steps and max(steps) >= wait_for:
+        if os.path.exists(metrics) and max(_losses(workdir), default=0) >= target_step:
             break
         time.sleep(0.05)
-    time.sleep(float(rng.uniform(0, 0.5)))
+    time.sleep(float(rng.uniform(0, 0.3)))
     process.send_signal(signal.SIGKILL)
     process.wait()
-    return max(_losses(workdir)) if os.path.exists(os.path.join(workdir, "metrics.jsonl")) else 0
+    return max(_losses(workdir), default=0) if os.path.exists(metrics) else 0
 
 
 def _final_params(workdir):
@@ -94,20 +115,18 @@ def test_three_sigkills_end_with_bitwise_equal_parameters(uninterrupted, tmp_pat
     reference_losses = _losses(uninterrupted[0])
     workdir = str(tmp_path)
     rng = np.random.default_rng(int(time.time()))
-    reached = 0
-    for _ in range(3):
-        logged = _kill_after(workdir, reached, rng)
+    last_saved = 0
+    # One kill at a random moment inside each checkpoint interval: before any checkpoint, then mid-interval.
+    for interval in range(3):
+        logged = _kill_at(workdir, 10 * interval + int(rng.integers(1, 9)), rng)
         saved = _complete_steps(workdir)
         last_saved = saved[-1] if saved else 0
-        # Never more than one checkpoint interval (10 steps) of work is lost.
-        assert logged - last_saved <= 10, (logged, saved)
-        reached = last_saved
-        if reached == 30:
-            break
+        assert logged - last_saved <= 10, (logged, saved)  # at most one checkpoint interval lost
+    assert last_saved >= 10
     stdout = _run(workdir)
-    assert f"resumed from checkpoint at step {reached}" in stdout
+    assert f"resumed from checkpoint at step {last_saved}" in stdout
     losses = _losses(workdir)
-    for step in range(reached + 1, 31):
+    for step in range(last_saved + 1, 31):
         assert losses[step] == reference_losses[step], step
     step, params = _final_params(workdir)
     reference_step, reference = _final_params(uninterrupted[0])

@@ -208,17 +208,6 @@ def validate_layout(config, process_count: int, device_count: int) -> tuple[int,
     return shape
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def write_resolved_config(config, workdir: str) -> None:
     """Writes `config.json`; refuses a workdir that holds another run's config (unless overwrite_config)."""
     path = os.path.join(workdir, "config.json")
@@ -226,7 +215,9 @@ def write_resolved_config(config, workdir: str) -> None:
     if os.path.exists(path) and not config.get("overwrite_config", False):
         with open(path) as f:
             previous = json.load(f)
-        old, new = _flatten(previous), _flatten(resolved)
+        from flax import traverse_util
+        old = traverse_util.flatten_dict(previous, sep=".")
+        new = traverse_util.flatten_dict(resolved, sep=".")
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
         if changed:
             key = changed[0]

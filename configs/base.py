@@ -86,6 +86,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.log_every = 50
     c.train.checkpoint_every = 500
     c.train.keep_checkpoints = 3
+    # Asynchronous saves overlap writing with training; a kill while a save is in flight loses that save
+    # too (at most one interval plus the steps run during the write). False: at most one interval.
     c.train.async_checkpoints = True
     c.train.eval_every = 0             # 0: evaluate at the end only
     c.train.eval_batches = 20

@@ -84,10 +84,10 @@ def test_small_cpu_config_distills_and_checkpoints(tmp_path):
     assert _complete_steps(workdir) == [15, 30]
 
 
-def _kill_at(workdir, target_step, rng):
+def _kill_at(workdir, target_step, rng, *overrides):
     """Starts the run and kills it with SIGKILL soon after `target_step` was logged; returns the last
     logged step."""
-    process = subprocess.Popen(_command(workdir), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(_command(workdir, *overrides), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     metrics = os.path.join(workdir, "metrics.jsonl")
     while time.time() < deadline and process.poll() is None:
@@ -115,15 +115,18 @@ def test_three_sigkills_end_with_bitwise_equal_parameters(uninterrupted, tmp_pat
     reference_losses = _losses(uninterrupted[0])
     workdir = str(tmp_path)
     rng = np.random.default_rng(int(time.time()))
+    # Synchronous saves, so that the bound below is one interval; an asynchronous save in flight at the
+    # kill would add the steps run while it was written.
+    sync = "--config.train.async_checkpoints=False"
     last_saved = 0
     # One kill at a random moment inside each checkpoint interval: before any checkpoint, then mid-interval.
     for interval in range(3):
-        logged = _kill_at(workdir, 10 * interval + int(rng.integers(1, 9)), rng)
+        logged = _kill_at(workdir, 10 * interval + int(rng.integers(1, 9)), rng, sync)
         saved = _complete_steps(workdir)
         last_saved = saved[-1] if saved else 0
         assert logged - last_saved <= 10, (logged, saved)  # at most one checkpoint interval lost
     assert last_saved >= 10
-    stdout = _run(workdir)
+    stdout = _run(workdir, sync)
     assert f"resumed from checkpoint at step {last_saved}" in stdout
     losses = _losses(workdir)
     for step in range(last_saved + 1, 31):

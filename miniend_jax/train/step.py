@@ -94,7 +94,7 @@ def make_train_step(spec: DistillSpec, student: T5, teacher: T5 | None, optimize
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (loss0, terms0, grads0))
             (loss, terms, grads), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), micro))
 
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -103,9 +103,9 @@ def make_train_step(spec: DistillSpec, student: T5, teacher: T5 | None, optimize
         opt_state = jax.tree.map(keep_if_bad, opt_state, state.opt_state)
         metrics = {"loss": loss, **{f"loss/{k}": v for k, v in terms.items()},
                    "grad_norm": grad_norm, "skipped": 1.0 - finite.astype(jnp.float32),
-                   "grad_norm/encoder": optax.global_norm(grads.get("encoder", {})),
-                   "grad_norm/decoder": optax.global_norm(grads.get("decoder", {})),
-                   "grad_norm/embedding": optax.global_norm(grads.get("token_embedder", {})),
+                   "grad_norm/encoder": optax.tree.norm(grads.get("encoder", {})),
+                   "grad_norm/decoder": optax.tree.norm(grads.get("decoder", {})),
+                   "grad_norm/embedding": optax.tree.norm(grads.get("token_embedder", {})),
                    "learning_rate": schedule(state.step), "alpha": alpha}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from miniend_jax.checkpoints.hf import load_hf_checkpoint
-from miniend_jax.evaluation.decoding import greedy_decode
+from miniend_jax.evaluation.decoding import beam_search, greedy_decode
 from miniend_jax.models.t5 import T5
 from tests.conftest import padded_batch
 
@@ -61,3 +61,62 @@ def test_cached_decoding_equals_teacher_forcing(golden):
     first_eos = [list(r).index(1) if 1 in r else len(r) for r in tokens]
     for row, stop in enumerate(first_eos):
         np.testing.assert_array_equal(logits[row, : stop + 1].argmax(-1), tokens[row, : stop + 1])
+
+
+def _hf_beam(model, enc, max_new_tokens, num_beams, length_penalty=1.0):
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.tensor(enc, dtype=torch.long),
+                             attention_mask=torch.tensor(enc > 0, dtype=torch.long), num_beams=num_beams,
+                             do_sample=False, max_new_tokens=max_new_tokens, min_length=0,
+                             length_penalty=length_penalty, early_stopping=False)
+    return out[:, 1:].numpy()
+
+
+def _until_eos(row, eos=1):
+    row = list(row)
+    return row[: row.index(eos) + 1] if eos in row else row
+
+
+def _assert_same_hypotheses(ours, theirs, pad=0):
+    """Token-identical up to and including EOS; `generate` may fill the rest with EOS or pad, we pad."""
+    for mine, reference in zip(ours, theirs):
+        kept = _until_eos(reference)
+        assert _until_eos(mine) == kept, (mine, reference)
+        assert np.all(np.asarray(mine[len(kept):]) == pad)
+
+
+def test_beam_search_with_one_beam_is_greedy(golden):
+    _, _, directory = golden
+    config, params = load_hf_checkpoint(directory)
+    enc, _, _ = padded_batch(config.vocab_size, seed=3)
+    model = T5(config)
+    greedy = np.asarray(greedy_decode(model, params, jnp.asarray(enc), 12))
+    beam = np.asarray(beam_search(model, params, jnp.asarray(enc), 12, num_beams=1))
+    np.testing.assert_array_equal(beam, greedy)
+
+
+def test_beam_search_matches_generate(golden):
+    _, hf_model, directory = golden
+    config, params = load_hf_checkpoint(directory)
+    enc, _, _ = padded_batch(config.vocab_size, seed=6)
+    ours = np.asarray(beam_search(T5(config), params, jnp.asarray(enc), 10, num_beams=4))
+    _assert_same_hypotheses(ours, _hf_beam(hf_model, enc, 10, 4))
+
+
+def test_beam_search_with_eos_and_length_penalty_matches_generate(tmp_path):
+    """EOS wins at some steps, so hypotheses finish at different lengths and the length penalty and the
+    early-stopping heuristic decide which is returned."""
+    from tests.conftest import build_hf_model
+    hf_model = build_hf_model("v1_1", seed=1)
+    with torch.no_grad():
+        hf_model.lm_head.weight[1] *= 10.0
+    hf_model.save_pretrained(tmp_path)
+    config, params = load_hf_checkpoint(str(tmp_path))
+    enc, _, _ = padded_batch(config.vocab_size, seed=5)
+    model = T5(config)
+    lengths = set()
+    for penalty in (1.0, 0.6, 2.0):
+        ours = np.asarray(beam_search(model, params, jnp.asarray(enc), 10, num_beams=4, length_penalty=penalty))
+        _assert_same_hypotheses(ours, _hf_beam(hf_model, enc, 10, 4, penalty))
+        lengths |= {len(_until_eos(row)) for row in ours}
+    assert len(lengths) > 2, "the fixture should end hypotheses at several lengths"

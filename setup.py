@@ -25,6 +25,9 @@ INSTALL_REQUIRES = [
     "tensorflow-text==2.21.1",
     "tensorflow-datasets==4.9.10",
     "rouge-score==0.1.2",
+    # GLUE metrics (Matthews correlation, F1, Pearson and Spearman).
+    "scipy==1.17.1",
+    "scikit-learn==1.9.1",
     # Metrics and figures.
     "tensorboard==2.21.0",
     "matplotlib==3.11.2",

@@ -15,7 +15,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.mode = "distill"                 # distill | pretrain | export
+    c.mode = "distill"                 # distill | pretrain | finetune | evaluate | export
     c.seed = 0
     c.overwrite_config = False         # continue a workdir whose config.json differs from this config
 
@@ -26,6 +26,16 @@ def get_config() -> ml_collections.ConfigDict:
     c.teacher.overrides = ml_collections.ConfigDict({})  # T5Config fields, for source=preset only
     c.teacher.dtype = "float32"        # compute dtype of the teacher forward
     c.teacher.param_dtype = "float32"  # "bfloat16" halves the teacher's memory
+
+    # The model to finetune or evaluate (modes finetune / evaluate): a distilled student, a teacher, a baseline.
+    c.model = ml_collections.ConfigDict()
+    c.model.source = "miniend"         # miniend (its workdir's newest checkpoint) | hf (a HF directory) | preset
+    c.model.path = ""
+    c.model.preset = "t5-small"        # source=preset: random weights (tests)
+    c.model.overrides = ml_collections.ConfigDict({})
+    c.model.dropout_rate = 0.1         # while finetuning (T5: 0.1)
+    c.model.dtype = "float32"
+    c.model.param_dtype = "float32"
 
     c.student = ml_collections.ConfigDict()
     c.student.preset = "miniend-6l-384h"
@@ -52,6 +62,27 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.mean_noise_span_length = 3.0
     c.data.tfds_name = "c4/en:3.1.0"
     c.data.tfds_data_dir = ""
+
+    # Downstream Tasks (modes finetune / evaluate): see tasks/glue.py and tasks/summarization.py for names.
+    c.tasks = ml_collections.ConfigDict()
+    c.tasks.train = "glue_sst2"        # a Task or Mixture (e.g. "glue")
+    c.tasks.eval = "glue_sst2"         # comma-separated Tasks scored by decoding
+    c.tasks.eval_split = "validation"
+    c.tasks.eval_examples = 0          # 0: the whole split
+    c.tasks.best_metric = ""           # "task/metric" keeping the best checkpoint; "": first eval task's main metric
+    c.tasks.inputs_length = 128
+    c.tasks.targets_length = 8
+    c.tasks.glue_source = "local"      # local (a GLUE download directory) | tfds
+    c.tasks.glue_dir = "../shared/data/glue"
+    c.tasks.summarization_source = "local"
+    c.tasks.summarization_dir = "../shared/data"
+    c.tasks.tfds_data_dir = ""
+
+    c.decode = ml_collections.ConfigDict()
+    c.decode.num_beams = 1             # 1: greedy; T5 uses 4 beams for summarization
+    c.decode.length_penalty = 0.6      # beam search only: score / length ** penalty
+    c.decode.max_length = 0            # generated tokens; 0: tasks.targets_length
+    c.decode.batch_size = 32
 
     c.distill = ml_collections.ConfigDict()
     c.distill.objective = "miniend_e"

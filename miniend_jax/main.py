@@ -1,7 +1,9 @@
 """Entry point: `python -m miniend_jax.main --config=configs/X.py [--config.a.b=v] --workdir=DIR`.
 
 Modes: `distill` (teacher -> student), `pretrain` (a model from scratch on span corruption: the
-from-scratch baseline, or a teacher), `export` (the newest checkpoint of a workdir -> HF directory).
+from-scratch baseline, or a teacher), `finetune` (any checkpoint on a seqio Task or Mixture, scoring the
+validation set every `train.eval_every` steps and keeping the best checkpoint), `evaluate` (a checkpoint
+on Tasks: `results.json` and a markdown table), `export` (the newest checkpoint of a workdir -> HF).
 
 Everything that can be wrong with the input is checked before loading weights or compiling:
 config values, paths, model shapes against each other, the vocabulary, and that the corpus yields data.
@@ -13,6 +15,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -22,7 +26,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the resolved config.")
 
-MODES = ("distill", "pretrain", "export")
+MODES = ("distill", "pretrain", "finetune", "evaluate", "export")
 # Fields that may change when a run in an existing workdir is continued.
 RESUMABLE_CHANGES = ("mode", "train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
                      "export.path", "export.at_end", "overwrite_config")
@@ -34,7 +38,7 @@ RESUMABLE_CHANGES = ("mode", "train.steps", "train.log_every", "train.eval_every
 def distill_spec(config):
     from miniend_jax.distill.objectives import DistillSpec
     d = config.distill
-    objective = "pretrain" if config.mode == "pretrain" else d.objective
+    objective = d.objective if config.mode == "distill" else "pretrain"  # finetuning: cross-entropy
     return DistillSpec(objective=objective, relation_heads=d.relation_heads,
                        teacher_encoder_layer=d.teacher_layers.encoder,
                        teacher_decoder_layer=d.teacher_layers.decoder,
@@ -50,45 +54,55 @@ def student_config(config):
     return get_preset(s.preset, **{**s.overrides.to_dict(), "dtype": s.dtype, "param_dtype": s.param_dtype})
 
 
-def teacher_config(config):
-    """The teacher's `T5Config` from its source, without reading weights."""
+def source_config(section, role: str, dropout_rate: float = 0.0):
+    """The `T5Config` of a model section (`teacher` or `model`: source, path, preset, overrides, dtypes),
+    without reading weights."""
     from miniend_jax.checkpoints import hf
     from miniend_jax.models.config import T5Config
     from miniend_jax.models.presets import get_preset
-    t = config.teacher
-    dtypes = {"dtype": t.dtype, "param_dtype": t.param_dtype, "dropout_rate": 0.0}
-    if t.source == "preset":
-        return get_preset(t.preset, **{**t.overrides.to_dict(), **dtypes})
-    if t.source == "hf":
-        return hf.config_from_hf(hf.read_config(t.path), **dtypes)
-    if t.source == "miniend":
+    dtypes = {"dtype": section.dtype, "param_dtype": section.param_dtype, "dropout_rate": dropout_rate}
+    if section.source == "preset":
+        return get_preset(section.preset, **{**section.overrides.to_dict(), **dtypes})
+    if section.source == "hf":
+        return hf.config_from_hf(hf.read_config(section.path), **dtypes)
+    if section.source == "miniend":
         from miniend_jax.checkpoints.state import read_meta
         try:
-            meta = read_meta(t.path)
+            meta = read_meta(section.path)
         except FileNotFoundError:
-            raise ConfigError(f"teacher.path={t.path!r} holds no miniend_jax checkpoint; point it at the "
-                              "workdir of a finished pretrain or distill run.") from None
+            raise ConfigError(f"{role}.path={section.path!r} holds no miniend_jax checkpoint; point it at the "
+                              "workdir of a finished pretrain, distill or finetune run.") from None
         return T5Config(**{**meta["model"], **dtypes})
-    raise ConfigError(f"teacher.source={t.source!r}: use 'hf', 'miniend' or 'preset'.")
+    raise ConfigError(f"{role}.source={section.source!r}: use 'hf', 'miniend' or 'preset'.")
 
 
-def load_teacher(config, expected):
-    """(config, host params) of the teacher; `expected` is `teacher_config(config)`."""
+def load_source(section, expected, seed: int):
+    """(config, host params) of a model section; `expected` is its `source_config`."""
     import flax.linen as nn
     import jax
     import numpy as np
     from miniend_jax.models.t5 import init_params
-    t = config.teacher
-    if t.source == "preset":
-        params = nn.unbox(init_params(expected, jax.random.PRNGKey(config.seed + 1)))
+    if section.source == "preset":
+        params = nn.unbox(init_params(expected, jax.random.PRNGKey(seed)))
         return expected, jax.tree.map(np.asarray, params)
-    if t.source == "hf":
+    if section.source == "hf":
         from miniend_jax.checkpoints.hf import load_hf_checkpoint
-        return load_hf_checkpoint(t.path, dtype=t.dtype, param_dtype=t.param_dtype, dropout_rate=0.0)
+        return load_hf_checkpoint(section.path, dtype=section.dtype, param_dtype=section.param_dtype,
+                                  dropout_rate=expected.dropout_rate)
     from miniend_jax.checkpoints.state import restore_params
     abstract = _host_abstract(expected)
-    params, _ = restore_params(t.path, abstract, jax.tree.map(lambda _: _host_sharding(), abstract))
+    params, _ = restore_params(section.path, abstract, jax.tree.map(lambda _: _host_sharding(), abstract))
     return expected, jax.tree.map(lambda x: np.asarray(x).astype(expected.params_dtype), params)
+
+
+def teacher_config(config):
+    """The teacher's `T5Config` from its source, without reading weights."""
+    return source_config(config.teacher, "teacher")
+
+
+def load_teacher(config, expected):
+    """(config, host params) of the teacher; `expected` is `teacher_config(config)`."""
+    return load_source(config.teacher, expected, config.seed + 1)
 
 
 def _host_sharding():
@@ -138,6 +152,135 @@ def build_data(config, process_index: int, process_count: int):
                 targets_length=lengths["targets"])
 
 
+def register_tasks(config) -> list[str]:
+    """Registers the GLUE and summarization Tasks (and the `glue` Mixture); returns the Task names."""
+    from tasks import glue, summarization
+    t, d = config.tasks, config.data
+    tfds_dir = t.tfds_data_dir or None
+    names = glue.register(d.vocab, source=t.glue_source, data_dir=t.glue_dir, tfds_data_dir=tfds_dir,
+                          extra_ids=d.extra_ids)
+    names += summarization.register(d.vocab, source=t.summarization_source, data_dir=t.summarization_dir,
+                                    tfds_data_dir=tfds_dir, extra_ids=d.extra_ids)
+    return names
+
+
+def eval_task_names(config) -> list[str]:
+    return [n.strip() for n in config.tasks.eval.split(",") if n.strip()]
+
+
+def check_tasks(config, names: list[str]) -> None:
+    """Every named Task (or Mixture) is registered and its files for the splits used are on disk."""
+    import seqio
+    from tasks import glue, summarization
+    t = config.tasks
+    wanted = [("tasks.eval", n, t.eval_split) for n in eval_task_names(config)]
+    if config.mode == "finetune":
+        wanted.insert(0, ("tasks.train", t.train, "train"))
+    for field, name, split in wanted:
+        if name not in seqio.TaskRegistry.names() and name not in seqio.MixtureRegistry.names():
+            glue.check_split(name, split, source=t.glue_source, data_dir=t.glue_dir)  # names a missing file
+            raise ConfigError(f"{field}={name!r} is not a registered Task or Mixture; use one of "
+                              f"{', '.join(sorted(names + list(seqio.MixtureRegistry.names())))}.")
+        glue.check_split(name, split, source=t.glue_source, data_dir=t.glue_dir)
+        summarization.check_split(name, split, source=t.summarization_source, data_dir=t.summarization_dir)
+        task = seqio.get_mixture_or_task(name)
+        if split not in task.splits:
+            raise ConfigError(f"{field}={name!r} has no split {split!r} (it has {', '.join(task.splits)}); "
+                              "choose another task or split.")
+
+
+def build_task_data(config, process_index: int, process_count: int):
+    """The loop's `Data` for finetuning: `tasks.train` (shuffled, repeated) and its validation loss."""
+    import seqio
+    from miniend_jax.train.loop import Data
+    from tasks import pretraining as tp
+    t = config.tasks
+    lengths = {"inputs": t.inputs_length, "targets": t.targets_length}
+    per_host = config.train.batch_size // process_count
+    common = dict(pack=config.data.pack, shard_index=process_index, num_shards=process_count)
+    train = iter(tp.get_dataset(t.train, lengths, split="train", batch_size=per_host, shuffle=True,
+                                seed=config.seed, num_epochs=None, shuffle_buffer_size=config.data.shuffle_buffer,
+                                **common))
+    make_eval = None
+    if t.eval_split in seqio.get_mixture_or_task(t.train).splits:
+        make_eval = lambda: iter(tp.get_dataset(t.train, lengths, split=t.eval_split, batch_size=per_host,
+                                                shuffle=False, seed=0, num_epochs=1, **common))
+    return Data(train=train, make_eval=make_eval, inputs_length=t.inputs_length, targets_length=t.targets_length)
+
+
+def _decode_settings(config):
+    from miniend_jax.evaluation.evaluator import DecodeSettings
+    return DecodeSettings(**config.decode.to_dict())
+
+
+def _best_metric(config) -> tuple[str, str]:
+    """(task, metric) that picks the best finetuning checkpoint."""
+    from tasks import glue
+    if config.tasks.best_metric:
+        task, _, metric = config.tasks.best_metric.partition("/")
+        return task, metric
+    task = eval_task_names(config)[0]
+    glue_task = glue.task_of(task)
+    return task, (glue_task.main_metric if glue_task else "rougeL")
+
+
+class BestCheckpoint:
+    """`Trainer.on_evaluate` for finetuning: scores the validation split of `tasks.eval` by decoding and
+    keeps the best parameters as a HF directory `<workdir>/best` with `best.json` (and the results of that
+    evaluation as `results.json` / `results.md`). Survives restarts: the best so far is read back."""
+
+    def __init__(self, config, workdir: str, model_config):
+        self.config, self.workdir, self.model_config = config, workdir, model_config
+        self.task, self.metric = _best_metric(config)
+        self.evaluator = None
+        self.best = None
+        path = os.path.join(workdir, "best.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                self.best = json.load(f)["value"]
+
+    def __call__(self, trainer, params, step: int) -> dict:
+        import jax
+        from miniend_jax.checkpoints.hf import save_hf_checkpoint
+        from miniend_jax.evaluation.evaluator import TaskEvaluator, write_results
+        t = self.config.tasks
+        if self.evaluator is None:
+            self.evaluator = TaskEvaluator(eval_task_names(self.config), t.eval_split, trainer.student, trainer.mesh,
+                                           trainer.rules, inputs_length=t.inputs_length,
+                                           targets_length=t.targets_length, decode=_decode_settings(self.config),
+                                           num_examples=t.eval_examples)
+        results = self.evaluator.evaluate(params, step)
+        if self.task not in results or self.metric not in results[self.task]:
+            raise ConfigError(f"tasks.best_metric: {self.task}/{self.metric} is not among the scores "
+                              f"{sorted(f'{k}/{m}' for k, v in results.items() for m in v)}; set it to one of them.")
+        value = results[self.task][self.metric]
+        if self.best is None or value > self.best:
+            self.best = value
+            host = jax.tree.map(np.asarray, _gather(params))
+            if jax.process_index() == 0:
+                vocab = self.config.data.vocab if os.path.isfile(self.config.data.vocab) else None
+                save_hf_checkpoint(os.path.join(self.workdir, "best"), self.model_config, host, spiece_model=vocab)
+                write_results(self.workdir, results, step=step, model=_model_name(self.config))
+                with open(os.path.join(self.workdir, "best.json"), "w") as f:
+                    json.dump({"step": step, "task": self.task, "metric": self.metric, "value": value}, f)
+                print(f"best {self.task}/{self.metric} {value:.2f} at step {step}: saved to "
+                      f"{os.path.join(self.workdir, 'best')}", flush=True)
+        return {f"{task}/{name}": v for task, scores in results.items() for name, v in scores.items()}
+
+
+def _model_name(config) -> str:
+    m = config.model
+    return m.path if m.source in ("hf", "miniend") else f"random {m.preset}"
+
+
+def _gather(params):
+    import jax
+    if jax.process_count() == 1:
+        return jax.device_get(params)
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(params, tiled=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Validation, before anything heavy
 # ---------------------------------------------------------------------------------------------
@@ -154,6 +297,10 @@ def validate_config(config) -> None:
     _check(config.mode in MODES, "mode", config.mode, f"use one of {', '.join(MODES)}.")
     if config.mode == "export":
         return
+    if config.mode in ("finetune", "evaluate"):
+        _validate_downstream(config)
+        if config.mode == "evaluate":
+            return
     t, s, d, tr = config.teacher, config.student, config.data, config.train
     if config.mode == "distill":
         _check(config.distill.objective in OBJECTIVES and config.distill.objective != "pretrain",
@@ -192,6 +339,37 @@ def validate_config(config) -> None:
     if interp.schedule != "constant":
         _check(interp.steps > 0, "distill.interpolation.steps", interp.steps,
                "use a positive number of steps for a_t to reach 1.")
+
+
+def _validate_downstream(config) -> None:
+    from miniend_jax.models.presets import get_preset
+    m, t, dec = config.model, config.tasks, config.decode
+    _check(m.source in ("hf", "miniend", "preset"), "model.source", m.source, "use 'hf', 'miniend' or 'preset'.")
+    if m.source in ("hf", "miniend"):
+        _check(bool(m.path) and os.path.isdir(m.path), "model.path", m.path,
+               "point it at an existing directory (a HF checkpoint or a miniend_jax workdir).")
+    else:
+        get_preset(m.preset)
+    _check(isinstance(m.dropout_rate, float) and 0.0 <= m.dropout_rate < 1.0, "model.dropout_rate", m.dropout_rate,
+           "use a value in [0, 1); T5 finetunes with 0.1.")
+    _check(os.path.isfile(config.data.vocab), "data.vocab", config.data.vocab, "point it at a SentencePiece model file.")
+    _check(bool(eval_task_names(config)), "tasks.eval", t.eval, "name at least one Task, e.g. 'glue_sst2'.")
+    if config.mode == "finetune":
+        _check(bool(t.train), "tasks.train", t.train, "name the Task or Mixture to finetune on, e.g. 'glue_sst2'.")
+    for field in ("inputs_length", "targets_length"):
+        _check(isinstance(t[field], int) and t[field] >= 2, f"tasks.{field}", t[field], "use an integer >= 2.")
+    _check(isinstance(t.eval_examples, int) and t.eval_examples >= 0, "tasks.eval_examples", t.eval_examples,
+           "use 0 (the whole split) or a positive number of examples.")
+    for field in ("glue_source", "summarization_source"):
+        _check(t[field] in ("local", "tfds"), f"tasks.{field}", t[field], "use 'local' or 'tfds'.")
+    _check(not t.best_metric or t.best_metric.count("/") == 1, "tasks.best_metric", t.best_metric,
+           "use 'task/metric', e.g. 'glue_sst2/accuracy', or '' for the first eval task's main metric.")
+    _check(isinstance(dec.num_beams, int) and dec.num_beams >= 1, "decode.num_beams", dec.num_beams,
+           "use 1 (greedy) or more beams.")
+    _check(isinstance(dec.batch_size, int) and dec.batch_size >= 1, "decode.batch_size", dec.batch_size,
+           "use a positive integer.")
+    _check(isinstance(dec.max_length, int) and dec.max_length >= 0, "decode.max_length", dec.max_length,
+           "use 0 (the targets length) or a positive number of tokens.")
 
 
 def validate_layout(config, process_count: int, device_count: int) -> tuple[int, int, int]:
@@ -253,17 +431,91 @@ def export(config, workdir: str) -> str:
     return path
 
 
+def _check_vocab(config, models) -> None:
+    from miniend_jax.checkpoints.tokenizer import vocab_size
+    tokens = vocab_size(config.data.vocab, config.data.extra_ids)
+    for role, model in models:
+        if model is not None and model.vocab_size < tokens:
+            raise ConfigError(f"{role} vocab_size={model.vocab_size} is smaller than the tokenizer's {tokens} ids "
+                              f"(data.vocab={config.data.vocab!r}); use a model with vocab_size >= {tokens}.")
+
+
+def _check_loaded(params, model_config, role: str, path: str) -> None:
+    import jax
+    expected = jax.tree.map(lambda x: x.shape, _host_abstract(model_config))
+    got = jax.tree.map(lambda x: x.shape, params)
+    if expected != got:
+        raise ConfigError(f"{role}.path={path!r}: the parameters do not have the shapes of the model's config; "
+                          "the checkpoint is damaged or of another architecture.")
+
+
+def _placed_params(model_config, params, mesh, rules, seed: int):
+    import jax
+    from miniend_jax import parallel
+    from miniend_jax.models.t5 import init_params
+    boxed = jax.eval_shape(lambda: init_params(model_config, jax.random.PRNGKey(seed)))
+    return jax.device_put(params, parallel.logical_sharding(boxed, mesh, rules))
+
+
+def evaluate(config, workdir: str) -> dict:
+    """Scores `config.model` on the `tasks.eval_split` of each of `tasks.eval`; writes results.json/.md."""
+    import jax
+    from miniend_jax import parallel
+    from miniend_jax.evaluation.evaluator import TaskEvaluator, markdown_table, write_results
+    from miniend_jax.models.t5 import T5
+    shape = parallel.mesh_shape(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, jax.device_count())
+    model_config = source_config(config.model, "model")
+    _check_vocab(config, [("model", model_config)])
+    check_tasks(config, register_tasks(config))
+    model_config, params = load_source(config.model, model_config, config.seed)
+    _check_loaded(params, model_config, "model", config.model.path)
+    mesh = parallel.make_mesh(*shape)
+    params = _placed_params(model_config, params, mesh, parallel.DEFAULT_RULES, config.seed)
+    t = config.tasks
+    evaluator = TaskEvaluator(eval_task_names(config), t.eval_split, T5(model_config), mesh, parallel.DEFAULT_RULES,
+                              inputs_length=t.inputs_length, targets_length=t.targets_length,
+                              decode=_decode_settings(config), num_examples=t.eval_examples)
+    results = evaluator.evaluate(params)
+    name = _model_name(config)
+    payload = write_results(workdir, results, step=None, model=name)
+    if jax.process_index() == 0:
+        print(markdown_table(results, payload, title=name), flush=True)
+    return payload
+
+
+def finetune(config, workdir: str):
+    """Finetunes `config.model` on `tasks.train`; keeps the best checkpoint by `tasks.best_metric`."""
+    import jax
+    from miniend_jax import parallel
+    from miniend_jax.train.loop import Models, Trainer
+    shape = validate_layout(config, jax.process_count(), jax.device_count())
+    model_config = source_config(config.model, "model", dropout_rate=config.model.dropout_rate)
+    _check_vocab(config, [("model", model_config)])
+    check_tasks(config, register_tasks(config))
+    data = build_task_data(config, jax.process_index(), jax.process_count())
+    write_resolved_config(config, workdir)
+    model_config, params = load_source(config.model, model_config, config.seed)
+    _check_loaded(params, model_config, "model", config.model.path)
+    models = Models(spec=distill_spec(config), student_config=model_config, student_init=lambda abstract: params)
+    mesh = parallel.make_mesh(*shape)
+    trainer = Trainer(config, workdir, models, data, mesh, on_evaluate=BestCheckpoint(config, workdir, model_config))
+    return trainer.run()
+
+
 def run(config, workdir: str):
-    """Runs `config` in `workdir`; returns the final train state (or the export path)."""
+    """Runs `config` in `workdir`; returns the final train state (or the export path, or the results)."""
     import jax
     if not workdir:
         raise ConfigError("--workdir is required: the directory for checkpoints, metrics and the config.")
     validate_config(config)
     if config.mode == "export":
         return export(config, workdir)
+    if config.mode == "evaluate":
+        return evaluate(config, workdir)
+    if config.mode == "finetune":
+        return finetune(config, workdir)
 
     from miniend_jax import parallel
-    from miniend_jax.checkpoints.tokenizer import vocab_size
     from miniend_jax.distill.student_init import check_copyable, copy_teacher_layers
     from miniend_jax.train.loop import Models, Trainer
 
@@ -272,11 +524,7 @@ def run(config, workdir: str):
     student = student_config(config)
     teacher = teacher_config(config) if spec.needs_teacher else None
     spec.check_models(teacher, student)
-    tokens = vocab_size(config.data.vocab, config.data.extra_ids)
-    for role, model in (("student", student), ("teacher", teacher)):
-        if model is not None and model.vocab_size < tokens:
-            raise ConfigError(f"{role} vocab_size={model.vocab_size} is smaller than the tokenizer's {tokens} ids "
-                              f"(data.vocab={config.data.vocab!r}); use a model with vocab_size >= {tokens}.")
+    _check_vocab(config, [("student", student), ("teacher", teacher)])
     if config.student.init == "teacher_layers":
         if teacher is None:
             raise ConfigError("student.init='teacher_layers' needs a teacher; use mode=distill or student.init='random'.")

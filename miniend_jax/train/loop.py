@@ -68,8 +68,12 @@ def _numpy_batch(batch) -> dict:
 
 
 class Trainer:
-    def __init__(self, config, workdir: str, models: Models, data: Data, mesh):
+    """`on_evaluate(trainer, params, step) -> {name: value}` runs with each held-out evaluation (finetuning
+    decodes and scores the validation set there); its values are logged with the losses."""
+
+    def __init__(self, config, workdir: str, models: Models, data: Data, mesh, on_evaluate=None):
         self.config, self.workdir, self.models, self.data, self.mesh = config, workdir, models, data, mesh
+        self.on_evaluate = on_evaluate
         self.rules = parallel.DEFAULT_RULES
         train = config.train
         self.optimizer, self.schedule = make_optimizer(config.optim, train.steps)
@@ -213,11 +217,11 @@ class Trainer:
                 "teacher_tflops": steps * self.teacher_flops / seconds / 1e12}
 
     def evaluate(self, state, teacher_params, step: int) -> dict:
-        """Held-out metrics over `eval_batches` validation batches (weighted by target tokens)."""
-        if self.data.make_eval is None or self.config.train.eval_batches <= 0:
-            return {}
+        """Held-out metrics over `eval_batches` validation batches (weighted by target tokens), and those
+        of `on_evaluate`."""
         sums, counts = {}, {}
-        for i, batch in enumerate(self.data.make_eval()):
+        batches = self.data.make_eval() if self.data.make_eval is not None else ()
+        for i, batch in enumerate(batches):
             if i >= self.config.train.eval_batches:
                 break
             batch = _to_global(_numpy_batch(batch), self.mesh, self.config.train.batch_size)
@@ -225,6 +229,9 @@ class Trainer:
                 sums[name] = sums.get(name, 0.0) + float(total)
                 counts[name] = counts.get(name, 0.0) + float(count)
         metrics = {name: sums[name] / max(counts[name], 1.0) for name in sums}
+        if self.on_evaluate is not None:
+            with self._context():
+                metrics.update(self.on_evaluate(self, state.params, step))
         if metrics:
             self.writer.write(step, metrics)
             if jax.process_index() == 0:

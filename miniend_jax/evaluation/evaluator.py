@@ -1,0 +1,115 @@
+"""Scoring a model on seqio Tasks: jitted decoding over the mesh inside seqio's `Evaluator`, which
+postprocesses the decoded text and applies each Task's metric functions; then the results as JSON and as a
+markdown table, with the GLUE aggregates where GLUE tasks were scored."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from miniend_jax import parallel
+from miniend_jax.evaluation import metrics
+from miniend_jax.evaluation.decoding import beam_search, greedy_decode
+from miniend_jax.models.t5 import T5
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSettings:
+    num_beams: int = 1               # 1: greedy
+    length_penalty: float = 0.6      # T5's beam-search alpha (HF's default is 1.0)
+    max_length: int = 0              # generated tokens; 0: the targets length
+    batch_size: int = 32
+
+
+class TaskEvaluator:
+    """Decodes the `split` of each Task with `model` and returns `{task: {metric: value}}`."""
+
+    def __init__(self, task_names: Sequence[str], split: str, model: T5, mesh, rules, *, inputs_length: int,
+                 targets_length: int, decode: DecodeSettings, num_examples: int | None = None):
+        import seqio
+        self.model, self.mesh, self.rules, self.decode = model, mesh, rules, decode
+        self.max_length = decode.max_length or targets_length
+        shards = mesh.shape["data"] * mesh.shape["fsdp"]
+        self.batch_size = -(-decode.batch_size // shards) * shards  # a multiple of the batch shards
+        lengths = {"inputs": inputs_length, "targets": targets_length}
+        self.evaluators = [
+            seqio.Evaluator(name, seqio.EncDecFeatureConverter(pack=False), eval_split=split,
+                            sequence_length=lengths, num_examples=num_examples or None, logger_cls=(),
+                            use_memory_cache=True)
+            for name in task_names]
+
+    def _predict(self, params, dataset) -> list[tuple[int, np.ndarray]]:
+        """seqio's `predict_fn`: (index, generated tokens) of every example of an enumerated dataset."""
+        import flax.linen as nn
+        examples = [(int(i), np.asarray(x["encoder_input_tokens"])) for i, x in dataset.as_numpy_iterator()]
+        out = []
+        sharding = parallel.batch_sharding(self.mesh, 2)
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+            for start in range(0, len(examples), self.batch_size):
+                chunk = examples[start:start + self.batch_size]
+                tokens = np.zeros((self.batch_size, chunk[0][1].shape[0]), np.int32)
+                for row, (_, x) in enumerate(chunk):
+                    tokens[row] = x
+                tokens = jax.device_put(jnp.asarray(tokens), sharding)
+                if self.decode.num_beams > 1:
+                    decoded = beam_search(self.model, params, tokens, self.max_length,
+                                          num_beams=self.decode.num_beams, length_penalty=self.decode.length_penalty)
+                else:
+                    decoded = greedy_decode(self.model, params, tokens, self.max_length)
+                decoded = np.asarray(jax.device_get(decoded))
+                out.extend((index, decoded[row]) for row, (index, _) in enumerate(chunk))
+        return out
+
+    def evaluate(self, params, step: int | None = None) -> dict:
+        results = {}
+        for evaluator in self.evaluators:
+            future, _ = evaluator.evaluate(compute_metrics=True, step=step,
+                                           predict_fn=lambda ds: self._predict(params, ds))
+            for task, scores in future.result().items():
+                results[task] = {name: float(getattr(value, "value", value)) for name, value in scores.items()}
+        return results
+
+
+def aggregates(results: dict) -> dict:
+    """GLUE average and the paper's GLUE score over the GLUE tasks in `results` (absent if none)."""
+    from tasks.glue import results_by_glue_task
+    glue = results_by_glue_task(results)
+    if not glue:
+        return {}
+    paper, missing = metrics.paper_glue_score(glue)
+    return {"glue_average": metrics.glue_average(glue), "paper_glue_score": paper,
+            "paper_glue_score_missing": missing}
+
+
+def markdown_table(results: dict, summary: dict, title: str = "") -> str:
+    lines = [f"### {title}", ""] if title else []
+    lines += ["| task | metric | score |", "|---|---|---:|"]
+    for task in sorted(results):
+        for name, value in sorted(results[task].items()):
+            lines.append(f"| {task} | {name} | {value:.2f} |")
+    if summary.get("glue_average") is not None:
+        lines.append(f"| GLUE | average of the tasks above | {summary['glue_average']:.2f} |")
+    if summary.get("paper_glue_score") is not None:
+        missing = summary["paper_glue_score_missing"]
+        note = f" (without {', '.join(missing)})" if missing else ""
+        lines.append(f"| GLUE | paper's score{note} | {summary['paper_glue_score']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(workdir: str, results: dict, *, step: int | None, model: str) -> dict:
+    """`results.json` and `results.md` in `workdir` (process 0); returns the JSON payload."""
+    summary = aggregates(results)
+    payload = {"model": model, "step": step, "results": results, **summary}
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True)
+        with open(os.path.join(workdir, "results.md"), "w") as f:
+            f.write(markdown_table(results, summary, title=f"{model} (step {step})"))
+    return payload

@@ -1,0 +1,277 @@
+"""GLUE as T5 text-to-text seqio Tasks: all nine tasks, from TFDS `glue` or a local GLUE directory.
+
+Format (T5's `glue` preprocessor): the benchmark name, then each text feature as `name: text` in sorted
+feature order; the target is the label's name (`<unk>` for unlabelled rows), and for STS-B the score
+rounded to the nearest 0.2 with one decimal:
+
+    sst2 sentence: it 's a charming journey .               -> positive
+    mnli hypothesis: Everyone likes it. premise: It is nice.  -> neutral
+    stsb sentence1: A man is dancing. sentence2: A man dances. -> 4.8
+
+Local directories are laid out as the GLUE download script leaves them (and as ../shared/data/glue):
+`<Task>/train.tsv`, `<Task>/dev.tsv` (MNLI: `dev_matched` / `dev_mismatched`, `.tsv` or `.jsonl`).
+Task names: `glue_<task>` (`glue_cola`, ..., `glue_mnli` with validation splits `validation_matched` and
+`validation_mismatched`, registered also as `glue_mnli_matched` / `glue_mnli_mismatched` for evaluation),
+and the proportional mixture `glue` over the tasks whose training files exist.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import json
+import os
+from typing import Callable
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from miniend_jax.errors import ConfigError
+from miniend_jax.evaluation import metrics
+from tasks.pretraining import vocabulary
+
+csv.field_size_limit(1 << 24)
+
+
+@dataclasses.dataclass(frozen=True)
+class GlueTask:
+    name: str                        # T5's benchmark name, also the task suffix
+    directory: str                   # folder of the local GLUE layout
+    features: tuple[str, ...]        # text features, sorted (T5's order)
+    labels: tuple[str, ...] | None   # class names by id; None: regression (STS-B)
+    metric_fns: tuple[Callable, ...]
+    tfds_config: str
+    columns: dict = dataclasses.field(default_factory=dict)  # feature -> local TSV column name
+    label_column: str = "label"
+    splits: dict = dataclasses.field(default_factory=lambda: {"train": "train", "validation": "dev"})
+    header: bool = True
+
+    @property
+    def main_metric(self) -> str:
+        """The metric that picks the best finetuning checkpoint (the first one GLUE reports)."""
+        return {"matthews_corrcoef": "matthews_corrcoef", "f1_with_invalid": "f1",
+                "pearson_corrcoef": "pearson_corrcoef"}.get(self.metric_fns[0].__name__, "accuracy")
+
+
+TASKS = {t.name: t for t in (
+    GlueTask("cola", "CoLA", ("sentence",), ("unacceptable", "acceptable"), (metrics.matthews_corrcoef,),
+             "cola", columns={"sentence": 3}, label_column=1, header=False),
+    GlueTask("sst2", "SST-2", ("sentence",), ("negative", "positive"), (metrics.accuracy,), "sst2"),
+    GlueTask("mrpc", "MRPC", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
+             (metrics.f1_with_invalid, metrics.accuracy), "mrpc",
+             columns={"sentence1": "#1 String", "sentence2": "#2 String"}, label_column="Quality"),
+    GlueTask("qqp", "QQP", ("question1", "question2"), ("not_duplicate", "duplicate"),
+             (metrics.f1_with_invalid, metrics.accuracy), "qqp", label_column="is_duplicate"),
+    GlueTask("stsb", "STS-B", ("sentence1", "sentence2"), None,
+             (metrics.pearson_corrcoef, metrics.spearman_corrcoef), "stsb", label_column="score"),
+    GlueTask("mnli", "MNLI", ("hypothesis", "premise"), ("entailment", "neutral", "contradiction"),
+             (metrics.accuracy,), "mnli", columns={"premise": "sentence1", "hypothesis": "sentence2"},
+             label_column="gold_label",
+             splits={"train": "train", "validation_matched": "dev_matched",
+                     "validation_mismatched": "dev_mismatched"}),
+    GlueTask("qnli", "QNLI", ("question", "sentence"), ("entailment", "not_entailment"), (metrics.accuracy,),
+             "qnli"),
+    GlueTask("rte", "RTE", ("sentence1", "sentence2"), ("entailment", "not_entailment"), (metrics.accuracy,),
+             "rte"),
+    GlueTask("wnli", "WNLI", ("sentence1", "sentence2"), ("not_entailment", "entailment"), (metrics.accuracy,),
+             "wnli"),
+)}
+# MNLI's two validation sets as tasks of their own, for evaluation (TFDS configs of glue/mnli).
+EVAL_ONLY = {"mnli_matched": ("mnli", "validation_matched"), "mnli_mismatched": ("mnli", "validation_mismatched")}
+
+
+# --------------------------------------------------------------------------------------------
+# Local files
+# --------------------------------------------------------------------------------------------
+def split_file(directory: str, task: GlueTask, split: str) -> str:
+    """The local file of `split`, or a `ConfigError` naming what is missing."""
+    stem = task.splits.get(split)
+    if stem is None:
+        raise ConfigError(f"GLUE {task.name} has no split {split!r}; use one of {', '.join(task.splits)}.")
+    folder = os.path.join(directory, task.directory)
+    for extension in (".tsv", ".jsonl"):
+        if os.path.isfile(os.path.join(folder, stem + extension)):
+            return os.path.join(folder, stem + extension)
+    raise ConfigError(f"GLUE {task.name} split {split!r}: no {stem}.tsv or {stem}.jsonl in {folder}; point "
+                      "the GLUE data directory at the GLUE download layout, or use the TFDS source.")
+
+
+def _label(task: GlueTask, raw) -> float | int:
+    if task.labels is None:
+        return float(raw)
+    raw = str(raw).strip()
+    if raw in task.labels:
+        return task.labels.index(raw)
+    return int(raw) if raw.lstrip("-").isdigit() else -1
+
+
+def read_split(directory: str, task: GlueTask, split: str) -> list[dict]:
+    """Rows of a local split as TFDS `glue` features: the text features, `label` and `idx`."""
+    path = split_file(directory, task, split)
+    rows = []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        if path.endswith(".jsonl"):
+            records = [json.loads(line) for line in f if line.strip()]
+        else:
+            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            header = next(reader) if task.header else None
+            records = [dict(zip(header, r)) if header else dict(enumerate(r)) for r in reader if r]
+    for index, record in enumerate(records):
+        try:
+            row = {feature: record[feature] if feature in record else record[task.columns[feature]]
+                   for feature in task.features}
+            label = record.get("label", record.get(task.label_column, -1))
+            row["label"] = _label(task, label)
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f"{path} row {index + 1}: cannot read GLUE {task.name} fields ({e!r}); the file "
+                              "does not have the GLUE layout.") from None
+        row["idx"] = index
+        rows.append(row)
+    if not rows:
+        raise ConfigError(f"{path} holds no examples; check the GLUE data directory.")
+    return rows
+
+
+def _local_source(directory: str, task: GlueTask, rename: dict | None = None) -> seqio.DataSource:
+    """A source over the local files; `rename` maps source split names to file splits."""
+    label_dtype = tf.float32 if task.labels is None else tf.int64
+    rename = rename or {s: s for s in task.splits}
+    splits = [s for s, file_split in rename.items() if _exists(directory, task, file_split)]
+    counts = {s: len(read_split(directory, task, rename[s])) for s in splits}
+
+    def dataset_fn(split, shuffle_files, seed=None):
+        del shuffle_files, seed
+        rows = read_split(directory, task, rename[split])
+        columns = {f: [r[f] for r in rows] for f in task.features}
+        columns["label"] = np.asarray([r["label"] for r in rows], label_dtype.as_numpy_dtype)
+        columns["idx"] = np.arange(len(rows), dtype=np.int64)
+        return tf.data.Dataset.from_tensor_slices(columns)
+
+    return seqio.FunctionDataSource(dataset_fn, splits=splits, num_input_examples=counts)
+
+
+def _exists(directory, task, split) -> bool:
+    try:
+        split_file(directory, task, split)
+        return True
+    except ConfigError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# T5's text-to-text format and postprocessing
+# --------------------------------------------------------------------------------------------
+def t5_format(x: dict, *, task: GlueTask) -> dict:
+    parts = [task.name]
+    for feature in task.features:
+        parts += [f"{feature}:", x[feature]]
+    if task.labels is None:
+        target = tf.strings.as_string(tf.round(tf.cast(x["label"], tf.float32) * 5) / 5, precision=1)
+    else:
+        label = tf.cast(x["label"], tf.int32)
+        names = tf.constant(task.labels)
+        target = tf.where(label < 0, tf.constant("<unk>"), tf.gather(names, tf.maximum(label, 0)))
+    return {"inputs": tf.strings.join(parts, separator=" "), "targets": target, "idx": x["idx"]}
+
+
+def _preprocessors(task: GlueTask) -> list:
+    return [seqio.map_over_dataset(functools.partial(t5_format, task=task)), seqio.preprocessors.tokenize,
+            seqio.preprocessors.append_eos_after_trim]
+
+
+def postprocess(output: str, example=None, is_target: bool = False, *, task: GlueTask):
+    """Label text -> class id (-1 if it is no label) or, for STS-B, float (-1 if unreadable)."""
+    del example, is_target
+    output = output.decode() if isinstance(output, bytes) else output
+    if task.labels is None:
+        try:
+            return float(output)
+        except ValueError:
+            return -1.0
+    return task.labels.index(output) if output in task.labels else -1
+
+
+# --------------------------------------------------------------------------------------------
+# Registration
+# --------------------------------------------------------------------------------------------
+def _source(task: GlueTask, source: str, data_dir: str, tfds_data_dir: str | None):
+    if source == "local":
+        if not os.path.isdir(data_dir):
+            raise ConfigError(f"GLUE data directory {data_dir!r} does not exist; point it at a GLUE download "
+                              "(e.g. ../shared/data/glue) or use source='tfds'.")
+        return _local_source(data_dir, task)
+    if source == "tfds":
+        return seqio.TfdsDataSource(tfds_name=f"glue/{task.tfds_config}:2.0.0", tfds_data_dir=tfds_data_dir)
+    raise ConfigError(f"GLUE source {source!r}: use 'local' or 'tfds'.")
+
+
+def register(spiece_model: str, *, source: str = "local", data_dir: str = "../shared/data/glue",
+             tfds_data_dir: str | None = None, extra_ids: int = 100, prefix: str = "glue") -> list[str]:
+    """Registers `<prefix>_<task>` for the nine tasks, MNLI's two evaluation tasks and the proportional
+    mixture `<prefix>` (over the tasks with training data); returns the task names registered."""
+    vocab = vocabulary(spiece_model, extra_ids)
+    features = {"inputs": seqio.Feature(vocab, add_eos=True), "targets": seqio.Feature(vocab, add_eos=True)}
+    names = []
+    for task in TASKS.values():
+        name = f"{prefix}_{task.name}"
+        if source == "local" and not any(_exists(data_dir, task, s) for s in task.splits):
+            continue  # nothing of it on disk (e.g. QQP offline); `check_split` names the missing file
+        names.append(name)
+        if name in seqio.TaskRegistry.names():
+            continue
+        seqio.TaskRegistry.add(
+            name, source=_source(task, source, data_dir, tfds_data_dir),
+            preprocessors=_preprocessors(task),
+            output_features=features, postprocess_fn=functools.partial(postprocess, task=task),
+            metric_fns=list(task.metric_fns))
+    for eval_name, (base, split) in EVAL_ONLY.items():
+        name = f"{prefix}_{eval_name}"
+        task = TASKS[base]
+        if source == "local" and not _exists(data_dir, task, split):
+            continue
+        names.append(name)
+        if name in seqio.TaskRegistry.names():
+            continue
+        if source == "tfds":
+            data = seqio.TfdsDataSource(tfds_name="glue/mnli:2.0.0", tfds_data_dir=tfds_data_dir,
+                                        splits={"validation": split})
+        else:
+            data = _local_source(data_dir, task, rename={"validation": split})
+        seqio.TaskRegistry.add(
+            name, source=data,
+            preprocessors=_preprocessors(task),
+            output_features=features, postprocess_fn=functools.partial(postprocess, task=task),
+            metric_fns=list(task.metric_fns))
+    if prefix not in seqio.MixtureRegistry.names():
+        trainable = [n for n in names if "train" in seqio.get_mixture_or_task(n).splits]
+        if trainable:
+            seqio.MixtureRegistry.add(prefix, trainable, default_rate=seqio.mixing_rate_num_examples)
+    return names
+
+
+def check_split(name: str, split: str, *, source: str = "local", data_dir: str = "../shared/data/glue",
+                prefix: str = "glue") -> None:
+    """Raises a `ConfigError` naming the file to provide when `split` of GLUE task `name` is not on disk."""
+    task = task_of(name, prefix)
+    if task is None or source != "local":
+        return
+    suffix = name[len(prefix) + 1:]
+    split_file(data_dir, task, EVAL_ONLY[suffix][1] if suffix in EVAL_ONLY and split == "validation" else split)
+
+
+def task_of(seqio_name: str, prefix: str = "glue") -> GlueTask | None:
+    """The `GlueTask` behind a registered name (`glue_mnli_matched` -> MNLI), or None."""
+    suffix = seqio_name[len(prefix) + 1:] if seqio_name.startswith(prefix + "_") else None
+    if suffix in TASKS:
+        return TASKS[suffix]
+    if suffix in EVAL_ONLY:
+        return TASKS[EVAL_ONLY[suffix][0]]
+    return None
+
+
+def results_by_glue_task(results: dict, prefix: str = "glue") -> dict:
+    """{seqio task name: scores} -> {GLUE task name: scores}, for the aggregate scores."""
+    return {name[len(prefix) + 1:]: scores for name, scores in results.items()
+            if task_of(name, prefix) is not None}

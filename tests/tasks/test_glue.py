@@ -1,0 +1,117 @@
+"""GLUE Tasks: T5's text-to-text format for each task on a known example, local readers against the
+files' row counts, postprocessing, and the mixture."""
+
+import numpy as np
+import pytest
+import seqio
+import tensorflow as tf
+
+from miniend_jax.errors import ConfigError
+from tasks import glue
+from tests.conftest import SHARED_DATA, SPIECE
+
+GLUE_DIR = str(SHARED_DATA / "glue")
+
+
+@pytest.fixture(scope="module")
+def registered():
+    return glue.register(str(SPIECE), data_dir=GLUE_DIR, prefix="glue_test")
+
+
+def _format(task, **features):
+    return {k: v.numpy().decode() if v.dtype == tf.string else v.numpy()
+            for k, v in glue.t5_format({k: tf.constant(v) for k, v in features.items()}, task=glue.TASKS[task]).items()}
+
+
+# One example per task in T5's format: benchmark name, `feature: text` in sorted feature order, label name.
+KNOWN = [
+    ("cola", dict(sentence="The sailors rode the breeze clear of the rocks.", label=1),
+     "cola sentence: The sailors rode the breeze clear of the rocks.", "acceptable"),
+    ("sst2", dict(sentence="unflinchingly bleak and desperate", label=0),
+     "sst2 sentence: unflinchingly bleak and desperate", "negative"),
+    ("mrpc", dict(sentence1="He said so .", sentence2="He said it .", label=1),
+     "mrpc sentence1: He said so . sentence2: He said it .", "equivalent"),
+    ("qqp", dict(question1="How do I cook?", question2="How to cook?", label=1),
+     "qqp question1: How do I cook? question2: How to cook?", "duplicate"),
+    ("stsb", dict(sentence1="A man is dancing.", sentence2="A man dances.", label=3.12),
+     "stsb sentence1: A man is dancing. sentence2: A man dances.", "3.2"),
+    ("mnli", dict(premise="The new rights are nice enough", hypothesis="Everyone likes them", label=1),
+     "mnli hypothesis: Everyone likes them premise: The new rights are nice enough", "neutral"),
+    ("qnli", dict(question="What came into force?", sentence="The constitution came into force.", label=0),
+     "qnli question: What came into force? sentence: The constitution came into force.", "entailment"),
+    ("rte", dict(sentence1="Reeve died.", sentence2="Reeve had an accident.", label=1),
+     "rte sentence1: Reeve died. sentence2: Reeve had an accident.", "not_entailment"),
+    ("wnli", dict(sentence1="The drain is clogged with hair.", sentence2="The hair is clogged.", label=1),
+     "wnli sentence1: The drain is clogged with hair. sentence2: The hair is clogged.", "entailment"),
+]
+
+
+@pytest.mark.parametrize("task,features,inputs,targets", KNOWN, ids=[k[0] for k in KNOWN])
+def test_t5_text_to_text_format(task, features, inputs, targets):
+    out = _format(task, idx=0, **features)
+    assert out["inputs"] == inputs and out["targets"] == targets
+
+
+def test_unlabelled_rows_and_stsb_rounding():
+    assert _format("rte", sentence1="a", sentence2="b", label=-1, idx=0)["targets"] == "<unk>"
+    for score, text in ((0.0, "0.0"), (2.49, "2.4"), (2.5, "2.4"), (2.51, "2.6"), (4.9, "4.8"), (5.0, "5.0")):
+        # T5: round(score * 5) / 5 (half to even), one decimal.
+        assert _format("stsb", sentence1="a", sentence2="b", label=score, idx=0)["targets"] == text, score
+
+
+def test_postprocess_maps_labels_and_rejects_others():
+    assert glue.postprocess("entailment", task=glue.TASKS["rte"]) == 0
+    assert glue.postprocess(b"not_entailment", task=glue.TASKS["rte"]) == 1
+    assert glue.postprocess("maybe", task=glue.TASKS["rte"]) == -1
+    assert glue.postprocess("3.4", task=glue.TASKS["stsb"]) == pytest.approx(3.4)
+    assert glue.postprocess("three", task=glue.TASKS["stsb"]) == -1.0
+
+
+# Data rows of the local files (SOURCE.md of ../shared/data/glue).
+ROWS = {("cola", "train"): 8551, ("cola", "validation"): 1043, ("sst2", "train"): 67349,
+        ("sst2", "validation"): 872, ("mrpc", "train"): 3667, ("mrpc", "validation"): 408,
+        ("stsb", "train"): 5749, ("stsb", "validation"): 1500, ("rte", "train"): 2490, ("rte", "validation"): 277,
+        ("wnli", "train"): 635, ("wnli", "validation"): 71, ("qnli", "validation"): 5463,
+        ("mnli", "validation_matched"): 9815}
+
+
+@pytest.mark.parametrize("task,split", sorted(ROWS))
+def test_local_files_read_completely_with_valid_labels(task, split):
+    rows = glue.read_split(GLUE_DIR, glue.TASKS[task], split)
+    assert len(rows) == ROWS[task, split]
+    labels = np.array([r["label"] for r in rows])
+    if glue.TASKS[task].labels is None:
+        assert labels.min() >= 0 and labels.max() <= 5
+    else:
+        assert set(labels) == set(range(len(glue.TASKS[task].labels)))  # every class present, no -1
+    assert all(r[f] for r in rows for f in glue.TASKS[task].features)
+
+
+def test_mnli_label_counts_match_glue():
+    rows = glue.read_split(GLUE_DIR, glue.TASKS["mnli"], "validation_matched")
+    counts = np.bincount([r["label"] for r in rows])
+    assert counts.tolist() == [3479, 3123, 3213]  # entailment, neutral, contradiction
+
+
+def test_registered_tasks_tokenize_and_mixture_is_proportional(registered):
+    assert "glue_test_qqp" not in registered  # no QQP files offline
+    assert {"glue_test_sst2", "glue_test_mnli_matched"} <= set(registered)
+    ds = seqio.get_mixture_or_task("glue_test_sst2").get_dataset({"inputs": 64, "targets": 4}, split="validation",
+                                                                  shuffle=False)
+    example = next(iter(ds))
+    vocab = seqio.SentencePieceVocabulary(str(SPIECE), extra_ids=100)
+    assert vocab.decode(example["inputs"].numpy().tolist()) == "sst2 sentence: it 's a charming and often affecting journey ."
+    assert vocab.decode(example["targets"].numpy().tolist()) == "positive"
+    assert example["targets"].numpy()[-1] == 1  # EOS
+    mixture = seqio.get_mixture_or_task("glue_test")
+    rates = {t.name: mixture.get_rate(t) for t in mixture.tasks}
+    assert set(rates) == {"glue_test_cola", "glue_test_sst2", "glue_test_mrpc", "glue_test_stsb", "glue_test_rte",
+                          "glue_test_wnli"}
+    assert rates["glue_test_sst2"] / rates["glue_test_rte"] == pytest.approx(67349 / 2490)
+
+
+def test_missing_split_names_the_file(registered):
+    with pytest.raises(ConfigError, match=r"qqp split .train.: no train\.tsv .*QQP"):
+        glue.check_split("glue_test_qqp", "train", data_dir=GLUE_DIR, prefix="glue_test")
+    with pytest.raises(ConfigError, match=r"qnli split .train.: no train\.tsv .*QNLI"):
+        glue.check_split("glue_test_qnli", "train", data_dir=GLUE_DIR, prefix="glue_test")

@@ -1,0 +1,88 @@
+"""Modes finetune and evaluate end to end on SST-2 from ../shared/data: the validation loss falls, the best
+checkpoint and results.json are written, and `evaluate` on the kept checkpoint reproduces its score."""
+
+import json
+import os
+
+import pytest
+
+from miniend_jax.errors import ConfigError
+from miniend_jax.main import run
+from tests.conftest import ROOT
+
+
+def _config(**changes):
+    import sys
+    sys.path.insert(0, str(ROOT))
+    from tests.configs import tiny_finetune
+    config = tiny_finetune.get_config()
+    for key, value in changes.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("finetune"))
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        run(_config(), workdir)
+    finally:
+        os.chdir(cwd)
+    return workdir
+
+
+def test_finetuning_lowers_validation_loss_and_writes_results(finetuned):
+    rows = [json.loads(line) for line in open(os.path.join(finetuned, "metrics.jsonl"))]
+    evals = [r for r in rows if "eval/ground_truth" in r]
+    assert [r["step"] for r in evals] == [20, 40]
+    first_train = next(r["loss"] for r in rows if "loss" in r)
+    assert evals[-1]["eval/ground_truth"] < 0.6 * first_train
+    assert all("glue_sst2/accuracy" in r for r in evals)
+    results = json.load(open(os.path.join(finetuned, "results.json")))
+    accuracy = results["results"]["glue_sst2"]["accuracy"]
+    assert 0.0 <= accuracy <= 100.0
+    assert results["paper_glue_score"] == pytest.approx(accuracy)
+    best = json.load(open(os.path.join(finetuned, "best.json")))
+    assert best["value"] == pytest.approx(accuracy) and best["step"] in (20, 40)
+    assert os.path.exists(os.path.join(finetuned, "best", "config.json"))
+    assert "| glue_sst2 | accuracy |" in open(os.path.join(finetuned, "results.md")).read()
+
+
+def test_evaluate_mode_reproduces_the_best_checkpoints_score(finetuned, tmp_path):
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        payload = run(_config(**{"mode": "evaluate", "model.source": "hf",
+                                 "model.path": os.path.join(finetuned, "best")}), str(tmp_path))
+    finally:
+        os.chdir(cwd)
+    best = json.load(open(os.path.join(finetuned, "best.json")))
+    assert payload["results"]["glue_sst2"]["accuracy"] == pytest.approx(best["value"])
+    assert os.path.exists(tmp_path / "results.json") and os.path.exists(tmp_path / "results.md")
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"tasks.train": "glue_nonexistent"}, r"tasks.train='glue_nonexistent' is not a registered Task"),
+    ({"tasks.train": "glue_qqp"}, r"qqp split 'train': no train.tsv or train.jsonl"),
+    ({"tasks.eval": "summ_xsum", "tasks.eval_split": "validation"}, r"xsum has no local split 'validation'"),
+    ({"tasks.eval": ""}, r"tasks.eval='': name at least one Task"),
+    ({"model.source": "hf", "model.path": "/nonexistent"}, r"model.path='/nonexistent'"),
+    ({"decode.num_beams": 0}, r"decode.num_beams=0"),
+    ({"tasks.best_metric": "accuracy"}, r"tasks.best_metric='accuracy': use 'task/metric'"),
+    ({"tasks.glue_dir": "/nonexistent"}, r"sst2 split 'train': no train.tsv .* in /nonexistent/SST-2"),
+])
+def test_bad_downstream_configs_stop_before_work(changes, message, tmp_path):
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        with pytest.raises(ConfigError, match=message):
+            run(_config(**changes), str(tmp_path))
+    finally:
+        os.chdir(cwd)
+    assert os.listdir(tmp_path) == []

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from miniend_jax.main import distill_spec, student_config, teacher_config, validate_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SPIECE
 
 CONFIGS = sorted(glob.glob(str(ROOT / "configs" / "**" / "*.py"), recursive=True))
 CONFIGS = [c for c in CONFIGS if not c.endswith("__init__.py")]
@@ -31,6 +31,10 @@ def test_config_is_valid_and_consistent(path, monkeypatch):
         config.teacher.source = "preset"
         if config.teacher.path.endswith("t5-base"):
             config.teacher.preset = "t5-base"
+    if not os.path.isfile(config.data.vocab):  # the demo trains its own vocabulary first
+        config.data.vocab = str(SPIECE)
+    if config.model.source != "preset":  # the checkpoint to finetune is a user path too
+        config.model.source, config.model.preset = "preset", "t5-v1_1-small"
     validate_config(config)
     spec = distill_spec(config)
     student = student_config(config)

@@ -8,7 +8,7 @@
 4. Two students of one shape (2+2 layers, width 64, about 1/6 of the teacher's layer FLOPs), trained for
    the same steps and batch: MiniEnD-E distilled from the teacher, and from scratch.
 5. Held-out span-corruption loss of all three, and a downstream score: each model finetuned on a small
-   acceptability task built from held-out sentences (CoLA's layout and metric, Matthews correlation: the real
+   acceptability task (train sentences from the training text, dev sentences from the held-out text) (CoLA's layout and metric, Matthews correlation: the real
    sentence against the same words shuffled), scored by decoding the dev set.
 6. A table on the console and in workdirs/demo/results.md, and the loss curves in workdirs/demo/curves.png.
 
@@ -91,19 +91,14 @@ def train_vocabulary(corpus: str, model_path: str, pieces: int) -> None:
         shuffle_input_sentence=True, num_threads=2, minloglevel=2)
 
 
-def build_acceptability_task(heldout: list[str], glue_dir: str, seed: int = 0) -> tuple[int, int]:
-    """CoLA-layout train/dev files: held-out sentences (label 1) and the same words shuffled (label 0)."""
+def _acceptability_rows(paragraphs: list[str], rng: random.Random, limit: int) -> list[tuple]:
+    """CoLA rows: half the sentences as they are (label 1), half with their words shuffled (label 0)."""
     from miniend_jax.evaluation.metrics import split_sentences
-    folder = os.path.join(glue_dir, "CoLA")
-    if os.path.exists(os.path.join(folder, "dev.tsv")):
-        with open(os.path.join(folder, "train.tsv")) as a, open(os.path.join(folder, "dev.tsv")) as b:
-            return sum(1 for _ in a), sum(1 for _ in b)
-    rng = random.Random(seed)
-    sentences = sorted({s for p in heldout for s in split_sentences(p) if 6 <= len(s.split()) <= 24
+    sentences = sorted({s for p in paragraphs for s in split_sentences(p) if 6 <= len(s.split()) <= 24
                         and "\t" not in s})
     rng.shuffle(sentences)
     rows = []
-    for i, sentence in enumerate(sentences):
+    for i, sentence in enumerate(sentences[:limit]):
         if i % 2:
             words = sentence.split()
             shuffled = words[:]
@@ -112,12 +107,24 @@ def build_acceptability_task(heldout: list[str], glue_dir: str, seed: int = 0) -
             rows.append(("demo", 0, "*", " ".join(shuffled)))
         else:
             rows.append(("demo", 1, "", sentence))
-    dev = min(400, len(rows) // 5)
-    os.makedirs(folder, exist_ok=True)
-    for name, part in (("train.tsv", rows[dev:]), ("dev.tsv", rows[:dev])):
-        with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
-            f.writelines("\t".join(map(str, row)) + "\n" for row in part)
-    return len(rows) - dev, dev
+    return rows
+
+
+def build_acceptability_task(corpus: str, heldout: list[str], glue_dir: str, seed: int = 0) -> tuple[int, int]:
+    """CoLA-layout files: train from training-text sentences, dev from held-out sentences."""
+    folder = os.path.join(glue_dir, "CoLA")
+    if not os.path.exists(os.path.join(folder, "dev.tsv")):
+        rng = random.Random(seed)
+        with open(os.path.join(corpus, "a_train.txt"), encoding="utf-8") as f:
+            train = _acceptability_rows([line.strip() for line in f], rng, 3000)
+        dev = _acceptability_rows(heldout, rng, 400)
+        os.makedirs(folder, exist_ok=True)
+        for name, part in (("train.tsv", train), ("dev.tsv", dev)):
+            with open(os.path.join(folder, name) + ".tmp", "w", encoding="utf-8") as f:
+                f.writelines("\t".join(map(str, row)) + "\n" for row in part)
+            os.replace(os.path.join(folder, name) + ".tmp", os.path.join(folder, name))
+    with open(os.path.join(folder, "train.tsv")) as a, open(os.path.join(folder, "dev.tsv")) as b:
+        return sum(1 for _ in a), sum(1 for _ in b)
 
 
 def _finished(workdir: str, steps: int) -> bool:
@@ -168,8 +175,8 @@ def main() -> int:
     log(f"corpus: CPython documentation, {sizes} bytes")
     train_vocabulary(corpus, demo_configs.VOCAB, demo_configs.SPM_PIECES)
     log(f"vocabulary: {demo_configs.VOCAB} ({demo_configs.SPM_PIECES} pieces + 100 sentinels)")
-    n_train, n_dev = build_acceptability_task(heldout, os.path.join(root, "glue"))
-    log(f"downstream task: acceptability of held-out sentences vs shuffled words, {n_train} train / {n_dev} dev")
+    n_train, n_dev = build_acceptability_task(corpus, heldout, os.path.join(root, "glue"))
+    log(f"downstream task: real sentences vs shuffled words, {n_train} train / {n_dev} held-out dev")
 
     workdirs = {"teacher": f"{root}/teacher", "miniend_e": f"{root}/miniend_e", "scratch": f"{root}/scratch"}
     times = {}

@@ -182,11 +182,21 @@ def check_tasks(config, names: list[str]) -> None:
             raise ConfigError(f"{field}={name!r} is not a registered Task or Mixture; use one of "
                               f"{', '.join(sorted(names + list(seqio.MixtureRegistry.names())))}.")
         glue.check_split(name, split, source=t.glue_source, data_dir=t.glue_dir)
+        for task_name in _task_names(name):
+            glue.check_targets_length(task_name, config.data.vocab, t.targets_length, config.data.extra_ids)
         summarization.check_split(name, split, source=t.summarization_source, data_dir=t.summarization_dir)
         task = seqio.get_mixture_or_task(name)
         if split not in task.splits:
             raise ConfigError(f"{field}={name!r} has no split {split!r} (it has {', '.join(task.splits)}); "
                               "choose another task or split.")
+
+
+def _task_names(name: str) -> list[str]:
+    """The Tasks of a Task or Mixture name."""
+    import seqio
+    if name in seqio.MixtureRegistry.names():
+        return [task.name for task in seqio.get_mixture_or_task(name).tasks]
+    return [name]
 
 
 def build_task_data(config, process_index: int, process_count: int):

@@ -75,6 +75,8 @@ def test_evaluate_mode_reproduces_the_best_checkpoints_score(finetuned, tmp_path
     ({"model.source": "hf", "model.path": "/nonexistent"}, r"model.path='/nonexistent'"),
     ({"decode.num_beams": 0}, r"decode.num_beams=0"),
     ({"tasks.best_metric": "accuracy"}, r"tasks.best_metric='accuracy': use 'task/metric'"),
+    ({"tasks.train": "glue_rte", "tasks.eval": "glue_rte", "tasks.targets_length": 3},
+     r"tasks.targets_length=3 truncates the rte label 'not_entailment' \(\d+ tokens with EOS"),
     ({"tasks.glue_dir": "/nonexistent"}, r"sst2 split 'train': no train.tsv .* in /nonexistent/SST-2"),
 ])
 def test_bad_downstream_configs_stop_before_work(changes, message, tmp_path):

@@ -93,9 +93,9 @@ def markdown_table(results: dict, summary: dict, title: str = "") -> str:
     for task in sorted(results):
         for name, value in sorted(results[task].items()):
             lines.append(f"| {task} | {name} | {value:.2f} |")
-    if summary.get("glue_average") is not None:
+    if summary.get("glue_average") is not None and len(results) > 1:
         lines.append(f"| GLUE | average of the tasks above | {summary['glue_average']:.2f} |")
-    if summary.get("paper_glue_score") is not None:
+    if summary.get("paper_glue_score") is not None and len(summary["paper_glue_score_missing"]) <= 6:
         missing = summary["paper_glue_score_missing"]
         note = f" (without {', '.join(missing)})" if missing else ""
         lines.append(f"| GLUE | paper's score{note} | {summary['paper_glue_score']:.2f} |")

@@ -77,6 +77,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.tasks.summarization_source = "local"
     c.tasks.summarization_dir = "../shared/data"
     c.tasks.tfds_data_dir = ""
+    c.tasks.classification_dirs = ""  # comma-separated folders of train.tsv / dev.tsv (text<TAB>label): cls_<name>
 
     c.decode = ml_collections.ConfigDict()
     c.decode.num_beams = 1             # 1: greedy; T5 uses 4 beams for summarization

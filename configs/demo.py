@@ -1,8 +1,8 @@
 """The offline demo's runs (`make demo` = `python -m miniend_jax.demo`), one config per stage.
 
 The demo first writes its corpus (CPython's own documentation: the reference topics of `pydoc_data` and
-the standard library's docstrings), a SentencePiece vocabulary trained on it, and a small acceptability
-task (CoLA layout: real sentences against word-shuffled ones) under workdirs/demo. Each stage can then
+the standard library's docstrings), a SentencePiece vocabulary trained on it, and a small downstream
+task (which standard-library package a docstring documents) under workdirs/demo. Each stage can then
 also be run by hand:
 
   python -m miniend_jax.main --config=configs/demo.py:teacher   --workdir=workdirs/demo/teacher
@@ -25,6 +25,8 @@ TEACHER = dict(vocab_size=2176, d_model=128, num_heads=4, d_kv=32, d_ff=384, num
 STUDENT = dict(vocab_size=2176, d_model=64, num_heads=2, d_kv=32, d_ff=192, num_encoder_layers=2,
                num_decoder_layers=2, dropout_rate=0.0)
 STAGES = ("teacher", "miniend_e", "scratch", "finetune")
+TASK_DIR = f"{ROOT}/docs_package"        # which stdlib package a docstring documents (written by the demo)
+TASK = "cls_docs_package"
 
 
 def _common(c):
@@ -71,16 +73,16 @@ def get_config(stage: str = "teacher"):
         c.distill.objective = "miniend_e"
         c.distill.relation_heads = 16
         return c
-    # finetune: any of the three on the acceptability task, scored by accuracy and Matthews correlation.
+    # finetune: any of the three on the package-classification task, scored by accuracy and macro-F1.
     c.mode = "finetune"
     c.model.source = "miniend"
     c.model.path = f"{ROOT}/miniend_e"
     c.model.dropout_rate = 0.0
-    c.tasks.glue_dir = f"{ROOT}/glue"
-    c.tasks.train = "glue_cola"
-    c.tasks.eval = "glue_cola"
-    c.tasks.best_metric = "glue_cola/matthews_corrcoef"
-    c.tasks.inputs_length = 48
+    c.tasks.classification_dirs = TASK_DIR
+    c.tasks.train = TASK
+    c.tasks.eval = TASK
+    c.tasks.best_metric = f"{TASK}/accuracy"
+    c.tasks.inputs_length = 64
     c.tasks.targets_length = 8
     c.data.pack = False
     c.decode.batch_size = 100

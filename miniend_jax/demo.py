@@ -8,8 +8,8 @@
 4. Two students of one shape (2+2 layers, width 64, about 1/6 of the teacher's layer FLOPs), trained for
    the same steps and batch: MiniEnD-E distilled from the teacher, and from scratch.
 5. Held-out span-corruption loss of all three, and a downstream score: each model finetuned on a small
-   acceptability task (train sentences from the training text, dev sentences from the held-out text) (CoLA's layout and metric, Matthews correlation: the real
-   sentence against the same words shuffled), scored by decoding the dev set.
+   classification task (which standard-library package a docstring documents, six packages), scored
+   by decoding its dev set (accuracy, macro-F1).
 6. A table on the console and in workdirs/demo/results.md, and the loss curves in workdirs/demo/curves.png.
 
 Stages that already finished are reused, so a second `make demo` only prints the results. The same
@@ -22,7 +22,6 @@ import ast
 import glob
 import json
 import os
-import random
 import re
 import sys
 import sysconfig
@@ -35,11 +34,12 @@ def _paragraphs(text: str) -> list[str]:
     return [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if len(p.split()) >= 8]
 
 
-def documentation_texts() -> list[str]:
-    """CPython's prose documentation: pydoc's reference topics and the stdlib docstrings (sorted, so the
-    corpus is the same on every machine with the same Python)."""
+def documentation_texts() -> list[tuple[str, str]]:
+    """CPython's prose documentation as (source, text): pydoc's reference topics (source "reference") and
+    the stdlib docstrings (source: the package, or "" for top-level modules), sorted, so the corpus is
+    the same on every machine with the same Python."""
     import pydoc_data.topics
-    documents = [pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics)]
+    documents = [("reference", pydoc_data.topics.topics[k]) for k in sorted(pydoc_data.topics.topics)]
     stdlib = sysconfig.get_paths()["stdlib"]
     files = sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py")))
     for path in files:
@@ -54,29 +54,30 @@ def documentation_texts() -> list[str]:
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 doc = ast.get_docstring(node)
                 if doc and len(doc) > 200:
-                    documents.append(doc)
+                    package = os.path.relpath(path, stdlib).split(os.sep)
+                    documents.append((package[0] if len(package) > 1 else "", doc))
     return documents
 
 
-def build_corpus(root: str) -> tuple[str, list[str]]:
-    """Writes corpus/a_train.txt and corpus/b_heldout.txt (one paragraph per line); returns the corpus
-    folder and the held-out paragraphs."""
+def build_corpus(root: str, documents: list[tuple[str, str]]) -> str:
+    """Writes corpus/a_train.txt and corpus/b_heldout.txt (one paragraph per line, every 20th document
+    held out); returns the corpus folder."""
     corpus = os.path.join(root, "corpus")
     train_path, heldout_path = os.path.join(corpus, "a_train.txt"), os.path.join(corpus, "b_heldout.txt")
     if not (os.path.exists(train_path) and os.path.exists(heldout_path)):
-        documents = documentation_texts()
         if not documents:
             raise RuntimeError("no CPython documentation found (pydoc_data and the stdlib sources are missing)")
         os.makedirs(corpus, exist_ok=True)
         train, heldout = [], []
-        for i, document in enumerate(documents):
+        for i, (_, document) in enumerate(documents):
             (heldout if i % 20 == 0 else train).extend(_paragraphs(document))
+        seen = set(train)  # reference topics repeat some paragraphs: keep the held-out text unseen
+        heldout = [p for p in heldout if p not in seen]
         for path, paragraphs in ((train_path, train), (heldout_path, heldout)):
             with open(path + ".tmp", "w", encoding="utf-8") as f:
                 f.write("\n".join(paragraphs) + "\n")
             os.replace(path + ".tmp", path)
-    with open(heldout_path, encoding="utf-8") as f:
-        return corpus, [line.strip() for line in f if line.strip()]
+    return corpus
 
 
 def train_vocabulary(corpus: str, model_path: str, pieces: int) -> None:
@@ -91,40 +92,26 @@ def train_vocabulary(corpus: str, model_path: str, pieces: int) -> None:
         shuffle_input_sentence=True, num_threads=2, minloglevel=2)
 
 
-def _acceptability_rows(paragraphs: list[str], rng: random.Random, limit: int) -> list[tuple]:
-    """CoLA rows: half the sentences as they are (label 1), half with their words shuffled (label 0)."""
-    from miniend_jax.evaluation.metrics import split_sentences
-    sentences = sorted({s for p in paragraphs for s in split_sentences(p) if 6 <= len(s.split()) <= 24
-                        and "\t" not in s})
-    rng.shuffle(sentences)
-    rows = []
-    for i, sentence in enumerate(sentences[:limit]):
-        if i % 2:
-            words = sentence.split()
-            shuffled = words[:]
-            while shuffled == words:
-                rng.shuffle(shuffled)
-            rows.append(("demo", 0, "*", " ".join(shuffled)))
-        else:
-            rows.append(("demo", 1, "", sentence))
-    return rows
-
-
-def build_acceptability_task(corpus: str, heldout: list[str], glue_dir: str, seed: int = 0) -> tuple[int, int]:
-    """CoLA-layout files: train from training-text sentences, dev from held-out sentences."""
-    folder = os.path.join(glue_dir, "CoLA")
+def build_package_task(documents: list[tuple[str, str]], folder: str, packages: int = 6) -> tuple[int, int, list]:
+    """A classification task in `folder` (train.tsv / dev.tsv, `text<TAB>label`): which standard-library
+    package a docstring documents, over the `packages` packages with the most docstrings; every 5th
+    docstring is in dev. The input is the docstring's first paragraph."""
     if not os.path.exists(os.path.join(folder, "dev.tsv")):
-        rng = random.Random(seed)
-        with open(os.path.join(corpus, "a_train.txt"), encoding="utf-8") as f:
-            train = _acceptability_rows([line.strip() for line in f], rng, 3000)
-        dev = _acceptability_rows(heldout, rng, 400)
+        counts = {}
+        for source, _ in documents:
+            if source not in ("", "reference"):
+                counts[source] = counts.get(source, 0) + 1
+        chosen = sorted(sorted(counts, key=lambda p: (-counts[p], p))[:packages])
+        rows = [(" ".join(text.split("\n\n")[0].split()), source) for source, text in documents if source in chosen]
+        rows = [(text.replace("\t", " "), source) for text, source in rows if len(text.split()) >= 5]
         os.makedirs(folder, exist_ok=True)
-        for name, part in (("train.tsv", train), ("dev.tsv", dev)):
+        for name, part in (("train.tsv", [r for i, r in enumerate(rows) if i % 5]),
+                           ("dev.tsv", [r for i, r in enumerate(rows) if i % 5 == 0])):
             with open(os.path.join(folder, name) + ".tmp", "w", encoding="utf-8") as f:
-                f.writelines("\t".join(map(str, row)) + "\n" for row in part)
+                f.writelines(f"{text}\t{label}\n" for text, label in part)
             os.replace(os.path.join(folder, name) + ".tmp", os.path.join(folder, name))
-    with open(os.path.join(folder, "train.tsv")) as a, open(os.path.join(folder, "dev.tsv")) as b:
-        return sum(1 for _ in a), sum(1 for _ in b)
+    from tasks.classification import labels_of, read_split
+    return len(read_split(folder, "train")), len(read_split(folder, "validation")), list(labels_of(folder))
 
 
 def _finished(workdir: str, steps: int) -> bool:
@@ -170,13 +157,15 @@ def main() -> int:
     start = time.time()
     log = lambda message: print(f"demo {time.time() - start:6.0f}s | {message}", flush=True)
     root = demo_configs.ROOT
-    corpus, heldout = build_corpus(root)
+    documents = documentation_texts()
+    corpus = build_corpus(root, documents)
     sizes = {n: os.path.getsize(os.path.join(corpus, n)) for n in sorted(os.listdir(corpus))}
     log(f"corpus: CPython documentation, {sizes} bytes")
     train_vocabulary(corpus, demo_configs.VOCAB, demo_configs.SPM_PIECES)
     log(f"vocabulary: {demo_configs.VOCAB} ({demo_configs.SPM_PIECES} pieces + 100 sentinels)")
-    n_train, n_dev = build_acceptability_task(corpus, heldout, os.path.join(root, "glue"))
-    log(f"downstream task: real sentences vs shuffled words, {n_train} train / {n_dev} held-out dev")
+    n_train, n_dev, labels = build_package_task(documents, demo_configs.TASK_DIR)
+    log(f"downstream task: which package a docstring documents ({', '.join(labels)}), "
+        f"{n_train} train / {n_dev} dev")
 
     workdirs = {"teacher": f"{root}/teacher", "miniend_e": f"{root}/miniend_e", "scratch": f"{root}/scratch"}
     times = {}
@@ -189,7 +178,7 @@ def main() -> int:
         target = f"{root}/ft_{stage}"
         times[f"ft_{stage}"] = _stage(f"finetune {stage}", target, config, log)
         with open(os.path.join(target, "results.json")) as f:
-            scores[stage] = json.load(f)["results"]["glue_cola"]
+            scores[stage] = json.load(f)["results"][demo_configs.TASK]
 
     teacher_config = get_preset("t5-v1_1-small", **demo_configs.TEACHER)
     student_config = get_preset("t5-v1_1-small", **demo_configs.STUDENT)
@@ -198,11 +187,11 @@ def main() -> int:
     forward["scratch"] = forward["miniend_e"]
     names = {"teacher": "teacher (pretrained, 3+3 x 128)", "miniend_e": "student, MiniEnD-E (2+2 x 64)",
              "scratch": "student, from scratch (2+2 x 64)"}
-    lines = ["| model | forward GFLOPs / example | held-out span-corruption loss | acceptability (Matthews corr.) |",
-             "|---|---:|---:|---:|"]
+    lines = ["| model | forward GFLOPs / example | held-out span-corruption loss | package accuracy | "
+             "package macro-F1 |", "|---|---:|---:|---:|---:|"]
     for stage in workdirs:
         lines.append(f"| {names[stage]} | {forward[stage] / 1e9:.3f} | {_heldout_loss(workdirs[stage]):.3f} | "
-                     f"{scores[stage]['matthews_corrcoef']:.1f} |")
+                     f"{scores[stage]['accuracy']:.1f} | {scores[stage]['f1_macro']:.1f} |")
     table = "\n".join(lines)
     plot([workdirs["teacher"], workdirs["miniend_e"], workdirs["scratch"]], ["eval/ground_truth"],
          f"{root}/curves.png", title="Held-out span-corruption loss, CPython docs")

@@ -153,15 +153,22 @@ def build_data(config, process_index: int, process_count: int):
 
 
 def register_tasks(config) -> list[str]:
-    """Registers the GLUE and summarization Tasks (and the `glue` Mixture); returns the Task names."""
-    from tasks import glue, summarization
+    """Registers the GLUE, summarization and local classification Tasks (and the `glue` Mixture); returns
+    the Task names."""
+    from tasks import classification, glue, summarization
     t, d = config.tasks, config.data
     tfds_dir = t.tfds_data_dir or None
     names = glue.register(d.vocab, source=t.glue_source, data_dir=t.glue_dir, tfds_data_dir=tfds_dir,
                           extra_ids=d.extra_ids)
     names += summarization.register(d.vocab, source=t.summarization_source, data_dir=t.summarization_dir,
                                     tfds_data_dir=tfds_dir, extra_ids=d.extra_ids)
+    names += [classification.register(directory, d.vocab, extra_ids=d.extra_ids)
+              for directory in _classification_dirs(config)]
     return names
+
+
+def _classification_dirs(config) -> list[str]:
+    return [p.strip() for p in config.tasks.classification_dirs.split(",") if p.strip()]
 
 
 def eval_task_names(config) -> list[str]:
@@ -172,6 +179,7 @@ def check_tasks(config, names: list[str]) -> None:
     """Every named Task (or Mixture) is registered and its files for the splits used are on disk."""
     import seqio
     from tasks import glue, summarization
+    from tasks import classification
     t = config.tasks
     wanted = [("tasks.eval", n, t.eval_split) for n in eval_task_names(config)]
     if config.mode == "finetune":
@@ -184,6 +192,10 @@ def check_tasks(config, names: list[str]) -> None:
         glue.check_split(name, split, source=t.glue_source, data_dir=t.glue_dir)
         for task_name in _task_names(name):
             glue.check_targets_length(task_name, config.data.vocab, t.targets_length, config.data.extra_ids)
+            for directory in _classification_dirs(config):
+                if classification.task_name(directory) == task_name:
+                    classification.check_labels_fit(classification.labels_of(directory), config.data.vocab,
+                                                    t.targets_length, config.data.extra_ids, task_name)
         summarization.check_split(name, split, source=t.summarization_source, data_dir=t.summarization_dir)
         task = seqio.get_mixture_or_task(name)
         if split not in task.splits:
@@ -231,7 +243,9 @@ def _best_metric(config) -> tuple[str, str]:
         return task, metric
     task = eval_task_names(config)[0]
     glue_task = glue.task_of(task)
-    return task, (glue_task.main_metric if glue_task else "rougeL")
+    if glue_task:
+        return task, glue_task.main_metric
+    return task, ("accuracy" if task.startswith("cls_") else "rougeL")
 
 
 class BestCheckpoint:
@@ -370,6 +384,9 @@ def _validate_downstream(config) -> None:
         _check(isinstance(t[field], int) and t[field] >= 2, f"tasks.{field}", t[field], "use an integer >= 2.")
     _check(isinstance(t.eval_examples, int) and t.eval_examples >= 0, "tasks.eval_examples", t.eval_examples,
            "use 0 (the whole split) or a positive number of examples.")
+    for directory in [p.strip() for p in t.classification_dirs.split(",") if p.strip()]:
+        _check(os.path.isfile(os.path.join(directory, "train.tsv")), "tasks.classification_dirs", directory,
+               "each directory needs train.tsv and dev.tsv of `text<TAB>label` lines.")
     for field in ("glue_source", "summarization_source"):
         _check(t[field] in ("local", "tfds"), f"tasks.{field}", t[field], "use 'local' or 'tfds'.")
     _check(not t.best_metric or t.best_metric.count("/") == 1, "tasks.best_metric", t.best_metric,

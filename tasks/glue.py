@@ -263,19 +263,11 @@ def check_split(name: str, split: str, *, source: str = "local", data_dir: str =
 
 def check_targets_length(name: str, spiece_model: str, targets_length: int, extra_ids: int = 100,
                          prefix: str = "glue") -> None:
-    """Raises a `ConfigError` when a label of GLUE task `name` does not fit `targets_length` tokens (with
-    EOS) in the vocabulary: a truncated label can never be decoded back, and every prediction would be
-    scored as invalid while the training loss looks fine."""
+    """Raises a `ConfigError` when a label of GLUE task `name` does not fit `targets_length` tokens."""
+    from tasks.classification import check_labels_fit
     task = task_of(name, prefix)
-    if task is None:
-        return
-    vocab = vocabulary(spiece_model, extra_ids)
-    labels = task.labels or ("5.0", "0.2")
-    longest = max(labels, key=lambda label: len(vocab.encode(label)))
-    needed = len(vocab.encode(longest)) + 1
-    if needed > targets_length:
-        raise ConfigError(f"tasks.targets_length={targets_length} truncates the {task.name} label {longest!r} "
-                          f"({needed} tokens with EOS in {spiece_model}); use tasks.targets_length >= {needed}.")
+    if task is not None:
+        check_labels_fit(task.labels or ("5.0", "0.2"), spiece_model, targets_length, extra_ids, task.name)
 
 
 def task_of(seqio_name: str, prefix: str = "glue") -> GlueTask | None:

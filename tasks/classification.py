@@ -1,0 +1,93 @@
+"""Your own text classification data as a text-to-text seqio Task.
+
+A directory `DIR` holding `train.tsv` and `dev.tsv` (and optionally `test.tsv`), each line `text<TAB>label`
+with no header, becomes the Task `cls_<basename of DIR>`: inputs `<basename> text: <text>`, targets the
+label; labels are the sorted label set of `train.tsv`; metrics are accuracy and macro-averaged F1.
+Set `tasks.classification_dirs` (comma-separated) to register them.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import os
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from miniend_jax.errors import ConfigError
+from miniend_jax.evaluation import metrics
+from tasks.pretraining import vocabulary
+
+SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
+
+
+def read_split(directory: str, split: str) -> list[tuple[str, str]]:
+    path = os.path.join(directory, SPLIT_FILES[split])
+    if not os.path.isfile(path):
+        raise ConfigError(f"classification data {directory!r} has no {SPLIT_FILES[split]} for split {split!r}; "
+                          "write `text<TAB>label` lines there.")
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = [tuple(r[:2]) for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if len(r) >= 2]
+    if not rows:
+        raise ConfigError(f"{path} holds no `text<TAB>label` lines.")
+    return rows
+
+
+def macro_f1(targets, predictions) -> dict:
+    from sklearn.metrics import f1_score
+    t, p = np.asarray(targets), np.asarray(predictions)
+    return {"f1_macro": 100.0 * float(f1_score(t, p, average="macro", labels=sorted(set(t.tolist()))))}
+
+
+def _format(x, *, name: str):
+    return {"inputs": tf.strings.join([f"{name} text:", x["text"]], separator=" "), "targets": x["label"]}
+
+
+def _postprocess(output, example=None, is_target=False, *, labels: tuple[str, ...]):
+    del example, is_target
+    output = output.decode() if isinstance(output, bytes) else output
+    return labels.index(output) if output in labels else -1
+
+
+def check_labels_fit(labels, spiece_model: str, targets_length: int, extra_ids: int, what: str) -> None:
+    """Raises a `ConfigError` when a label does not fit `targets_length` tokens with EOS: a truncated label
+    can never be decoded back, so every prediction would be scored invalid while the loss looks fine."""
+    vocab = vocabulary(spiece_model, extra_ids)
+    longest = max(labels, key=lambda label: len(vocab.encode(label)))
+    needed = len(vocab.encode(longest)) + 1
+    if needed > targets_length:
+        raise ConfigError(f"tasks.targets_length={targets_length} truncates the {what} label {longest!r} "
+                          f"({needed} tokens with EOS in {spiece_model}); use tasks.targets_length >= {needed}.")
+
+
+def task_name(directory: str) -> str:
+    return "cls_" + os.path.basename(os.path.normpath(directory))
+
+
+def labels_of(directory: str) -> tuple[str, ...]:
+    return tuple(sorted({label for _, label in read_split(directory, "train")}))
+
+
+def register(directory: str, spiece_model: str, *, extra_ids: int = 100) -> str:
+    """Registers the Task of `directory` (once) and returns its name."""
+    name = task_name(directory)
+    if name in seqio.TaskRegistry.names():
+        return name
+    labels = labels_of(directory)
+    splits = [s for s, f in SPLIT_FILES.items() if os.path.isfile(os.path.join(directory, f))]
+
+    def dataset_fn(split, shuffle_files, seed=None):
+        del shuffle_files, seed
+        rows = read_split(directory, split)
+        return tf.data.Dataset.from_tensor_slices({"text": [t for t, _ in rows], "label": [l for _, l in rows]})
+
+    vocab = vocabulary(spiece_model, extra_ids)
+    seqio.TaskRegistry.add(
+        name, source=seqio.FunctionDataSource(dataset_fn, splits=splits),
+        preprocessors=[seqio.map_over_dataset(functools.partial(_format, name=name[4:])),
+                       seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+        output_features={"inputs": seqio.Feature(vocab, add_eos=True), "targets": seqio.Feature(vocab, add_eos=True)},
+        postprocess_fn=functools.partial(_postprocess, labels=labels), metric_fns=[metrics.accuracy, macro_f1])
+    return name

@@ -111,5 +111,5 @@ def write_results(workdir: str, results: dict, *, step: int | None, model: str) 
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(payload, f, indent=2, sort_keys=True)
         with open(os.path.join(workdir, "results.md"), "w") as f:
-            f.write(markdown_table(results, summary, title=f"{model} (step {step})"))
+            f.write(markdown_table(results, summary, title=model if step is None else f"{model} (step {step})"))
     return payload

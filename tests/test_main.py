@@ -238,7 +238,7 @@ def _empty_dir_with(tmp_path, name, text=""):
     ({"teacher.source": "hf", "teacher.path": "/nonexistent/t5"}, "teacher.path='/nonexistent/t5'"),
     ({"train.microbatches": 3}, "train.microbatches=3: must divide train.batch_size=8"),
     ({"distill.student_layers.decoder": 3}, "student_layers.decoder=3 is outside"),
-    ({"mode": "finetune"}, "mode='finetune'"),
+    ({"mode": "train"}, "mode='train'"),
     ({"data.vocab": "/nonexistent/spiece.model"}, "data.vocab"),
     ({"distill.interpolation.schedule": "linear"}, "distill.interpolation.steps=0"),
     ({"distill.interpolation.schedule": "linear", "distill.interpolation.steps": 5,

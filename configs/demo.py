@@ -21,7 +21,7 @@ VOCAB = f"{ROOT}/spm.model"
 SPM_PIECES = 2000                    # + 100 sentinels = 2100 ids; the models round up to 2176
 TEACHER = dict(vocab_size=2176, d_model=128, num_heads=4, d_kv=32, d_ff=384, num_encoder_layers=3,
                num_decoder_layers=3, dropout_rate=0.0)
-# About 1/6 of the teacher's layer FLOPs: half the width and two thirds of the depth.
+# About 1/5 of the teacher's forward FLOPs: half the width and two thirds of the depth.
 STUDENT = dict(vocab_size=2176, d_model=64, num_heads=2, d_kv=32, d_ff=192, num_encoder_layers=2,
                num_decoder_layers=2, dropout_rate=0.0)
 STAGES = ("teacher", "miniend_e", "scratch", "finetune")

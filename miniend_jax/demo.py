@@ -5,7 +5,7 @@
    text (every 20th document).
 2. A SentencePiece vocabulary (2,000 pieces, plus T5's 100 sentinels) trained on the training text.
 3. A teacher (T5 v1.1 shape, 3+3 layers, width 128) pretrained by span corruption.
-4. Two students of one shape (2+2 layers, width 64, about 1/6 of the teacher's layer FLOPs), trained for
+4. Two students of one shape (2+2 layers, width 64, about 1/5 of the teacher's forward FLOPs), trained for
    the same steps and batch: MiniEnD-E distilled from the teacher, and from scratch.
 5. Held-out span-corruption loss of all three, and a downstream score: each model finetuned on a small
    classification task (which standard-library package a docstring documents, six packages), scored
@@ -123,7 +123,7 @@ def _finished(workdir: str, steps: int) -> bool:
     return any(r.get("step") == steps and "eval/ground_truth" in r for r in rows)
 
 
-def _stage(name: str, workdir: str, config, log) -> float:
+def _stage(name: str, workdir: str, config, log) -> None:
     from miniend_jax.main import run
     start = time.time()
     if config.mode == "finetune":
@@ -132,12 +132,10 @@ def _stage(name: str, workdir: str, config, log) -> float:
         done = _finished(workdir, config.train.steps)
     if done:
         log(f"[{name}] already done in {workdir}")
-        return 0.0
+        return
     log(f"[{name}] {config.mode} for {config.train.steps} steps -> {workdir}")
     run(config, workdir)
-    seconds = time.time() - start
-    log(f"[{name}] {seconds:.0f} s")
-    return seconds
+    log(f"[{name}] {time.time() - start:.0f} s")
 
 
 def _heldout_loss(workdir: str) -> float:
@@ -153,6 +151,7 @@ def main() -> int:
     from miniend_jax.models.presets import get_preset
     from miniend_jax.plot import plot
     from miniend_jax.train import flops
+    from tasks.pretraining import task_feature_lengths
 
     start = time.time()
     log = lambda message: print(f"demo {time.time() - start:6.0f}s | {message}", flush=True)
@@ -168,22 +167,22 @@ def main() -> int:
         f"{n_train} train / {n_dev} dev")
 
     workdirs = {"teacher": f"{root}/teacher", "miniend_e": f"{root}/miniend_e", "scratch": f"{root}/scratch"}
-    times = {}
     for stage in ("teacher", "miniend_e", "scratch"):
-        times[stage] = _stage(stage, workdirs[stage], demo_configs.get_config(stage), log)
+        _stage(stage, workdirs[stage], demo_configs.get_config(stage), log)
     scores = {}
     for stage, workdir in workdirs.items():
         config = demo_configs.get_config("finetune")
         config.model.path = workdir
         target = f"{root}/ft_{stage}"
-        times[f"ft_{stage}"] = _stage(f"finetune {stage}", target, config, log)
+        _stage(f"finetune {stage}", target, config, log)
         with open(os.path.join(target, "results.json")) as f:
             scores[stage] = json.load(f)["results"][demo_configs.TASK]
 
     teacher_config = get_preset("t5-v1_1-small", **demo_configs.TEACHER)
     student_config = get_preset("t5-v1_1-small", **demo_configs.STUDENT)
-    forward = {"teacher": flops.forward_flops(teacher_config, 1, 64, 16),
-               "miniend_e": flops.forward_flops(student_config, 1, 64, 16)}
+    lengths = task_feature_lengths(demo_configs.get_config("teacher").data.inputs_length)
+    forward = {"teacher": flops.forward_flops(teacher_config, 1, lengths["inputs"], lengths["targets"]),
+               "miniend_e": flops.forward_flops(student_config, 1, lengths["inputs"], lengths["targets"])}
     forward["scratch"] = forward["miniend_e"]
     names = {"teacher": "teacher (pretrained, 3+3 x 128)", "miniend_e": "student, MiniEnD-E (2+2 x 64)",
              "scratch": "student, from scratch (2+2 x 64)"}

@@ -178,8 +178,7 @@ def eval_task_names(config) -> list[str]:
 def check_tasks(config, names: list[str]) -> None:
     """Every named Task (or Mixture) is registered and its files for the splits used are on disk."""
     import seqio
-    from tasks import glue, summarization
-    from tasks import classification
+    from tasks import classification, glue, summarization
     t = config.tasks
     wanted = [("tasks.eval", n, t.eval_split) for n in eval_task_names(config)]
     if config.mode == "finetune":
@@ -201,6 +200,22 @@ def check_tasks(config, names: list[str]) -> None:
         if split not in task.splits:
             raise ConfigError(f"{field}={name!r} has no split {split!r} (it has {', '.join(task.splits)}); "
                               "choose another task or split.")
+    if config.mode == "finetune":
+        _check_best_metric(config)
+
+
+def _check_best_metric(config) -> None:
+    """`tasks.best_metric` names an evaluated Task and one of its scores (checked before training)."""
+    from miniend_jax.evaluation.metrics import ROUGE_TYPES
+    from tasks import glue
+    task, metric = _best_metric(config)
+    _check(task in eval_task_names(config), "tasks.best_metric", config.tasks.best_metric,
+           f"name one of the evaluated Tasks ({config.tasks.eval}) before the '/'.")
+    glue_task = glue.task_of(task)
+    known = (glue_task.metric_names if glue_task else list(ROUGE_TYPES) if task.startswith("summ_")
+             else ["accuracy", "f1_macro"] if task.startswith("cls_") else None)
+    _check(known is None or metric in known, "tasks.best_metric", f"{task}/{metric}",
+           f"{task} reports {', '.join(known or [])}; choose one of them.")
 
 
 def _task_names(name: str) -> list[str]:
@@ -384,7 +399,7 @@ def _validate_downstream(config) -> None:
         _check(isinstance(t[field], int) and t[field] >= 2, f"tasks.{field}", t[field], "use an integer >= 2.")
     _check(isinstance(t.eval_examples, int) and t.eval_examples >= 0, "tasks.eval_examples", t.eval_examples,
            "use 0 (the whole split) or a positive number of examples.")
-    for directory in [p.strip() for p in t.classification_dirs.split(",") if p.strip()]:
+    for directory in _classification_dirs(config):
         _check(os.path.isfile(os.path.join(directory, "train.tsv")), "tasks.classification_dirs", directory,
                "each directory needs train.tsv and dev.tsv of `text<TAB>label` lines.")
     for field in ("glue_source", "summarization_source"):

@@ -49,10 +49,14 @@ class GlueTask:
     header: bool = True
 
     @property
+    def metric_names(self) -> list[str]:
+        """The names of the task's scores in order (its metric functions applied to a tiny sample)."""
+        return [name for fn in self.metric_fns for name in fn([0, 1, 1, 0], [0, 1, 0, 0])]
+
+    @property
     def main_metric(self) -> str:
         """The metric that picks the best finetuning checkpoint (the first one GLUE reports)."""
-        return {"matthews_corrcoef": "matthews_corrcoef", "f1_with_invalid": "f1",
-                "pearson_corrcoef": "pearson_corrcoef"}.get(self.metric_fns[0].__name__, "accuracy")
+        return self.metric_names[0]
 
 
 TASKS = {t.name: t for t in (
@@ -198,19 +202,17 @@ def postprocess(output: str, example=None, is_target: bool = False, *, task: Glu
 # --------------------------------------------------------------------------------------------
 def _source(task: GlueTask, source: str, data_dir: str, tfds_data_dir: str | None):
     if source == "local":
-        if not os.path.isdir(data_dir):
-            raise ConfigError(f"GLUE data directory {data_dir!r} does not exist; point it at a GLUE download "
-                              "(e.g. ../shared/data/glue) or use source='tfds'.")
         return _local_source(data_dir, task)
-    if source == "tfds":
-        return seqio.TfdsDataSource(tfds_name=f"glue/{task.tfds_config}:2.0.0", tfds_data_dir=tfds_data_dir)
-    raise ConfigError(f"GLUE source {source!r}: use 'local' or 'tfds'.")
+    return seqio.TfdsDataSource(tfds_name=f"glue/{task.tfds_config}:2.0.0", tfds_data_dir=tfds_data_dir)
 
 
 def register(spiece_model: str, *, source: str = "local", data_dir: str = "../shared/data/glue",
              tfds_data_dir: str | None = None, extra_ids: int = 100, prefix: str = "glue") -> list[str]:
     """Registers `<prefix>_<task>` for the nine tasks, MNLI's two evaluation tasks and the proportional
-    mixture `<prefix>` (over the tasks with training data); returns the task names registered."""
+    mixture `<prefix>` (over the tasks with training data); returns the task names registered. Local tasks
+    with no file on disk are not registered (`check_split` names the file to provide)."""
+    if source not in ("local", "tfds"):
+        raise ConfigError(f"GLUE source {source!r}: use 'local' or 'tfds'.")
     vocab = vocabulary(spiece_model, extra_ids)
     features = {"inputs": seqio.Feature(vocab, add_eos=True), "targets": seqio.Feature(vocab, add_eos=True)}
     names = []

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import os
 
@@ -140,7 +141,7 @@ def register(spiece_model: str, *, source: str = "local", data_dir: str = "../sh
             continue
         seqio.TaskRegistry.add(
             name, source=data,
-            preprocessors=[seqio.map_over_dataset(lambda x, _k=keys: summarize(x, document=_k[0], summary=_k[1])),
+            preprocessors=[seqio.map_over_dataset(functools.partial(summarize, document=keys[0], summary=keys[1])),
                            seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
             output_features=features, postprocess_fn=postprocess, metric_fns=[metrics.rouge])
     return names

@@ -76,3 +76,18 @@ def torch_logits(model, enc, dec_inputs):
                     attention_mask=torch.tensor(enc > 0, dtype=torch.long),
                     decoder_input_ids=torch.tensor(dec_inputs, dtype=torch.long))
     return out.logits.numpy()
+
+
+def config_with(name: str, **changes):
+    """`tests/configs/<name>.py`'s config with dotted-key changes, e.g. `{"train.steps": 5}`."""
+    import importlib
+    import sys
+    sys.path.insert(0, str(ROOT))
+    config = importlib.import_module(f"tests.configs.{name}").get_config()
+    for key, value in changes.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return config

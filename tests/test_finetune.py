@@ -8,21 +8,11 @@ import pytest
 
 from miniend_jax.errors import ConfigError
 from miniend_jax.main import run
-from tests.conftest import ROOT
+from tests.conftest import ROOT, config_with
 
 
 def _config(**changes):
-    import sys
-    sys.path.insert(0, str(ROOT))
-    from tests.configs import tiny_finetune
-    config = tiny_finetune.get_config()
-    for key, value in changes.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
+    return config_with("tiny_finetune", **changes)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +65,8 @@ def test_evaluate_mode_reproduces_the_best_checkpoints_score(finetuned, tmp_path
     ({"model.source": "hf", "model.path": "/nonexistent"}, r"model.path='/nonexistent'"),
     ({"decode.num_beams": 0}, r"decode.num_beams=0"),
     ({"tasks.best_metric": "accuracy"}, r"tasks.best_metric='accuracy': use 'task/metric'"),
+    ({"tasks.best_metric": "glue_sst2/f1"}, r"tasks.best_metric='glue_sst2/f1': glue_sst2 reports accuracy"),
+    ({"tasks.best_metric": "glue_rte/accuracy"}, r"name one of the evaluated Tasks \(glue_sst2\)"),
     ({"tasks.train": "glue_rte", "tasks.eval": "glue_rte", "tasks.targets_length": 3},
      r"tasks.targets_length=3 truncates the rte label 'not_entailment' \(\d+ tokens with EOS"),
     ({"tasks.glue_dir": "/nonexistent"}, r"sst2 split 'train': no train.tsv .* in /nonexistent/SST-2"),

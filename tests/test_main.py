@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from miniend_jax.errors import ConfigError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, config_with
 
 TINY = "tests/configs/tiny.py"
 
@@ -209,16 +209,7 @@ def test_exported_student_matches_in_pytorch(uninterrupted):
 
 # -- bad configurations --------------------------------------------------------------------------
 def _tiny_config(**changes):
-    sys.path.insert(0, str(ROOT))
-    from tests.configs import tiny
-    config = tiny.get_config()
-    for key, value in changes.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
+    return config_with("tiny", **changes)
 
 
 def _empty_dir_with(tmp_path, name, text=""):

@@ -59,6 +59,14 @@ def test_unlabelled_rows_and_stsb_rounding():
         assert _format("stsb", sentence1="a", sentence2="b", label=score, idx=0)["targets"] == text, score
 
 
+def test_metric_names_and_main_metric():
+    names = {name: (task.metric_names, task.main_metric) for name, task in glue.TASKS.items()}
+    assert names["cola"] == (["matthews_corrcoef"], "matthews_corrcoef")
+    assert names["mrpc"] == (["f1", "accuracy"], "f1") and names["qqp"] == names["mrpc"]
+    assert names["stsb"] == (["pearson_corrcoef", "spearman_corrcoef"], "pearson_corrcoef")
+    assert all(names[t] == (["accuracy"], "accuracy") for t in ("sst2", "mnli", "qnli", "rte", "wnli"))
+
+
 def test_postprocess_maps_labels_and_rejects_others():
     assert glue.postprocess("entailment", task=glue.TASKS["rte"]) == 0
     assert glue.postprocess(b"not_entailment", task=glue.TASKS["rte"]) == 1

@@ -84,11 +84,16 @@ def test_attention_probabilities_match_pytorch(golden):
     last_enc, last_dec = config.num_encoder_layers - 1, config.num_decoder_layers - 1
     out = _run(config, params, enc, dec_inputs,
                Taps(encoder_self=(last_enc,), decoder_self=(last_dec,), cross=(last_dec,)))
-    with torch.no_grad():
-        hf_model.set_attn_implementation("eager")  # only eager attention returns probabilities
-        ref = hf_model(input_ids=torch.tensor(enc, dtype=torch.long),
-                       attention_mask=torch.tensor(enc > 0, dtype=torch.long),
-                       decoder_input_ids=torch.tensor(dec_inputs, dtype=torch.long), output_attentions=True)
+    # Only eager attention returns probabilities; the session's shared model gets its own back after.
+    previous = hf_model.config._attn_implementation
+    try:
+        hf_model.set_attn_implementation("eager")
+        with torch.no_grad():
+            ref = hf_model(input_ids=torch.tensor(enc, dtype=torch.long),
+                           attention_mask=torch.tensor(enc > 0, dtype=torch.long),
+                           decoder_input_ids=torch.tensor(dec_inputs, dtype=torch.long), output_attentions=True)
+    finally:
+        hf_model.set_attn_implementation(previous)
 
     def bias(stack, lq, lk, bidirectional):
         buckets = relative_position_bucket(np.arange(lk)[None] - np.arange(lq)[:, None], bidirectional,

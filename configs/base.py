@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.teacher.overrides = ml_collections.ConfigDict({})  # T5Config fields, for source=preset only
     c.teacher.dtype = "float32"        # compute dtype of the teacher forward
     c.teacher.param_dtype = "float32"  # "bfloat16" halves the teacher's memory
+    c.teacher.scan_layers = False      # scan over layers: one compiled layer per stack (fast compiles at 3B)
 
     # The model to finetune or evaluate (modes finetune / evaluate): a distilled student, a teacher, a baseline.
     c.model = ml_collections.ConfigDict()
@@ -36,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.dropout_rate = 0.1         # while finetuning (T5: 0.1)
     c.model.dtype = "float32"
     c.model.param_dtype = "float32"
+    c.model.scan_layers = False
 
     c.student = ml_collections.ConfigDict()
     c.student.preset = "miniend-6l-384h"
@@ -43,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.student.init = "random"          # random | teacher_layers (our option; the paper does not say)
     c.student.dtype = "float32"        # compute dtype; "bfloat16" on accelerators
     c.student.param_dtype = "float32"
+    c.student.scan_layers = False      # checkpoints keep this layout; HF export/import convert either way
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "files"            # files | c4 (TFDS, for pod runs)

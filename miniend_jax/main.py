@@ -51,7 +51,8 @@ def distill_spec(config):
 def student_config(config):
     from miniend_jax.models.presets import get_preset
     s = config.student
-    return get_preset(s.preset, **{**s.overrides.to_dict(), "dtype": s.dtype, "param_dtype": s.param_dtype})
+    return get_preset(s.preset, **{**s.overrides.to_dict(), "dtype": s.dtype, "param_dtype": s.param_dtype,
+                                   "scan_layers": s.scan_layers})
 
 
 def source_config(section, role: str, dropout_rate: float = 0.0):
@@ -60,7 +61,8 @@ def source_config(section, role: str, dropout_rate: float = 0.0):
     from miniend_jax.checkpoints import hf
     from miniend_jax.models.config import T5Config
     from miniend_jax.models.presets import get_preset
-    dtypes = {"dtype": section.dtype, "param_dtype": section.param_dtype, "dropout_rate": dropout_rate}
+    dtypes = {"dtype": section.dtype, "param_dtype": section.param_dtype, "dropout_rate": dropout_rate,
+              "scan_layers": section.scan_layers}
     if section.source == "preset":
         return get_preset(section.preset, **{**section.overrides.to_dict(), **dtypes})
     if section.source == "hf":
@@ -88,11 +90,15 @@ def load_source(section, expected, seed: int):
     if section.source == "hf":
         from miniend_jax.checkpoints.hf import load_hf_checkpoint
         return load_hf_checkpoint(section.path, dtype=section.dtype, param_dtype=section.param_dtype,
-                                  dropout_rate=expected.dropout_rate)
-    from miniend_jax.checkpoints.state import restore_params
-    abstract = _host_abstract(expected)
+                                  dropout_rate=expected.dropout_rate, scan_layers=section.scan_layers)
+    from miniend_jax.checkpoints.state import read_meta, restore_params
+    from miniend_jax.models.t5 import to_layout
+    # Restored in the layout it was saved in, then converted to the one this run asks for.
+    saved = expected.replace(scan_layers=read_meta(section.path)["model"].get("scan_layers", False))
+    abstract = _host_abstract(saved)
     params, _ = restore_params(section.path, abstract, jax.tree.map(lambda _: _host_sharding(), abstract))
-    return expected, jax.tree.map(lambda x: np.asarray(x).astype(expected.params_dtype), params)
+    params = jax.tree.map(lambda x: np.asarray(x).astype(expected.params_dtype), params)
+    return expected, to_layout(params, expected)
 
 
 def teacher_config(config):

@@ -31,6 +31,7 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("length", None),
     ("relpos_buckets", None),   # the position-bias table is tiny: replicated
     ("relpos_heads", None),
+    ("layers", None),           # the depth axis of scanned stacks (`model.scan_layers`)
 )
 
 

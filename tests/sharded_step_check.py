@@ -1,6 +1,7 @@
 """Run in a subprocess with 8 simulated CPU devices (see tests/test_parallel.py).
 
-One distillation step on several (data, fsdp, tensor) meshes; prints the max deviation of each mesh's
+Usage: sharded_step_check.py REMAT {scan,loop}. One distillation step on several (data, fsdp, tensor)
+meshes; prints the max deviation of each mesh's
 loss and updated parameters from the single-device run, as JSON.
 """
 
@@ -25,12 +26,13 @@ from miniend_jax.train.step import make_train_step  # noqa: E402
 MESHES = [(1, 1, 1), (8, 1, 1), (2, 2, 2), (1, 4, 2), (1, 1, 8)]
 
 
-def main(remat: str):
+def main(remat: str, scan_layers: bool):
     teacher_cfg = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_heads=4, num_encoder_layers=2,
                            num_decoder_layers=2, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
                            scale_decoder_outputs=False, dropout_rate=0.0)
     student_cfg = teacher_cfg.replace(d_model=16, d_kv=4, d_ff=32, num_encoder_layers=1, num_decoder_layers=2,
-                                      remat=remat)
+                                      remat=remat, scan_layers=scan_layers)
+    teacher_cfg = teacher_cfg.replace(scan_layers=scan_layers)
     spec = DistillSpec(objective="miniend_d", relation_heads=8, weights=(("ground_truth", 0.5),))
     optim = ml_collections.ConfigDict(dict(learning_rate=1e-2, weight_decay=0.01, warmup_fraction=0.0,
                                            warmup_steps=0, decay="linear", end_lr_fraction=0.0, clip_norm=1.0,
@@ -61,7 +63,8 @@ def main(remat: str):
             step = jax.jit(step_fn, in_shardings=(state_sh, teacher_sh, None), out_shardings=(state_sh, None))
             new_state, metrics = step(state, teacher, sharded_batch)
         # The parameters really are laid out over the mesh.
-        kernel = new_state.params["decoder"]["layers_0"]["mlp"]["wi_0"]["kernel"]
+        layer = new_state.params["decoder"]["layers" if scan_layers else "layers_0"]
+        kernel = layer["mlp"]["wi_0"]["kernel"]
         results[shape] = (float(metrics["loss"]), jax.device_get(new_state.params),
                           len(kernel.sharding.device_set), kernel.sharding.spec)
     base_loss, base_params, _, _ = results[MESHES[0]]
@@ -76,4 +79,4 @@ def main(remat: str):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2] == "scan")

@@ -12,10 +12,10 @@ from miniend_jax.errors import ConfigError
 from tests.conftest import ROOT
 
 
-@pytest.mark.parametrize("remat", ["none", "full"])
-def test_sharded_step_equals_single_device(remat):
+@pytest.mark.parametrize("remat,layers", [("none", "loop"), ("full", "loop"), ("none", "scan"), ("full", "scan")])
+def test_sharded_step_equals_single_device(remat, layers):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "tests/sharded_step_check.py", remat], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "tests/sharded_step_check.py", remat, layers], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

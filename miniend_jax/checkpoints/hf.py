@@ -157,7 +157,7 @@ def parameter_names(config: T5Config) -> list[tuple[str, tuple[str, ...], bool]]
 def expected_shapes(config: T5Config) -> dict[str, tuple[int, ...]]:
     """Shape of every HF tensor of a model with `config` (HF layout)."""
     from miniend_jax.models.t5 import abstract_params  # local: keeps this module light to import
-    ours = traverse_util.flatten_dict(nn.unbox(abstract_params(config)))
+    ours = traverse_util.flatten_dict(nn.unbox(abstract_params(config.replace(scan_layers=False))))
     shapes = {}
     for hf_name, path, transpose in parameter_names(config):
         shape = tuple(ours[path].shape)
@@ -166,7 +166,8 @@ def expected_shapes(config: T5Config) -> dict[str, tuple[int, ...]]:
 
 
 def state_dict_to_params(state_dict: dict[str, np.ndarray], config: T5Config) -> Params:
-    """HF tensors (numpy) -> our nested params (numpy, `config.param_dtype`), checking every shape."""
+    """HF tensors (numpy) -> our nested params (numpy, `config.param_dtype`, in the layout
+    `config.scan_layers` asks for), checking every shape."""
     shapes = expected_shapes(config)
     missing = [name for name in shapes if name not in state_dict]
     if missing:
@@ -188,12 +189,14 @@ def state_dict_to_params(state_dict: dict[str, np.ndarray], config: T5Config) ->
                 f"{shapes[hf_name]}; config.json (d_model, d_kv, num_heads, d_ff, vocab_size) does not "
                 "match the weights.")
         flat[path] = (value.T if transpose else value).astype(dtype)
-    return traverse_util.unflatten_dict(flat)
+    from miniend_jax.models.t5 import to_layout
+    return to_layout(traverse_util.unflatten_dict(flat), config)
 
 
 def params_to_state_dict(params: Params, config: T5Config) -> dict[str, np.ndarray]:
-    """Our params (boxed or not, any device) -> HF-named numpy tensors, contiguous."""
-    flat = traverse_util.flatten_dict(nn.unbox(params))
+    """Our params (boxed or not, either layout, any device) -> HF-named numpy tensors, contiguous."""
+    from miniend_jax.models.t5 import unstack_layers
+    flat = traverse_util.flatten_dict(unstack_layers(nn.unbox(params)))
     out = {}
     for hf_name, path, transpose in parameter_names(config):
         if path not in flat:

@@ -12,6 +12,7 @@ from flax import traverse_util
 
 from miniend_jax.errors import ConfigError
 from miniend_jax.models.config import T5Config
+from miniend_jax.models.t5 import to_layout, unstack_layers
 
 INIT_MODES = ("random", "teacher_layers")
 
@@ -47,11 +48,11 @@ def copy_teacher_layers(teacher_params, teacher_config: T5Config, student_config
     check_copyable(teacher_config, student_config)
     maps = {"encoder": layer_map(teacher_config.num_encoder_layers, student_config.num_encoder_layers),
             "decoder": layer_map(teacher_config.num_decoder_layers, student_config.num_decoder_layers)}
-    teacher_flat = traverse_util.flatten_dict(teacher_params)
+    teacher_flat = traverse_util.flatten_dict(unstack_layers(teacher_params))
     out = {}
-    for path, value in traverse_util.flatten_dict(student_params).items():
+    for path, value in traverse_util.flatten_dict(unstack_layers(student_params)).items():
         source = list(path)
         if len(path) > 1 and path[0] in maps and path[1].startswith("layers_"):
             source[1] = f"layers_{maps[path[0]][int(path[1].split('_')[1])]}"
         out[path] = np.asarray(teacher_flat[tuple(source)]).astype(value.dtype)
-    return traverse_util.unflatten_dict(out)
+    return to_layout(traverse_util.unflatten_dict(out), student_config)

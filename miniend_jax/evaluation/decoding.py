@@ -11,12 +11,14 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from miniend_jax.models.t5 import T5
+from miniend_jax.models.t5 import T5, unstack_layers
 
 
 def _decoder_step(model: T5, params, encoder_input_tokens: jax.Array, max_decode_length: int, repeat: int = 1):
     """Encodes once; returns `step(cache, tokens [rows], position) -> (float32 logits [rows, vocab], cache)`
     over the encoder output repeated `repeat` times per example (one row per beam)."""
+    if model.config.scan_layers:  # the key/value cache is per layer: decode in the unrolled layout
+        model, params = T5(model.config.replace(scan_layers=False)), unstack_layers(params)
     variables = {"params": params}
     encoded, _ = model.apply(variables, encoder_input_tokens, method=T5.encode)
     if repeat > 1:

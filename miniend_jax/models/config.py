@@ -44,6 +44,7 @@ class T5Config:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: str = "none"          # none | full | dots: rematerialise each layer in the backward pass
+    scan_layers: bool = False    # one `nn.scan` per stack: parameters stacked as `layers` [depth, ...]
 
     def __post_init__(self):
         self.validate()
@@ -104,6 +105,8 @@ class T5Config:
                     f"model.{name}={value!r}: expected 'float32', 'bfloat16' or 'float16'.")
         if self.remat not in REMAT_POLICIES:
             raise ConfigError(f"model.remat={self.remat!r}: use one of {', '.join(REMAT_POLICIES)}.")
+        if not isinstance(self.scan_layers, bool):
+            raise ConfigError(f"model.scan_layers={self.scan_layers!r}: must be True or False.")
         for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
             value = getattr(self, name)
             if not 0 <= value < self.vocab_size:

@@ -304,6 +304,48 @@ def _remat(layer_cls, config: T5Config, static_argnums: tuple[int, ...]):
     return nn.remat(layer_cls, policy=policy, static_argnums=static_argnums, prevent_cse=True)
 
 
+class _ScanStep(nn.Module):
+    """One iteration of a layer scan. The carry is (activations, layer index, captured taps); the taps
+    of the layers in `captures` are kept in the carry, so nothing else leaves the loop.
+
+    `captures` holds, for each tap the layer returns, the `(layer, slot)` pairs to keep. The layer's
+    parameters live in this module's scope (`share_scope`), so a scanned stack's parameters are
+    `layers/<the layer's own names>`, each with a leading depth axis.
+    """
+
+    config: T5Config
+    layer_cls: type
+    captures: tuple[tuple[tuple[int, int], ...], ...]
+    deterministic: bool
+
+    def setup(self):
+        self.layer = self.layer_cls(self.config)
+        nn.share_scope(self, self.layer)
+
+    def __call__(self, carry, *args):
+        x, index, captured = carry
+        x, *taps = self.layer(x, *args, self.deterministic)
+        keep = lambda layer, new, old: jax.tree.map(lambda n, o: jnp.where(index == layer, n, o), new, old)
+        captured = tuple({slot: keep(layer, tap, kept[slot]) for layer, slot in pairs}
+                         for tap, pairs, kept in zip(taps, self.captures, captured))
+        return (x, index + 1, captured), None
+
+
+def _scan_layers(layer_cls, config: T5Config, depth: int, deterministic: bool, x, tap_specs, *broadcast):
+    """Runs `depth` layers as one `nn.scan` named `layers`. `tap_specs` gives, per tap the layer returns,
+    ({layer: slot}, (q shape, k/v shape)); returns (x, one {slot: AttentionTap} per tap)."""
+    dtype = config.compute_dtype
+    captures = tuple(tuple(sorted(layers.items())) for layers, _ in tap_specs)
+    initial = tuple({slot: AttentionTap(jnp.zeros(q_shape, dtype), jnp.zeros(kv_shape, dtype),
+                                        jnp.zeros(kv_shape, dtype)) for slot in layers.values()}
+                    for layers, (q_shape, kv_shape) in tap_specs)
+    scan = nn.scan(_ScanStep, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                   in_axes=nn.broadcast, length=depth, metadata_params={nn.PARTITION_NAME: "layers"})
+    (x, _, captured), _ = scan(config, layer_cls, captures, deterministic, name="layers")(
+        (x, jnp.int32(0), initial), *broadcast)
+    return x, captured
+
+
 # ---------------------------------------------------------------------------------------------
 # Masks
 # ---------------------------------------------------------------------------------------------
@@ -366,12 +408,17 @@ class Encoder(nn.Module):
         length = tokens.shape[1]
         bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)
         mask = encoder_attention_mask(tokens, segment_ids)
-        taps = {}
         layer_cls = _remat(EncoderLayer, cfg, static_argnums=(4,))
-        for i in range(cfg.num_encoder_layers):
-            x, tap = layer_cls(cfg, name=f"layers_{i}")(x, bias, mask, deterministic)
-            if i in tap_layers:
-                taps[tap_layers[i]] = tap
+        if cfg.scan_layers:
+            shape = tokens.shape + (cfg.inner_dim,)
+            x, (taps,) = _scan_layers(layer_cls, cfg, cfg.num_encoder_layers, deterministic, x,
+                                      [(tap_layers, (shape, shape))], bias, mask)
+        else:
+            taps = {}
+            for i in range(cfg.num_encoder_layers):
+                x, tap = layer_cls(cfg, name=f"layers_{i}")(x, bias, mask, deterministic)
+                if i in tap_layers:
+                    taps[tap_layers[i]] = tap
         x = RMSNorm(cfg, name="encoder_norm")(x)
         return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic), taps
 
@@ -399,8 +446,19 @@ class Decoder(nn.Module):
             bias = relpos(length, length)
             self_mask = decoder_attention_mask(decoder_input_tokens, decoder_target_tokens, decoder_segment_ids)
         cross_mask = cross_attention_mask(encoder_tokens, decoder_segment_ids, encoder_segment_ids)
-        self_taps, cross_taps = {}, {}
         layer_cls = DecoderLayer if decode else _remat(DecoderLayer, cfg, static_argnums=(6,))
+        if cfg.scan_layers:
+            if decode:
+                raise ValueError("decode=True needs the unrolled layout: decode with "
+                                 "`T5(config.replace(scan_layers=False))` and `unstack_layers(params)`.")
+            self_shape = decoder_input_tokens.shape + (cfg.inner_dim,)
+            cross_shape = (self_shape, encoder_tokens.shape + (cfg.inner_dim,))
+            x, (self_taps, cross_taps) = _scan_layers(
+                layer_cls, cfg, cfg.num_decoder_layers, deterministic, x,
+                [(self_tap_layers, (self_shape, self_shape)), (cross_tap_layers, cross_shape)],
+                encoded, bias, self_mask, cross_mask)
+            return self._head(x, deterministic), self_taps, cross_taps
+        self_taps, cross_taps = {}, {}
         for i in range(cfg.num_decoder_layers):
             if decode:
                 x, self_tap, cross_tap = layer_cls(cfg, name=f"layers_{i}")(
@@ -413,6 +471,11 @@ class Decoder(nn.Module):
                 self_taps[self_tap_layers[i]] = self_tap
             if i in cross_tap_layers:
                 cross_taps[cross_tap_layers[i]] = cross_tap
+        return self._head(x, deterministic), self_taps, cross_taps
+
+    def _head(self, x, deterministic: bool) -> jax.Array:
+        """Final norm and output projection: float32 logits `[batch, length, vocab]`."""
+        cfg = self.config
         x = RMSNorm(cfg, name="decoder_norm")(x)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
         if cfg.scale_decoder_outputs:  # T5 v1.0: rescale before the tied head
@@ -422,8 +485,7 @@ class Decoder(nn.Module):
         else:
             # std d_model^-0.5 (Mesh TF / t5x) keeps initial logits O(1); HF's std 1.0 starts near CE 60.
             logits = Dense(cfg.vocab_size, ("embed", "vocab"), cfg.d_model ** -0.5, cfg, name="logits_dense")(x)
-        logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
-        return logits, self_taps, cross_taps
+        return nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
 
 
 class T5(nn.Module):
@@ -494,3 +556,49 @@ def init_params(config: T5Config, rng: jax.Array, batch: int = 1, length: int = 
 def abstract_params(config: T5Config):
     """Parameter shapes and dtypes without allocating (boxed `ShapeDtypeStruct`s)."""
     return jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter layouts: unrolled (`layers_0`, `layers_1`, ...) and scanned (`layers`, stacked)
+# ---------------------------------------------------------------------------------------------
+_STACKS = ("encoder", "decoder")
+
+
+def is_scanned(params) -> bool:
+    """Whether (unboxed) parameters are in the scanned layout."""
+    return "layers" in params["encoder"]
+
+
+def stack_layers(params):
+    """Unrolled -> scanned: each stack's `layers_<i>` become one `layers` tree with a leading depth axis.
+
+    Works on numpy or JAX arrays (stacking JAX arrays is traceable, e.g. inside `jit`)."""
+    if is_scanned(params):
+        return params
+    out = dict(params)
+    for stack in _STACKS:
+        tree = dict(params[stack])
+        depth = sum(1 for name in tree if name.startswith("layers_"))
+        layers = [tree.pop(f"layers_{i}") for i in range(depth)]
+        tree["layers"] = jax.tree.map(lambda *xs: (jnp if isinstance(xs[0], jax.Array) else np).stack(xs), *layers)
+        out[stack] = tree
+    return out
+
+
+def unstack_layers(params):
+    """Scanned -> unrolled, the layout of HF checkpoints, student initialisation and decoding."""
+    if not is_scanned(params):
+        return params
+    out = dict(params)
+    for stack in _STACKS:
+        tree = dict(params[stack])
+        layers = tree.pop("layers")
+        depth = jax.tree.leaves(layers)[0].shape[0]
+        tree.update({f"layers_{i}": jax.tree.map(lambda x, i=i: x[i], layers) for i in range(depth)})
+        out[stack] = tree
+    return out
+
+
+def to_layout(params, config: T5Config):
+    """(Unboxed) parameters in the layout `config.scan_layers` asks for, whichever they are in."""
+    return stack_layers(params) if config.scan_layers else unstack_layers(params)

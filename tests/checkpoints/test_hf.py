@@ -38,6 +38,20 @@ def test_export_reloads_in_pytorch_with_same_logits(golden, tmp_path):
     assert os.path.exists(tmp_path / "spiece.model") and os.path.exists(tmp_path / "tokenizer_config.json")
 
 
+def test_scanned_params_export_the_same_weights(tmp_path):
+    """Import into the scanned layout (layers stacked) and export again: the same HF tensors."""
+    model, (config, params) = _hf_reference("v1_1", tmp_path)
+    scanned_config, scanned = load_hf_checkpoint(str(tmp_path / "ref"), scan_layers=True)
+    assert scanned_config == config.replace(scan_layers=True)
+    assert scanned["decoder"]["layers"]["mlp"]["wo"]["kernel"].shape[0] == config.num_decoder_layers
+    save_hf_checkpoint(str(tmp_path / "out"), scanned_config, scanned)
+    exported = load_file(str(tmp_path / "out" / "model.safetensors"))
+    reference = {k: v.numpy() for k, v in model.state_dict().items()}
+    assert set(exported) <= set(reference) and len(exported) >= len(reference) - 3  # tied copies aside
+    for name, value in exported.items():
+        np.testing.assert_array_equal(value, reference[name], err_msg=name)
+
+
 def _hf_reference(name, tmp_path):
     from tests.conftest import build_hf_model
     model = build_hf_model(name)

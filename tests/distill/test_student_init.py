@@ -38,3 +38,18 @@ def test_copied_student_holds_the_mapped_teacher_layers():
                                   T5(teacher).apply({"params": t_params}, tokens, tokens).logits)
     with pytest.raises(ConfigError, match="d_model"):
         copy_teacher_layers(t_params, teacher, student.replace(d_model=32), s_abstract)
+
+
+def test_copy_between_scanned_layouts():
+    """A scanned teacher into a scanned student holds the same tensors as the unrolled copy."""
+    from miniend_jax.models.t5 import stack_layers, unstack_layers
+    teacher = T5Config(vocab_size=40, d_model=16, d_kv=8, d_ff=32, num_heads=2, num_encoder_layers=4,
+                       num_decoder_layers=3, dropout_rate=0.0)
+    student = teacher.replace(num_encoder_layers=2, num_decoder_layers=2)
+    t_params = nn.unbox(init_params(teacher, jax.random.PRNGKey(0)))
+    s_abstract = nn.unbox(init_params(student, jax.random.PRNGKey(1)))
+    unrolled = copy_teacher_layers(t_params, teacher, student, s_abstract)
+    scanned = copy_teacher_layers(stack_layers(t_params), teacher.replace(scan_layers=True),
+                                  student.replace(scan_layers=True), stack_layers(s_abstract))
+    assert scanned["encoder"]["layers"]["mlp"]["wo"]["kernel"].shape[0] == 2
+    jax.tree.map(np.testing.assert_array_equal, unstack_layers(scanned), unrolled)

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 
 from miniend_jax.checkpoints.hf import load_hf_checkpoint
@@ -18,9 +19,10 @@ def _hf_greedy(model, enc, max_new_tokens):
     return out[:, 1:].numpy()  # drop the decoder start token
 
 
-def test_greedy_decode_matches_generate(golden):
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_greedy_decode_matches_generate(golden, scan_layers):
     _, hf_model, directory = golden
-    config, params = load_hf_checkpoint(directory)
+    config, params = load_hf_checkpoint(directory, scan_layers=scan_layers)
     enc, _, _ = padded_batch(config.vocab_size, seed=3)
     max_len = 12
     ours = np.asarray(greedy_decode(T5(config), params, jnp.asarray(enc), max_len))

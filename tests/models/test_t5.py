@@ -11,6 +11,7 @@ import pytest
 
 from miniend_jax.errors import ConfigError
 from miniend_jax.models import T5, T5Config, Taps, get_preset, init_params
+from miniend_jax.models.t5 import stack_layers, unstack_layers
 from tests.conftest import padded_batch
 
 TINY = dict(vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_heads=4, num_encoder_layers=2,
@@ -112,3 +113,34 @@ def test_remat_gives_the_same_loss_and_gradients(remat):
     rematted = jax.value_and_grad(loss)(params, config.replace(remat=remat))
     np.testing.assert_allclose(plain[0], rematted[0], rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), plain[1], rematted[1])
+
+
+@pytest.mark.parametrize("remat", ["none", "full", "dots"])
+def test_scanned_layers_equal_unrolled_layers(remat):
+    """One `nn.scan` per stack computes the loop's logits, taps and gradients; the layouts convert
+    into each other exactly."""
+    config = T5Config(**{**TINY, "num_encoder_layers": 3, "dropout_rate": 0.0, "remat": remat})
+    scanned_config = config.replace(scan_layers=True)
+    params = nn.unbox(init_params(config, jax.random.PRNGKey(0)))
+    boxed = init_params(scanned_config, jax.random.PRNGKey(0))
+    kernel = boxed["encoder"]["layers"]["mlp"]["wi"]["kernel"]
+    assert kernel.names == ("layers", "embed", "mlp") and kernel.value.shape == (3, 32, 64)
+    stacked = stack_layers(params)
+    assert jax.tree.map(np.shape, stacked) == jax.tree.map(np.shape, nn.unbox(boxed))
+    jax.tree.map(np.testing.assert_array_equal, unstack_layers(stacked), params)
+
+    enc, dec, targets = padded_batch(config.vocab_size)
+    taps = Taps(encoder_self=(0, -1), decoder_self=(-1,), cross=(0, 1))
+
+    def loss(p, cfg):
+        out = T5(cfg).apply({"params": p}, enc, dec, targets, taps=taps)
+        tap_terms = sum(jnp.mean(x ** 2) for kind in out.taps.values() for tap in kind.values() for x in tap)
+        return jnp.mean(out.logits ** 2) + tap_terms, out
+
+    (plain_loss, plain), plain_grads = jax.value_and_grad(loss, has_aux=True)(params, config)
+    (scan_loss, scanned), scan_grads = jax.value_and_grad(loss, has_aux=True)(stacked, scanned_config)
+    assert jax.tree.structure(plain) == jax.tree.structure(scanned)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6, rtol=0), plain, scanned)
+    np.testing.assert_allclose(plain_loss, scan_loss, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 plain_grads, unstack_layers(scan_grads))

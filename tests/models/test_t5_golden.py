@@ -14,9 +14,11 @@ def _run(config, params, enc, dec_inputs, taps=Taps()):
     return T5(config).apply({"params": params}, jnp.asarray(enc), jnp.asarray(dec_inputs), taps=taps)
 
 
-def test_logits_match_pytorch(golden):
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_logits_match_pytorch(golden, scan_layers):
     name, hf_model, directory = golden
-    config, params = load_hf_checkpoint(directory)
+    config, params = load_hf_checkpoint(directory, scan_layers=scan_layers)
+    assert ("layers" in params["encoder"]) == scan_layers
     assert config.tie_word_embeddings == (name == "v1_0")
     assert config.scale_decoder_outputs == (name == "v1_0")
     enc, dec_inputs, _ = padded_batch(config.vocab_size)

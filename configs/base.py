@@ -133,6 +133,17 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
 
+    # Multi-host runs: every host runs the same command. With enabled=True and no coordinator_address,
+    # jax.distributed.initialize() finds the cluster itself (Cloud TPU, SLURM, Open MPI, or the
+    # JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment variables).
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.enabled = False
+    c.distributed.coordinator_address = ""  # "host:port" of process 0, to start processes by hand
+    c.distributed.num_processes = 1
+    c.distributed.process_id = 0
+    c.distributed.cpu_collectives = "gloo"  # cross-process collectives of CPU devices (tests, CPU clusters)
+    c.distributed.timeout_seconds = 300
+
     c.export = ml_collections.ConfigDict()
     c.export.path = ""                 # default: <workdir>/hf_student
     c.export.at_end = False

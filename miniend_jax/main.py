@@ -29,7 +29,9 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the
 MODES = ("distill", "pretrain", "finetune", "evaluate", "export")
 # Fields that may change when a run in an existing workdir is continued.
 RESUMABLE_CHANGES = ("mode", "train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
-                     "export.path", "export.at_end", "overwrite_config")
+                     "export.path", "export.at_end", "overwrite_config", "distributed.enabled",
+                     "distributed.coordinator_address", "distributed.num_processes", "distributed.process_id",
+                     "distributed.cpu_collectives", "distributed.timeout_seconds")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,9 +453,11 @@ def write_resolved_config(config, workdir: str) -> None:
                               f"this run {new.get(key)!r}); use a new --workdir, or set "
                               "--config.overwrite_config=True to continue it with the new config.")
     os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(resolved, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    import jax
+    if jax.process_index() == 0:
+        with open(path + ".tmp", "w") as f:
+            json.dump(resolved, f, indent=2, sort_keys=True)
+        os.replace(path + ".tmp", path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -550,12 +554,35 @@ def finetune(config, workdir: str):
     return trainer.run()
 
 
+def initialize_distributed(config) -> None:
+    """Joins this process to a multi-host run (`config.distributed`); must precede any JAX computation."""
+    import jax
+    d = config.distributed
+    if not d.enabled or jax.distributed.is_initialized():
+        return
+    if d.coordinator_address:
+        _check(isinstance(d.num_processes, int) and d.num_processes >= 1, "distributed.num_processes",
+               d.num_processes, "must be a positive integer: the number of processes in the run.")
+        _check(isinstance(d.process_id, int) and 0 <= d.process_id < d.num_processes, "distributed.process_id",
+               d.process_id, f"must lie in [0, {d.num_processes}): this process's index, unique per host.")
+        explicit = dict(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
+                        process_id=d.process_id)
+    else:
+        explicit = {}
+    jax.config.update("jax_cpu_collectives_implementation", d.cpu_collectives)
+    jax.distributed.initialize(**explicit, initialization_timeout=d.timeout_seconds)
+    if jax.process_index() == 0:
+        print(f"distributed: {jax.process_count()} processes, {jax.device_count()} devices "
+              f"({jax.local_device_count()} per process)", flush=True)
+
+
 def run(config, workdir: str):
     """Runs `config` in `workdir`; returns the final train state (or the export path, or the results)."""
     import jax
     if not workdir:
         raise ConfigError("--workdir is required: the directory for checkpoints, metrics and the config.")
     validate_config(config)
+    initialize_distributed(config)
     if config.mode == "export":
         return export(config, workdir)
     if config.mode == "evaluate":

@@ -37,3 +37,17 @@ def test_mesh_shape_resolution_and_errors():
         parallel.mesh_shape(2, 2, 1, 8)
     with pytest.raises(ConfigError, match="at most one -1"):
         parallel.mesh_shape(-1, -1, 1, 8)
+
+
+def test_distributed_settings_are_checked_before_joining():
+    from miniend_jax.main import initialize_distributed
+    from tests.conftest import config_with
+    base = {"distributed.enabled": True, "distributed.coordinator_address": "127.0.0.1:1"}
+    with pytest.raises(ConfigError, match=r"distributed.process_id=2: must lie in \[0, 2\)"):
+        initialize_distributed(config_with("tiny", **base, **{"distributed.num_processes": 2,
+                                                              "distributed.process_id": 2}))
+    with pytest.raises(ConfigError, match="distributed.num_processes=0"):
+        initialize_distributed(config_with("tiny", **base, **{"distributed.num_processes": 0}))
+    initialize_distributed(config_with("tiny"))  # disabled: nothing happens
+    import jax
+    assert not jax.distributed.is_initialized()

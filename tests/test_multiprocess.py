@@ -1,0 +1,79 @@
+"""Two processes on localhost (jax.distributed, gloo CPU collectives, 4 simulated devices each) run the
+same distillation steps as one process with 8 devices."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from miniend_jax.checkpoints.state import read_meta, restore_params
+from miniend_jax.main import _host_abstract, _host_sharding
+from miniend_jax.models.config import T5Config
+from tests.conftest import ROOT
+
+TIME_LIMIT_S = 420
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(workdir, num_processes: int, process_id: int, port: int, devices: int, log):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return subprocess.Popen([sys.executable, "tests/multiprocess_check.py", str(workdir), str(num_processes),
+                             str(process_id), str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _losses(workdir) -> dict:
+    with open(workdir / "metrics.jsonl") as f:
+        return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+
+
+def test_two_processes_equal_one_process_with_eight_devices(tmp_path):
+    port = _free_port()
+    runs = {"two": tmp_path / "two", "one": tmp_path / "one"}
+    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("two_0", "two_1", "one_0")}
+    procs = []
+    try:
+        procs.append(_start(runs["two"], 2, 0, port, 4, logs["two_0"]))
+        procs.append(_start(runs["two"], 2, 1, port, 4, logs["two_1"]))
+        procs.append(_start(runs["one"], 1, 0, port, 8, logs["one_0"]))
+        deadline = time.monotonic() + TIME_LIMIT_S
+        for p in procs:
+            p.wait(timeout=max(deadline - time.monotonic(), 1))
+    finally:
+        for p in procs:  # whatever still runs (a timeout, a hung peer) is killed with its children
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        for f in logs.values():
+            f.close()
+    outputs = {log.name: log.read_text() for log in tmp_path.glob("*.log")}
+    assert all(p.returncode == 0 for p in procs), {name: text[-3000:] for name, text in outputs.items()}
+    assert "distributed: 2 processes, 8 devices (4 per process)" in outputs["two_0.log"]
+    assert "step 4/4" in outputs["two_0.log"] and "step 4/4" not in outputs["two_1.log"]  # process 0 logs
+
+    two, one = _losses(runs["two"]), _losses(runs["one"])
+    assert sorted(two) == sorted(one) == [1, 2, 3, 4]
+    np.testing.assert_allclose([two[s] for s in sorted(two)], [one[s] for s in sorted(one)], rtol=1e-6)
+    assert len(set(two.values())) == 4  # the steps really trained: every loss differs
+
+    # Both processes wrote one orbax checkpoint together; it holds the single-process parameters.
+    assert read_meta(str(runs["two"]))["step"] == 4
+    params = {}
+    for name, workdir in runs.items():
+        meta = read_meta(str(workdir))
+        abstract = _host_abstract(T5Config(**meta["model"]))
+        params[name], _ = restore_params(str(workdir), abstract, jax.tree.map(lambda _: _host_sharding(), abstract))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6), params["two"], params["one"])
+    # Each process kept its own input-pipeline position.
+    assert sorted(os.listdir(runs["two"] / "input_state" / "4")) == ["process_0", "process_1"]

@@ -144,6 +144,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.distributed.cpu_collectives = "gloo"  # cross-process collectives of CPU devices (tests, CPU clusters)
     c.distributed.timeout_seconds = 300
 
+    # mode=plan: compile this config's train step for `devices` devices without allocating anything
+    # (CPU-simulated), and report per-device memory and FLOPs (miniend_jax/plan.py).
+    c.plan = ml_collections.ConfigDict()
+    c.plan.step = "distill"            # distill | pretrain | finetune: whose train step
+    c.plan.devices = 0                 # 0: data * fsdp * tensor of the mesh (all must then be set)
+    c.plan.hbm_gib = 16.0              # memory per device (TPU v5e 16, v4 32, v5p 95; H100 80)
+
     c.export = ml_collections.ConfigDict()
     c.export.path = ""                 # default: <workdir>/hf_student
     c.export.at_end = False

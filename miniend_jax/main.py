@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the resolved config.")
 
-MODES = ("distill", "pretrain", "finetune", "evaluate", "export")
+MODES = ("distill", "pretrain", "finetune", "evaluate", "export", "plan")
 # Fields that may change when a run in an existing workdir is continued.
 RESUMABLE_CHANGES = ("mode", "train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
                      "export.path", "export.at_end", "overwrite_config", "distributed.enabled",
@@ -344,6 +344,14 @@ def validate_config(config) -> None:
     _check(config.mode in MODES, "mode", config.mode, f"use one of {', '.join(MODES)}.")
     if config.mode == "export":
         return
+    if config.mode == "plan":
+        p = config.plan
+        _check(p.step in ("distill", "pretrain", "finetune"), "plan.step", p.step,
+               "use 'distill', 'pretrain' or 'finetune': the mode whose train step to plan.")
+        _check(isinstance(p.devices, int) and p.devices >= 0, "plan.devices", p.devices,
+               "use the number of devices (chips) to plan for, or 0 for the product of the mesh sizes.")
+        _check(p.hbm_gib > 0, "plan.hbm_gib", p.hbm_gib, "use the accelerator's memory per device in GiB.")
+        return
     if config.mode in ("finetune", "evaluate"):
         _validate_downstream(config)
         if config.mode == "evaluate":
@@ -582,6 +590,9 @@ def run(config, workdir: str):
     if not workdir:
         raise ConfigError("--workdir is required: the directory for checkpoints, metrics and the config.")
     validate_config(config)
+    if config.mode == "plan":
+        from miniend_jax.plan import run_plan
+        return run_plan(config, workdir)
     initialize_distributed(config)
     if config.mode == "export":
         return export(config, workdir)
@@ -622,10 +633,26 @@ def run(config, workdir: str):
     return state
 
 
+def _simulate_devices_for_plan(config) -> None:
+    """mode=plan compiles for `plan.devices` devices: simulate them on the CPU (before JAX starts)."""
+    if config.mode != "plan" or "jax" in sys.modules and _jax_backend_started():
+        return
+    from miniend_jax.plan import required_devices
+    flag = f"--xla_force_host_platform_device_count={required_devices(config)}"
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+    os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+def _jax_backend_started() -> bool:
+    from jax._src import xla_bridge
+    return xla_bridge.backends_are_initialized()
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     try:
+        _simulate_devices_for_plan(FLAGS.config)
         run(FLAGS.config, FLAGS.workdir)
     except MiniEndError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -633,5 +660,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    sys.modules.setdefault("miniend_jax.main", sys.modules[__name__])  # one module, one set of flags
     flags.mark_flags_as_required(["config"])
     app.run(main)

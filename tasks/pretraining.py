@@ -23,7 +23,8 @@ import seqio
 import tensorflow as tf
 
 from miniend_jax.errors import ConfigError
-from tasks.span_corruption import lengths_for_inputs, span_corruption
+from tasks.lengths import task_feature_lengths  # noqa: F401 - part of this module's interface
+from tasks.span_corruption import span_corruption
 
 FORMATS = ("auto", "text", "jsonl", "wikiextractor")
 
@@ -221,14 +222,6 @@ def register_c4_span_corruption(spiece_model: str, *, tfds_name: str = "c4/en:3.
             output_features=_output_features(vocabulary(spiece_model, extra_ids)),
             metric_fns=[])
     return name
-
-
-def task_feature_lengths(inputs_length: int, targets_length: int | None = None, noise_density: float = 0.15,
-                         mean_noise_span_length: float = 3.0) -> dict[str, int]:
-    """Inputs/targets lengths; the targets length defaults to what span corruption produces."""
-    if targets_length is None or targets_length <= 0:
-        _, targets_length = lengths_for_inputs(inputs_length, noise_density, mean_noise_span_length)
-    return {"inputs": inputs_length, "targets": targets_length}
 
 
 def get_dataset(task_name: str, feature_lengths: Mapping[str, int], *, split: str, batch_size: int,

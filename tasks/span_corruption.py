@@ -19,24 +19,7 @@ from __future__ import annotations
 import seqio
 import tensorflow as tf
 
-
-def lengths_for_inputs(inputs_length: int, noise_density: float = 0.15,
-                       mean_noise_span_length: float = 3.0) -> tuple[int, int]:
-    """(tokens_length, targets_length): the raw chunk length whose corrupted inputs (with one sentinel
-    per span and EOS) are exactly `inputs_length` long, and the matching targets length."""
-    def corrupted_lengths(tokens_length):
-        num_noise = int(round(tokens_length * noise_density))
-        num_spans = int(round(num_noise / mean_noise_span_length))
-        return (tokens_length - num_noise + num_spans + 1, num_noise + num_spans + 1)
-
-    tokens_length = inputs_length - 1
-    while corrupted_lengths(tokens_length + 1)[0] <= inputs_length:
-        tokens_length += 1
-    _, targets_length = corrupted_lengths(tokens_length)
-    if noise_density == 0.5 and targets_length > inputs_length:  # T5's tie-break for 50% noise
-        tokens_length -= 1
-        targets_length -= 1
-    return tokens_length, targets_length
+from tasks.lengths import lengths_for_inputs  # noqa: F401 - part of this module's interface
 
 
 def _random_segmentation(num_items: tf.Tensor, num_segments: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

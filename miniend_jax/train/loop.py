@@ -67,6 +67,48 @@ def _numpy_batch(batch) -> dict:
             if not k.endswith("_positions")}
 
 
+@dataclasses.dataclass
+class StepLayout:
+    """The train step of a config and where its arguments live: all a compile needs, no arrays."""
+
+    step_fn: Callable                 # (state, teacher_params, batch) -> (state, metrics)
+    optimizer: Any
+    schedule: Callable
+    student: T5
+    teacher: T5 | None
+    state_shardings: Any
+    abstract_state: Any               # unboxed ShapeDtypeStructs of the TrainState
+    teacher_shardings: Any
+    abstract_teacher: Any             # unboxed ShapeDtypeStructs of the teacher's params (or None)
+
+    def jit(self):
+        return jax.jit(self.step_fn, in_shardings=(self.state_shardings, self.teacher_shardings, None),
+                       out_shardings=(self.state_shardings, None), donate_argnums=(0,))
+
+
+def step_layout(config, models: Models, mesh, rules=parallel.DEFAULT_RULES) -> StepLayout:
+    """Builds the train step of `config` and the shardings of its state and teacher over `mesh`."""
+    train = config.train
+    optimizer, schedule = make_optimizer(config.optim, train.steps)
+    student = T5(models.student_config)
+    teacher = T5(models.teacher_config) if models.spec.needs_teacher else None
+    interp = config.distill.interpolation
+    interpolation = None if interp.schedule == "constant" else (float(interp.start), int(interp.steps), interp.schedule)
+    step_fn = make_train_step(models.spec, student, teacher, optimizer, schedule, microbatches=train.microbatches,
+                              interpolation=interpolation, dropout_seed=config.seed,
+                              nan_loss_at_step=config.debug.nan_loss_at_step)
+    rng = jax.random.PRNGKey(config.seed)
+    boxed_state = jax.eval_shape(lambda: TrainState.create(init_params(models.student_config, rng), optimizer))
+    teacher_shardings = abstract_teacher = None
+    if teacher is not None:
+        teacher_boxed = jax.eval_shape(lambda: init_params(models.teacher_config, rng))
+        teacher_shardings = parallel.logical_sharding(teacher_boxed, mesh, rules)
+        abstract_teacher = nn.unbox(teacher_boxed)
+    return StepLayout(step_fn, optimizer, schedule, student, teacher,
+                      parallel.logical_sharding(boxed_state, mesh, rules), nn.unbox(boxed_state),
+                      teacher_shardings, abstract_teacher)
+
+
 class Trainer:
     """`on_evaluate(trainer, params, step) -> {name: value}` runs with each held-out evaluation (finetuning
     decodes and scores the validation set there); its values are logged with the losses."""
@@ -76,18 +118,12 @@ class Trainer:
         self.on_evaluate = on_evaluate
         self.rules = parallel.DEFAULT_RULES
         train = config.train
-        self.optimizer, self.schedule = make_optimizer(config.optim, train.steps)
-        self.student = T5(models.student_config)
-        self.teacher = T5(models.teacher_config) if models.spec.needs_teacher else None
-        interp = config.distill.interpolation
-        interpolation = (None if interp.schedule == "constant"
-                         else (float(interp.start), int(interp.steps), interp.schedule))
-        step_fn = make_train_step(models.spec, self.student, self.teacher, self.optimizer, self.schedule,
-                                  microbatches=train.microbatches, interpolation=interpolation,
-                                  dropout_seed=config.seed, nan_loss_at_step=config.debug.nan_loss_at_step)
-        self._shardings()
-        self.train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.teacher_shardings, None),
-                                  out_shardings=(self.state_shardings, None), donate_argnums=(0,))
+        layout = step_layout(config, models, mesh, self.rules)
+        self.optimizer, self.schedule = layout.optimizer, layout.schedule
+        self.student, self.teacher = layout.student, layout.teacher
+        self.state_shardings, self.abstract_state = layout.state_shardings, layout.abstract_state
+        self.teacher_shardings = layout.teacher_shardings
+        self.train_step = layout.jit()
         self.eval_step = jax.jit(make_eval_step(models.spec, self.student, self.teacher),
                                  in_shardings=(self.state_shardings.params, self.teacher_shardings, None))
         self.checkpointer = StateCheckpointer(workdir, save_every=train.checkpoint_every,
@@ -98,20 +134,6 @@ class Trainer:
         self.teacher_flops = (flops.forward_flops(models.teacher_config, b, data.inputs_length, data.targets_length)
                               if self.teacher is not None else 0.0)
         self.tokens_per_step = b * (data.inputs_length + data.targets_length)
-
-    # -- layout --------------------------------------------------------------------------------
-    def _shardings(self):
-        models, mesh = self.models, self.mesh
-        rng = jax.random.PRNGKey(self.config.seed)
-        boxed = jax.eval_shape(lambda: init_params(models.student_config, rng))
-        boxed_state = jax.eval_shape(lambda: TrainState.create(boxed, self.optimizer))
-        self.state_shardings = parallel.logical_sharding(boxed_state, mesh, self.rules)
-        self.abstract_state = nn.unbox(boxed_state)
-        if self.teacher is not None:
-            teacher_boxed = jax.eval_shape(lambda: init_params(models.teacher_config, rng))
-            self.teacher_shardings = parallel.logical_sharding(teacher_boxed, mesh, self.rules)
-        else:
-            self.teacher_shardings = None
 
     @contextlib.contextmanager
     def _context(self):

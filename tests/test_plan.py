@@ -1,0 +1,60 @@
+"""`mode=plan`: an ahead-of-time compile on simulated devices, checked against a real step's memory."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from miniend_jax.errors import ConfigError
+from miniend_jax.main import run
+from tests.conftest import ROOT, config_with
+
+
+def _cli(*args, timeout=300):
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    return subprocess.run([sys.executable, "-m", "miniend_jax.main", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_plan_memory_agrees_with_the_compiled_step_on_this_cpu(tmp_path):
+    result = _cli("--config=tests/configs/plan_small.py", f"--workdir={tmp_path}", "--config.mode=plan")
+    assert result.returncode == 0, result.stderr[-3000:]
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["devices"] == 1 and plan["fits"] and "peak per device" in result.stdout
+    assert plan["peak_bytes"] == (plan["argument_bytes"] + plan["output_bytes"] - plan["alias_bytes"]
+                                  + plan["temp_bytes"])
+    # The compiler's FLOPs agree with the count from the shapes (matmuls only) within 10%.
+    assert 0.9 < plan["flops"] / plan["model_flops"] < 1.1, plan
+
+    measured = subprocess.run([sys.executable, "tests/plan_memory_check.py", "plan_small"], cwd=ROOT,
+                              env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=300)
+    assert measured.returncode == 0, measured.stderr[-3000:]
+    allocated = json.loads(measured.stdout.strip().splitlines()[-1])["allocated_bytes"]
+    assert plan["peak_bytes"] > 300 * 2 ** 20  # large enough that allocator noise is small beside it
+    assert abs(allocated - plan["peak_bytes"]) <= 0.2 * plan["peak_bytes"], (allocated, plan["peak_bytes"])
+
+
+def test_plan_on_eight_simulated_devices_shards_the_state(tmp_path):
+    """Eight devices (simulated by the command itself): per-device arguments shrink with fsdp."""
+    common = ["--config=tests/configs/plan_small.py", "--config.mode=plan"]
+    one = _cli(*common, f"--workdir={tmp_path / 'one'}")
+    eight = _cli(*common, f"--workdir={tmp_path / 'eight'}", "--config.mesh.fsdp=8", "--config.plan.hbm_gib=0.05")
+    assert one.returncode == 0 and eight.returncode == 0, (one.stderr[-2000:], eight.stderr[-2000:])
+    p1 = json.loads((tmp_path / "one" / "plan.json").read_text())
+    p8 = json.loads((tmp_path / "eight" / "plan.json").read_text())
+    assert p8["devices"] == 8 and p8["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+    assert p8["argument_bytes"] < p1["argument_bytes"] / 4
+    assert p8["flops"] < p1["flops"] / 4
+    assert not p8["fits"] and " NO (" in eight.stdout
+
+
+def test_plan_errors_name_the_fix(tmp_path):
+    with pytest.raises(ConfigError, match="plan.step"):
+        run(config_with("plan_small", **{"mode": "plan", "plan.step": "evaluate"}), str(tmp_path))
+    with pytest.raises(ConfigError, match="has a -1, so the device count is unknown"):
+        run(config_with("plan_small", **{"mode": "plan", "mesh.data": -1}), str(tmp_path))
+    with pytest.raises(ConfigError, match="mode=plan needs 8 devices but JAX has 1"):
+        run(config_with("plan_small", **{"mode": "plan", "mesh.fsdp": 8}), str(tmp_path))
+    assert not os.listdir(tmp_path)

@@ -44,8 +44,9 @@ def learning_rate_schedule(peak: float, total_steps: int, warmup_steps: int, dec
 
 
 def _decay_mask(params):
-    """Weight decay on matrices (kernels, embeddings, position tables), not on layer-norm scales."""
-    return jax.tree.map(lambda p: p.ndim >= 2, params)
+    """Weight decay on matrices (kernels, embeddings, position tables), not on layer-norm scales (by name:
+    a scanned stack's scales are `[depth, d_model]`)."""
+    return jax.tree_util.tree_map_with_path(lambda path, p: getattr(path[-1], "key", None) != "scale", params)
 
 
 def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformation, Callable]:

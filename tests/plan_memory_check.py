@@ -15,19 +15,11 @@ sys.path.insert(0, ".")
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 
-from miniend_jax import parallel, plan  # noqa: E402
+from miniend_jax import parallel, plan, rss  # noqa: E402
 from miniend_jax.models.t5 import init_params  # noqa: E402
 from miniend_jax.train.loop import step_layout  # noqa: E402
 from miniend_jax.train.state import TrainState  # noqa: E402
 from tests.conftest import config_with  # noqa: E402
-
-
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(field)
 
 
 def main(name: str):
@@ -48,14 +40,13 @@ def main(name: str):
         step = layout.jit().lower(jax.eval_shape(make_state, rng), jax.eval_shape(make_teacher, rng),
                                   batch_spec).compile()
         host_batch = {k: np.ones(v.shape, v.dtype) for k, v in batch_spec.items()}
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the peak (VmHWM) to the current resident size
-        before = _status_bytes("VmRSS")
+        rss.reset_peak()
+        before = rss.resident_bytes()
         state, teacher = compiled_state(rng), compiled_teacher(rng)
         batch = jax.device_put(host_batch, parallel.batch_sharding(mesh))
         state, metrics = step(state, teacher, batch)
         jax.block_until_ready((state, metrics))
-        peak = _status_bytes("VmHWM")
+        peak = rss.peak_bytes()
     print(json.dumps({"allocated_bytes": peak - before, "loss": float(metrics["loss"])}))
 
 

@@ -224,15 +224,17 @@ class MultiHeadAttention(nn.Module):
             cached_value.value = jax.lax.dynamic_update_slice_in_dim(cached_value.value, v, decode_position, 1)
             k, v = cached_key.value, cached_value.value
 
-        heads = lambda x: x.reshape(x.shape[:2] + (cfg.num_heads, cfg.d_kv))
-        scores = jnp.einsum("bqhd,bkhd->bhqk", heads(q), heads(k), preferred_element_type=jnp.float32)
+        # Heads-major [batch, heads, length, d_kv] operands: XLA:CPU lowers these batched matmuls to
+        # fast kernels, while the `bkhd` forms became a slow fused kernel (bench/README.md).
+        heads = lambda x: x.reshape(x.shape[:2] + (cfg.num_heads, cfg.d_kv)).transpose(0, 2, 1, 3)
+        scores = jnp.einsum("bhqd,bhkd->bhqk", heads(q), heads(k), preferred_element_type=jnp.float32)
         if bias is not None:
             scores = scores + bias
         scores = jnp.where(mask, scores, _MASK_VALUE)
         probs = jax.nn.softmax(scores, axis=-1)
         probs = nn.Dropout(cfg.dropout_rate)(probs, deterministic=deterministic).astype(cfg.compute_dtype)
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs, heads(v).astype(cfg.compute_dtype))
-        context = context.reshape(context.shape[:2] + (cfg.inner_dim,))
+        context = jnp.einsum("bhqk,bhkd->bhqd", probs, heads(v).astype(cfg.compute_dtype))
+        context = context.transpose(0, 2, 1, 3).reshape(inputs_q.shape[:2] + (cfg.inner_dim,))
         out = Dense(cfg.d_model, ("joined_kv", "embed"), cfg.inner_dim ** -0.5, cfg, name="out")(context)
         return out, tap
 

@@ -31,6 +31,11 @@ SHAPES = {
                                          num_decoder_layers=4)),
     # A t5-base-shaped teacher into the paper's 6L/384H student.
     "base": dict(teacher="t5-base", student="miniend-6l-384h", student_overrides={}),
+    # A smoke shape for the test suite (tests/test_bench.py): seconds, not a measurement.
+    "tiny": dict(teacher="t5-small", teacher_overrides=dict(vocab_size=512, d_model=64, num_heads=2, d_kv=32,
+                                                            d_ff=128, num_encoder_layers=2, num_decoder_layers=2),
+                 student="t5-small", student_overrides=dict(vocab_size=512, d_model=64, num_heads=2, d_kv=32,
+                                                            d_ff=96, num_encoder_layers=1, num_decoder_layers=1)),
 }
 RELATION_HEADS = 32
 
@@ -69,6 +74,7 @@ def bench_config(shape: str, batch: int, length: int):
     c = base.get_config()
     c.mode = "distill"
     c.teacher.source, c.teacher.preset = "preset", spec["teacher"]
+    c.teacher.overrides.update(spec.get("teacher_overrides", {}))
     c.student.preset = spec["student"]
     c.student.overrides.update(spec["student_overrides"])
     c.distill.objective = "miniend_e"

@@ -635,7 +635,7 @@ def run(config, workdir: str):
 
 def _simulate_devices_for_plan(config) -> None:
     """mode=plan compiles for `plan.devices` devices: simulate them on the CPU (before JAX starts)."""
-    if config.mode != "plan" or "jax" in sys.modules and _jax_backend_started():
+    if config.mode != "plan" or ("jax" in sys.modules and _jax_backend_started()):
         return
     from miniend_jax.plan import required_devices
     flag = f"--xla_force_host_platform_device_count={required_devices(config)}"

@@ -139,7 +139,7 @@ def plan(config, mesh=None) -> Plan:
     from miniend_jax.train import flops
     from miniend_jax.train.loop import step_layout
 
-    if config.mode not in ("distill", "pretrain", "finetune", "plan"):
+    if config.mode not in ("distill", "pretrain", "finetune"):
         raise ConfigError(f"mode={config.mode!r} has no train step to plan.")
     if mesh is None:
         shape = m.validate_layout(config, 1, jax.device_count())

@@ -9,6 +9,11 @@ Distillation "taps": `Taps` names layers of the three attention kinds; the proje
 values of exactly those layers (`[batch, length, heads * d_kv]`) are returned beside the logits. Nothing
 else is materialised for distillation.
 
+Layouts: by default each layer is its own module (`layers_0`, `layers_1`, ...). With
+`config.scan_layers` each stack is one `nn.scan` over a single layer (`layers`, parameters stacked on a
+leading depth axis): one layer is traced and compiled, and its intermediates are freed every iteration.
+`stack_layers` / `unstack_layers` convert parameters between the two; decoding runs unrolled.
+
 Masks follow seqio's feature converters: token id 0 is padding, and `*_segment_ids` (packed examples)
 restrict attention to the same segment. Relative positions are taken from array positions; inside one
 packed segment they equal the differences of seqio's `*_positions`, and pairs across segments are

@@ -132,6 +132,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.debug.nan_loss_at_step = -1      # fault injection for tests: a NaN loss at this step
 
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    # Logical axis -> mesh axes (parallel.DEFAULT_RULES; a test keeps the two equal): "" replicates,
+    # "fsdp" or "data,fsdp" shards. E.g. --config.mesh.rules.embed='' keeps the embedding axis whole.
+    c.mesh.rules = ml_collections.ConfigDict({
+        "batch": "data,fsdp", "vocab": "tensor", "mlp": "tensor", "joined_kv": "tensor", "embed": "fsdp",
+        "length": "", "relpos_buckets": "", "relpos_heads": "", "layers": ""})
 
     # Multi-host runs: every host runs the same command. With enabled=True and no coordinator_address,
     # jax.distributed.initialize() finds the cluster itself (Cloud TPU, SLURM, Open MPI, or the

@@ -434,6 +434,7 @@ def validate_layout(config, process_count: int, device_count: int) -> tuple[int,
     from miniend_jax import parallel
     mesh = config.mesh
     shape = parallel.mesh_shape(mesh.data, mesh.fsdp, mesh.tensor, device_count)
+    parallel.rules_from_config(mesh.rules)
     tr = config.train
     batch_shards = shape[0] * shape[1]
     micro = tr.batch_size // tr.microbatches
@@ -530,9 +531,10 @@ def evaluate(config, workdir: str) -> dict:
     model_config, params = load_source(config.model, model_config, config.seed)
     _check_loaded(params, model_config, "model", config.model.path)
     mesh = parallel.make_mesh(*shape)
-    params = _placed_params(model_config, params, mesh, parallel.DEFAULT_RULES, config.seed)
+    rules = parallel.rules_from_config(config.mesh.rules)
+    params = _placed_params(model_config, params, mesh, rules, config.seed)
     t = config.tasks
-    evaluator = TaskEvaluator(eval_task_names(config), t.eval_split, T5(model_config), mesh, parallel.DEFAULT_RULES,
+    evaluator = TaskEvaluator(eval_task_names(config), t.eval_split, T5(model_config), mesh, rules,
                               inputs_length=t.inputs_length, targets_length=t.targets_length,
                               decode=_decode_settings(config), num_examples=t.eval_examples)
     results = evaluator.evaluate(params)

@@ -35,6 +35,22 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 )
 
 
+def rules_from_config(overrides) -> tuple:
+    """`DEFAULT_RULES` with the config's `mesh.rules` applied: logical axis -> "" (replicated), one mesh
+    axis ("fsdp") or several ("data,fsdp")."""
+    rules = dict(DEFAULT_RULES)
+    for logical, value in dict(overrides).items():
+        if logical not in rules:
+            raise ConfigError(f"mesh.rules.{logical}: not a logical axis; the axes are {', '.join(rules)}.")
+        axes = tuple(a.strip() for a in str(value or "").split(",") if a.strip())
+        unknown = [a for a in axes if a not in MESH_AXES]
+        if unknown:
+            raise ConfigError(f"mesh.rules.{logical}={value!r}: {unknown[0]!r} is not a mesh axis; use "
+                              f"{', '.join(MESH_AXES)} (comma-separated), or '' to replicate.")
+        rules[logical] = None if not axes else axes[0] if len(axes) == 1 else axes
+    return tuple(rules.items())
+
+
 def mesh_shape(data: int, fsdp: int, tensor: int, num_devices: int | None = None) -> tuple[int, int, int]:
     """Resolves a `-1` entry (at most one) to fill the devices and checks the product."""
     num_devices = jax.device_count() if num_devices is None else num_devices

@@ -147,7 +147,8 @@ def plan(config, mesh=None) -> Plan:
     models = _models(config)
     models.spec.check_models(models.teacher_config, models.student_config)
     inputs_length, targets_length, packed = _feature_lengths(config)
-    layout = step_layout(config, models, mesh)
+    rules = parallel.rules_from_config(config.mesh.get("rules", {}))
+    layout = step_layout(config, models, mesh, rules)
     with_sharding = lambda tree, shardings: jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
     state = with_sharding(layout.abstract_state, layout.state_shardings)
@@ -155,7 +156,7 @@ def plan(config, mesh=None) -> Plan:
                if layout.teacher is not None else None)
     batch = abstract_batch(mesh, config.train.batch_size, inputs_length, targets_length, packed)
     start = time.time()
-    with jax.set_mesh(mesh), nn.logical_axis_rules(parallel.DEFAULT_RULES):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         compiled = layout.jit().lower(state, teacher, batch).compile()
     seconds = time.time() - start
     memory = compiled.memory_analysis()

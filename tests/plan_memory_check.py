@@ -27,7 +27,7 @@ def main(name: str):
     mesh = parallel.make_mesh(1, 1, 1)
     models = plan._models(config)
     inputs_length, targets_length, packed = plan._feature_lengths(config)
-    layout = step_layout(config, models, mesh)
+    layout = step_layout(config, models, mesh, parallel.DEFAULT_RULES)
     batch_spec = plan.abstract_batch(mesh, config.train.batch_size, inputs_length, targets_length, packed)
     rng = jax.random.PRNGKey(0)
     with jax.set_mesh(mesh), nn.logical_axis_rules(parallel.DEFAULT_RULES):

@@ -53,3 +53,24 @@ def test_distributed_settings_are_checked_before_joining():
     initialize_distributed(config_with("tiny"))  # disabled: nothing happens
     import jax
     assert not jax.distributed.is_initialized()
+
+
+def test_logical_axis_rules_are_configurable_per_run():
+    import jax
+    from miniend_jax.models import T5Config, abstract_params
+    rules = parallel.rules_from_config({"embed": "", "mlp": "fsdp,tensor", "batch": "data"})
+    as_dict = dict(rules)
+    assert as_dict["embed"] is None and as_dict["mlp"] == ("fsdp", "tensor") and as_dict["batch"] == "data"
+    assert as_dict["vocab"] == "tensor"  # untouched rules keep their defaults
+    mesh = parallel.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    boxed = abstract_params(T5Config(vocab_size=32, d_model=8, d_kv=4, num_heads=2, d_ff=16, num_encoder_layers=1,
+                                     num_decoder_layers=1))
+    kernel = parallel.logical_sharding(boxed, mesh, rules)["encoder"]["layers_0"]["mlp"]["wi"]["kernel"]
+    assert kernel.spec == jax.sharding.PartitionSpec(None, ("fsdp", "tensor"))
+    # The base config spells out the defaults (so each can be overridden from the command line).
+    from tests.conftest import config_with
+    assert parallel.rules_from_config(config_with("tiny").mesh.rules) == parallel.DEFAULT_RULES
+    with pytest.raises(ConfigError, match="mesh.rules.heads: not a logical axis"):
+        parallel.rules_from_config({"heads": "tensor"})
+    with pytest.raises(ConfigError, match="'model' is not a mesh axis"):
+        parallel.rules_from_config({"embed": "model"})

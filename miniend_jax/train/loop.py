@@ -86,7 +86,7 @@ class StepLayout:
                        out_shardings=(self.state_shardings, None), donate_argnums=(0,))
 
 
-def step_layout(config, models: Models, mesh, rules=parallel.DEFAULT_RULES) -> StepLayout:
+def step_layout(config, models: Models, mesh, rules) -> StepLayout:
     """Builds the train step of `config` and the shardings of its state and teacher over `mesh`."""
     train = config.train
     optimizer, schedule = make_optimizer(config.optim, train.steps)
@@ -116,7 +116,7 @@ class Trainer:
     def __init__(self, config, workdir: str, models: Models, data: Data, mesh, on_evaluate=None):
         self.config, self.workdir, self.models, self.data, self.mesh = config, workdir, models, data, mesh
         self.on_evaluate = on_evaluate
-        self.rules = parallel.DEFAULT_RULES
+        self.rules = parallel.rules_from_config(config.mesh.get("rules", {}))
         train = config.train
         layout = step_layout(config, models, mesh, self.rules)
         self.optimizer, self.schedule = layout.optimizer, layout.schedule

@@ -21,7 +21,9 @@ def _hf_greedy(model, enc, max_new_tokens):
 
 @pytest.mark.parametrize("scan_layers", [False, True])
 def test_greedy_decode_matches_generate(golden, scan_layers):
-    _, hf_model, directory = golden
+    name, hf_model, directory = golden
+    if scan_layers and name != "v1_1":
+        pytest.skip("the scanned layout is decoded through the unrolled one: one model shows it")
     config, params = load_hf_checkpoint(directory, scan_layers=scan_layers)
     enc, _, _ = padded_batch(config.vocab_size, seed=3)
     max_len = 12

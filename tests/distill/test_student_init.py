@@ -19,12 +19,18 @@ def test_layer_map_is_evenly_spaced_with_ends_kept():
         layer_map(4, 5)
 
 
-def test_copied_student_holds_the_mapped_teacher_layers():
+def _teacher_and_student(student_decoder_layers: int):
+    """(teacher config, student config, teacher params, student params) of a 4+3-layer teacher and a
+    2-encoder-layer student."""
     teacher = T5Config(vocab_size=40, d_model=16, d_kv=8, d_ff=32, num_heads=2, num_encoder_layers=4,
                        num_decoder_layers=3, dropout_rate=0.0)
-    student = teacher.replace(num_encoder_layers=2, num_decoder_layers=3)
-    t_params = nn.unbox(init_params(teacher, jax.random.PRNGKey(0)))
-    s_abstract = nn.unbox(init_params(student, jax.random.PRNGKey(1)))
+    student = teacher.replace(num_encoder_layers=2, num_decoder_layers=student_decoder_layers)
+    return (teacher, student, nn.unbox(init_params(teacher, jax.random.PRNGKey(0))),
+            nn.unbox(init_params(student, jax.random.PRNGKey(1))))
+
+
+def test_copied_student_holds_the_mapped_teacher_layers():
+    teacher, student, t_params, s_abstract = _teacher_and_student(3)
     s_params = copy_teacher_layers(t_params, teacher, student, s_abstract)
     np.testing.assert_array_equal(s_params["encoder"]["layers_0"]["mlp"]["wo"]["kernel"],
                                   t_params["encoder"]["layers_0"]["mlp"]["wo"]["kernel"])
@@ -43,11 +49,7 @@ def test_copied_student_holds_the_mapped_teacher_layers():
 def test_copy_between_scanned_layouts():
     """A scanned teacher into a scanned student holds the same tensors as the unrolled copy."""
     from miniend_jax.models.t5 import stack_layers, unstack_layers
-    teacher = T5Config(vocab_size=40, d_model=16, d_kv=8, d_ff=32, num_heads=2, num_encoder_layers=4,
-                       num_decoder_layers=3, dropout_rate=0.0)
-    student = teacher.replace(num_encoder_layers=2, num_decoder_layers=2)
-    t_params = nn.unbox(init_params(teacher, jax.random.PRNGKey(0)))
-    s_abstract = nn.unbox(init_params(student, jax.random.PRNGKey(1)))
+    teacher, student, t_params, s_abstract = _teacher_and_student(2)
     unrolled = copy_teacher_layers(t_params, teacher, student, s_abstract)
     scanned = copy_teacher_layers(stack_layers(t_params), teacher.replace(scan_layers=True),
                                   student.replace(scan_layers=True), stack_layers(s_abstract))

@@ -233,9 +233,11 @@ def get_dataset(task_name: str, feature_lengths: Mapping[str, int], *, split: st
     """
     task = seqio.get_mixture_or_task(task_name)
     shard_info = seqio.ShardInfo(index=shard_index, num_shards=num_shards) if num_shards > 1 else None
-    ds = task.get_dataset(sequence_length=dict(feature_lengths), split=split, shuffle=shuffle,
-                          shuffle_buffer_size=shuffle_buffer_size if shuffle else None, seed=seed,
-                          num_epochs=num_epochs, shard_info=shard_info, use_cached=False)
+    # A Mixture shuffles each of its Tasks with seqio's default buffer; it takes no buffer size.
+    buffer = {} if isinstance(task, seqio.Mixture) else {
+        "shuffle_buffer_size": shuffle_buffer_size if shuffle else None}
+    ds = task.get_dataset(sequence_length=dict(feature_lengths), split=split, shuffle=shuffle, seed=seed,
+                          num_epochs=num_epochs, shard_info=shard_info, use_cached=False, **buffer)
     converter = seqio.EncDecFeatureConverter(pack=pack)
     ds = converter(ds, dict(feature_lengths))
     ds = ds.batch(batch_size, drop_remainder=True)

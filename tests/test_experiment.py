@@ -1,0 +1,96 @@
+"""The miniature comparison (configs/experiments/, miniend_jax/experiment.py): every config constructs and runs
+one real step (teachers and checkpoints replaced by random models of the same shapes, short sequences), and
+the runner covers every config, skips finished stages, and stops on a failed one."""
+
+import glob
+import importlib
+import json
+import math
+import os
+
+import pytest
+
+from miniend_jax import experiment
+from miniend_jax.distill.objectives import OBJECTIVES
+from miniend_jax.main import run
+from tests.conftest import ROOT
+
+NAMES = sorted(os.path.basename(p)[:-3] for p in glob.glob(str(ROOT / "configs" / "experiments" / "*.py"))
+               if not p.endswith(("__init__.py", "common.py")))
+
+
+def _one_step(config):
+    """The same config, one step on 2 short sequences, models of the same shapes with random weights."""
+    config.train.steps = 1
+    config.train.batch_size = 2
+    config.train.log_every = 1
+    config.train.checkpoint_every = 1
+    config.train.eval_every = 0
+    config.train.eval_batches = 1
+    config.train.async_checkpoints = False
+    config.data.shuffle_buffer = 16
+    if config.mode == "finetune":
+        config.model.source = "preset"   # a student-shaped model in place of a trained workdir
+        config.model.preset = "t5-v1_1-small"
+        from configs.experiments import common
+        config.model.overrides.update(common.STUDENT_SHAPE)
+        config.tasks.eval_examples = 2
+        config.tasks.inputs_length = min(config.tasks.inputs_length, 64)
+        config.decode.max_length = 4
+    else:
+        config.data.inputs_length = 32
+        config.data.files = str(ROOT.parent / "shared/data/enwiki_2015_extract/AA/wiki_0[0-2].gz")
+        config.data.validation_files = 1
+        config.teacher.source = "preset"  # the teacher's shape, random weights
+    return config
+
+
+def _metrics(workdir):
+    return [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_experiment_config_runs_one_step(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    config = _one_step(importlib.import_module(f"configs.experiments.{name}").get_config())
+    run(config, str(tmp_path))
+    train = [r for r in _metrics(tmp_path) if "loss" in r]
+    assert [r["step"] for r in train] == [1] and math.isfinite(train[0]["loss"])
+    if config.mode == "distill":
+        terms = {k.split("/")[1] for k in train[0] if k.startswith("loss/")}
+        assert terms == set(OBJECTIVES[config.distill.objective])
+        interpolated = config.distill.interpolation.schedule != "constant"
+        assert (train[0]["alpha"] < 1.0) == interpolated
+    if config.mode == "finetune":
+        results = json.load(open(tmp_path / "results.json"))["results"]
+        assert set(results) == set(config.tasks.eval.split(","))
+    else:
+        assert math.isfinite([r for r in _metrics(tmp_path) if "eval/ground_truth" in r][-1]["eval/ground_truth"])
+
+
+def test_runner_covers_every_experiment_config():
+    used = set()
+    for _, args in experiment.stages("root"):
+        config = args[0].removeprefix("--config=")
+        assert os.path.isfile(ROOT / config), config
+        used.add(os.path.basename(config)[:-3])
+    assert used == set(NAMES)
+    names = [name for name, _ in experiment.stages("root")]
+    assert names.index("teacher") == 0 and len(names) == len(set(names))
+    assert all(f"--config.teacher.path=root/teacher" in args for name, args in experiment.stages("root")
+               if name in dict(experiment.ROWS) and name != "scratch")
+
+
+def test_runner_skips_done_stages_and_stops_on_a_failed_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    root = str(tmp_path)
+    os.makedirs(tmp_path / "done_stage")
+    (tmp_path / "done_stage" / "done.json").write_text("{}")
+    experiment.run_stage(root, "done_stage", ["--config=/nonexistent.py"])  # skipped: nothing runs
+    assert not (tmp_path / "times.jsonl").exists()
+    with pytest.raises(SystemExit, match=r"bad failed \(exit \d+\); see .*bad.log.*run the same command again"):
+        experiment.run_stage(root, "bad", ["--config=/nonexistent.py"])
+    assert not (tmp_path / "bad" / "done.json").exists()
+    [attempt] = [json.loads(line) for line in open(tmp_path / "times.jsonl")]
+    assert attempt["stage"] == "bad" and attempt["rc"] != 0
+    assert experiment._times(root) == {"bad": attempt["seconds"]}

@@ -62,8 +62,8 @@ def student_config(objective: str):
 
 
 GLUE_EVAL = "glue_cola,glue_sst2,glue_mrpc,glue_stsb,glue_rte"
-GLUE_STEPS = 120
-SAMSUM_STEPS = 40
+GLUE_STEPS = 100
+SAMSUM_STEPS = 30
 SAMSUM_TEST_EXAMPLES = 200
 
 

@@ -4,7 +4,7 @@ CoLA, SST-2, MRPC, STS-B and RTE dev sets (configs/experiments/common.py:glue_co
 Command (the runner `python -m miniend_jax.experiment` runs it for every model):
   python -m miniend_jax.main --config=configs/experiments/finetune_glue.py \
       --workdir=workdirs/experiment/downstream/miniend_e_glue --config.model.path=workdirs/experiment/miniend_e
-Expected: a few minutes on 2 CPU cores (120 steps of 32 examples); results.json with each task's scores
+Expected: a few minutes on 2 CPU cores (100 steps of 32 examples); results.json with each task's scores
 and the paper's GLUE score over the tasks present.
 """
 

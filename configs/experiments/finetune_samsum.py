@@ -4,7 +4,7 @@ validation split, score ROUGE on the first 200 test dialogues (configs/experimen
 Command (the runner `python -m miniend_jax.experiment` runs it for every model):
   python -m miniend_jax.main --config=configs/experiments/finetune_samsum.py \
       --workdir=workdirs/experiment/downstream/miniend_e_samsum --config.model.path=workdirs/experiment/miniend_e
-Expected: a few minutes on 2 CPU cores (40 steps of 16 dialogues); results.json with ROUGE-1/2/L/Lsum.
+Expected: a few minutes on 2 CPU cores (30 steps of 16 dialogues); results.json with ROUGE-1/2/L/Lsum.
 """
 
 from configs.experiments import common

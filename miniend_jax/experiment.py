@@ -166,6 +166,25 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def constant_prediction_row(glue_dir: str = "../shared/data/glue") -> str:
+    """The table row of a model that always answers its training set's majority class (the chance level
+    each GLUE score must beat; STS-B correlations of a constant are undefined)."""
+    from collections import Counter
+
+    from tasks.glue import TASKS, read_split
+    scores = {}
+    for name in ("cola", "sst2", "mrpc", "rte"):
+        task = TASKS[name]
+        majority = Counter(r["label"] for r in read_split(glue_dir, task, "train")).most_common(1)[0][0]
+        targets = [r["label"] for r in read_split(glue_dir, task, "validation")]
+        for fn in task.metric_fns:
+            scores.update({f"{name}/{k}": v for k, v in fn(targets, [majority] * len(targets)).items()})
+    cells = ["constant prediction (training majority)", "", "", "", _fmt(scores["cola/matthews_corrcoef"]),
+             _fmt(scores["sst2/accuracy"]), f"{_fmt(scores['mrpc/f1'])} / {_fmt(scores['mrpc/accuracy'])}",
+             "undefined", _fmt(scores["rte/accuracy"]), "", "", "", ""]
+    return "| " + " | ".join(cells) + " |\n"
+
+
 def figures(root: str, out_dir: str) -> list[str]:
     """The stability figure (gradient norms of L_Imp against MiniEnD-D/E) and the held-out loss curves."""
     from miniend_jax.plot import plot
@@ -189,7 +208,7 @@ def report(root: str, figures_dir: str) -> None:
     records = collect(root)
     with open(os.path.join(root, "results.json"), "w") as f:
         json.dump(records, f, indent=2)
-    text = table(records)
+    text = table(records) + constant_prediction_row()
     with open(os.path.join(root, "results.md"), "w") as f:
         f.write(text)
     print(text)

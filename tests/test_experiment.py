@@ -94,3 +94,38 @@ def test_runner_skips_done_stages_and_stops_on_a_failed_one(tmp_path, monkeypatc
     [attempt] = [json.loads(line) for line in open(tmp_path / "times.jsonl")]
     assert attempt["stage"] == "bad" and attempt["rc"] != 0
     assert experiment._times(root) == {"bad": attempt["seconds"]}
+
+
+def test_report_tables_what_the_stages_wrote(tmp_path, monkeypatch):
+    """The table holds each finished stage's numbers; unfinished stages show '-'; both figures are written."""
+    monkeypatch.chdir(ROOT)
+    root = tmp_path / "experiment"
+    for name, loss in (("teacher", 5.25), ("l_imp", 6.125), ("miniend_d", 5.875), ("miniend_e", 5.625)):
+        (root / name).mkdir(parents=True)
+        rows = [{"step": s, "grad_norm/encoder": 0.1 * s, "grad_norm/decoder": 0.2 * s} for s in (5, 10)]
+        rows.append({"step": 10, "eval/ground_truth": loss})
+        (root / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (root / name / "done.json").write_text("{}")
+    glue = {"results": {"glue_cola": {"matthews_corrcoef": 3.25}, "glue_sst2": {"accuracy": 61.5},
+                        "glue_mrpc": {"f1": 80.5, "accuracy": 67.5},
+                        "glue_stsb": {"pearson_corrcoef": 12.5, "spearman_corrcoef": 11.5},
+                        "glue_rte": {"accuracy": 53.5}}, "paper_glue_score": 51.75}
+    (root / "downstream" / "miniend_e_glue").mkdir(parents=True)
+    (root / "downstream" / "miniend_e_glue" / "results.json").write_text(json.dumps(glue))
+    (root / "downstream" / "miniend_e_glue" / "done.json").write_text("{}")
+    (root / "times.jsonl").write_text(json.dumps({"stage": "miniend_e", "seconds": 90.0, "rc": 0}) + "\n"
+                                      + json.dumps({"stage": "miniend_e", "seconds": 30.0, "rc": 0}) + "\n")
+    experiment.report(str(root), str(tmp_path / "figures"))
+    lines = {line.split(" | ")[0].strip("| "): line for line in (root / "results.md").read_text().splitlines()}
+    e = lines["MiniEnD-E"].split(" | ")
+    assert e[3:11] == ["5.625", "3.2", "61.5", "80.5 / 67.5", "12.5 / 11.5", "53.5", "51.8", "- / - / -"]
+    assert e[11] == "2.0"  # minutes over both attempts
+    assert "6.125" in lines["L_Imp"] and "5.250" in lines["teacher"]
+    assert lines["from scratch"].split(" | ")[3] == "-"
+    assert "constant prediction" in (root / "results.md").read_text()
+    records = json.load(open(root / "results.json"))
+    assert [r["name"] for r in records] == [name for name, _ in experiment.MODELS]
+    teacher, student = records[0], records[-1]
+    assert 7 < teacher["forward_flops"] / student["forward_flops"] < 9
+    assert (tmp_path / "figures" / "results_grad_norms.png").stat().st_size > 10_000
+    assert (tmp_path / "figures" / "results_heldout.png").stat().st_size > 10_000

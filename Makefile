@@ -27,7 +27,7 @@ demo: $(STAMP_BASE)
 	$(PY) -m miniend_jax.demo
 
 test: $(STAMP_TEST)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

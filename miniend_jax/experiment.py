@@ -78,6 +78,9 @@ def run_stage(root: str, name: str, args: list[str]) -> None:
     with open(os.path.join(root, "times.jsonl"), "a") as f:
         f.write(json.dumps({"stage": name, "seconds": round(seconds, 1), "rc": rc}) + "\n")
     if rc != 0:
+        with open(workdir + ".log", errors="replace") as log:
+            tail = [line for line in log.read().splitlines() if line.strip()][-5:]
+        print("\n".join(tail), file=sys.stderr)
         raise SystemExit(f"[experiment] {name} failed (exit {rc}); see {workdir}.log. Fix the cause and run "
                          "the same command again: finished stages are skipped, this one resumes.")
     with open(os.path.join(workdir, "done.json"), "w") as f:

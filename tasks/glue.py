@@ -12,7 +12,9 @@ Local directories are laid out as the GLUE download script leaves them (and as .
 `<Task>/train.tsv`, `<Task>/dev.tsv` (MNLI: `dev_matched` / `dev_mismatched`, `.tsv` or `.jsonl`).
 Task names: `glue_<task>` (`glue_cola`, ..., `glue_mnli` with validation splits `validation_matched` and
 `validation_mismatched`, registered also as `glue_mnli_matched` / `glue_mnli_mismatched` for evaluation),
-and the proportional mixture `glue` over the tasks whose training files exist.
+the proportional mixture `glue` over the tasks whose training files exist, and `glue_equal`, the same tasks
+but WNLI at equal rates (short finetuning runs: proportional mixing gives SST-2 three quarters of the
+examples of the local tasks and RTE 3%, too few to learn even its label words).
 """
 
 from __future__ import annotations
@@ -246,10 +248,12 @@ def register(spiece_model: str, *, source: str = "local", data_dir: str = "../sh
             preprocessors=_preprocessors(task),
             output_features=features, postprocess_fn=functools.partial(postprocess, task=task),
             metric_fns=list(task.metric_fns))
-    if prefix not in seqio.MixtureRegistry.names():
-        trainable = [n for n in names if "train" in seqio.get_mixture_or_task(n).splits]
-        if trainable:
-            seqio.MixtureRegistry.add(prefix, trainable, default_rate=seqio.mixing_rate_num_examples)
+    trainable = [n for n in names if "train" in seqio.get_mixture_or_task(n).splits]
+    if trainable and prefix not in seqio.MixtureRegistry.names():
+        seqio.MixtureRegistry.add(prefix, trainable, default_rate=seqio.mixing_rate_num_examples)
+    equal = [n for n in trainable if n != f"{prefix}_wnli"]
+    if equal and f"{prefix}_equal" not in seqio.MixtureRegistry.names():
+        seqio.MixtureRegistry.add(f"{prefix}_equal", equal, default_rate=1.0)
     return names
 
 

@@ -90,10 +90,11 @@ def _finetuning(c, model_path: str, steps: int, batch_size: int):
 
 
 def glue_config(model_path: str):
-    """One finetuning run on the GLUE mixture (the local tasks with training files, mixed by size, as T5),
-    scored on the CoLA, SST-2, MRPC, STS-B and RTE dev sets with greedy decoding."""
+    """One finetuning run on the GLUE tasks with local training data but WNLI, at equal rates (proportional
+    mixing would leave RTE and MRPC a few dozen examples in these few steps), scored on the CoLA, SST-2,
+    MRPC, STS-B and RTE dev sets with greedy decoding."""
     c = _finetuning(base.get_config(), model_path, GLUE_STEPS, BATCH)
-    c.tasks.train = "glue"
+    c.tasks.train = "glue_equal"
     c.tasks.eval = GLUE_EVAL
     c.tasks.eval_split = "validation"
     c.tasks.inputs_length = 128

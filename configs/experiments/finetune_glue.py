@@ -1,4 +1,4 @@
-"""Downstream GLUE for every row of the miniature comparison: finetune on the GLUE mixture, score the
+"""Downstream GLUE for every row of the miniature comparison: finetune on the GLUE tasks at equal rates, score the
 CoLA, SST-2, MRPC, STS-B and RTE dev sets (configs/experiments/common.py:glue_config).
 
 Command (the runner `python -m miniend_jax.experiment` runs it for every model):

@@ -118,6 +118,21 @@ def test_registered_tasks_tokenize_and_mixture_is_proportional(registered):
     assert rates["glue_test_sst2"] / rates["glue_test_rte"] == pytest.approx(67349 / 2490)
 
 
+def test_equal_mixture_samples_each_task_as_often_and_leaves_out_wnli(registered):
+    mixture = seqio.get_mixture_or_task("glue_test_equal")
+    assert {t.name for t in mixture.tasks} == {"glue_test_cola", "glue_test_sst2", "glue_test_mrpc",
+                                              "glue_test_stsb", "glue_test_rte"}
+    ds = mixture.get_dataset({"inputs": 16, "targets": 4}, split="train", shuffle=True, seed=0,
+                             passthrough_features=None, log_mixing_proportions=False)
+    vocab = seqio.SentencePieceVocabulary(str(SPIECE), extra_ids=100)
+    counts = {}
+    for example in ds.take(1000).as_numpy_iterator():
+        task = vocab.decode(example["inputs"][:8].tolist()).split()[0]
+        counts[task] = counts.get(task, 0) + 1
+    assert set(counts) == {"cola", "sst2", "mrpc", "stsb", "rte"}
+    assert all(150 <= n <= 250 for n in counts.values()), counts  # 200 each; binomial sd 12.6
+
+
 def test_missing_split_names_the_file(registered):
     with pytest.raises(ConfigError, match=r"qqp split .train.: no train\.tsv .*QQP"):
         glue.check_split("glue_test_qqp", "train", data_dir=GLUE_DIR, prefix="glue_test")

@@ -17,19 +17,23 @@ def read_metrics(workdir: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def plot(workdirs: list[str], keys: list[str], out: str, title: str | None = None) -> None:
+def plot(workdirs: list[str], keys: list[str], out: str, title: str | None = None,
+         ylims: list[tuple[float, float] | None] | None = None) -> None:
+    """One panel per key (a key may repeat, e.g. with another y range in `ylims`, one per key)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    for ax, key, ylim in zip(axes[0], keys, ylims or [None] * len(keys)):
         for workdir in workdirs:
             rows = [r for r in read_metrics(workdir) if key in r]
             if rows:
                 ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=os.path.basename(workdir.rstrip("/")),
                         marker="o" if len(rows) < 12 else None, markersize=3)
-        ax.set_title(key)
+        ax.set_title(key if ylim is None else f"{key} ({ylim[0]:.2f} to {ylim[1]:.2f})")
+        if ylim is not None:
+            ax.set_ylim(*ylim)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)

@@ -99,7 +99,8 @@ def _final_heldout(workdir: str) -> float:
 
 
 def _model_shape(name: str):
-    """(T5Config, forward FLOPs of one training example) of a row, from its config file."""
+    """(T5Config, forward FLOPs of one training example: encoder inputs_length, decoder the span-corruption
+    targets) of a row, from its config file."""
     import importlib
 
     from miniend_jax.main import student_config
@@ -107,9 +108,9 @@ def _model_shape(name: str):
     from tasks.lengths import lengths_for_inputs
     config = importlib.import_module(f"configs.experiments.{name}").get_config()
     model = student_config(config)
-    inputs, targets = lengths_for_inputs(config.data.inputs_length, config.data.noise_density,
-                                         config.data.mean_noise_span_length)
-    return model, forward_flops(model, 1, inputs, targets)
+    _, targets = lengths_for_inputs(config.data.inputs_length, config.data.noise_density,
+                                    config.data.mean_noise_span_length)
+    return model, forward_flops(model, 1, config.data.inputs_length, targets)
 
 
 def collect(root: str) -> list[dict]:

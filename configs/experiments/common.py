@@ -91,7 +91,7 @@ def _finetuning(c, model_path: str, steps: int, batch_size: int):
 
 def glue_config(model_path: str):
     """One finetuning run on the GLUE tasks with local training data but WNLI, at equal rates (proportional
-    mixing would leave RTE and MRPC a few dozen examples in these few steps), scored on the CoLA, SST-2,
+    mixing would leave RTE and MRPC about a hundred examples each in these steps), scored on the CoLA, SST-2,
     MRPC, STS-B and RTE dev sets with greedy decoding."""
     c = _finetuning(base.get_config(), model_path, GLUE_STEPS, BATCH)
     c.tasks.train = "glue_equal"

@@ -5,7 +5,7 @@
 Stages, each a `python -m miniend_jax.main` run in its own directory under --workdir:
 1. `teacher`: pretrained from scratch on span corruption (configs/experiments/teacher.py);
 2. one student per row of ROWS, distilled from that teacher (or pretrained from scratch), same steps and batch;
-3. every model (the teacher too) finetuned on the GLUE mixture and on SAMSum, and scored;
+3. every model (the teacher too) finetuned on five GLUE tasks at equal rates and on SAMSum, and scored;
 4. the report: results.json and results.md (the table) in --workdir, and the figures in --figures.
 A finished stage leaves `done.json` and is skipped on the next call; an interrupted one resumes from its
 newest checkpoint. Every attempt's wall time is appended to `times.jsonl`; a stage's time is their sum.
@@ -52,6 +52,11 @@ def stages(root: str) -> list[tuple[str, list[str]]]:
     return out
 
 
+def _read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
 def _times(root: str) -> dict[str, float]:
     path = os.path.join(root, "times.jsonl")
     totals: dict[str, float] = {}
@@ -88,13 +93,9 @@ def run_stage(root: str, name: str, args: list[str]) -> None:
     print(f"[experiment] {name}: finished in {seconds / 60:.1f} min", flush=True)
 
 
-def _metrics(workdir: str) -> list[dict]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def _final_heldout(workdir: str) -> float:
-    rows = [r for r in _metrics(workdir) if "eval/ground_truth" in r]
+    from miniend_jax.plot import read_metrics
+    rows = [r for r in read_metrics(workdir) if "eval/ground_truth" in r]
     return rows[-1]["eval/ground_truth"]
 
 
@@ -129,8 +130,8 @@ def collect(root: str) -> list[dict]:
         record["heldout_loss"] = _final_heldout(workdir) if os.path.exists(os.path.join(workdir, "done.json")) else None
         for task in DOWNSTREAM:
             stage = f"downstream/{name}_{task}"
-            path = os.path.join(root, stage, "results.json")
-            record[task] = json.load(open(path)) if os.path.exists(os.path.join(root, stage, "done.json")) else None
+            done = os.path.exists(os.path.join(root, stage, "done.json"))
+            record[task] = _read_json(os.path.join(root, stage, "results.json")) if done else None
             record[f"{task}_time_s"] = times.get(stage)
         records.append(record)
     return records

@@ -3,6 +3,7 @@
 import glob
 import importlib.util
 import os
+import pathlib
 
 import pytest
 
@@ -11,7 +12,8 @@ from tests.conftest import ROOT, SPIECE
 
 CONFIGS = sorted(glob.glob(str(ROOT / "configs" / "**" / "*.py"), recursive=True))
 # Config files define get_config (configs/experiments/common.py holds their shared settings).
-CONFIGS = [c for c in CONFIGS if not c.endswith("__init__.py") and "def get_config" in open(c).read()]
+CONFIGS = [c for c in CONFIGS
+           if not c.endswith("__init__.py") and "def get_config" in pathlib.Path(c).read_text()]
 
 
 def _load(path):

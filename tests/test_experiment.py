@@ -13,6 +13,7 @@ import pytest
 from miniend_jax import experiment
 from miniend_jax.distill.objectives import OBJECTIVES
 from miniend_jax.main import run
+from miniend_jax.plot import read_metrics
 from tests.conftest import ROOT
 
 NAMES = sorted(os.path.basename(p)[:-3] for p in glob.glob(str(ROOT / "configs" / "experiments" / "*.py"))
@@ -32,8 +33,7 @@ def _one_step(config):
     if config.mode == "finetune":
         config.model.source = "preset"   # a student-shaped model in place of a trained workdir
         config.model.preset = "t5-v1_1-small"
-        from configs.experiments import common
-        config.model.overrides.update(common.STUDENT_SHAPE)
+        config.model.overrides.update(importlib.import_module("configs.experiments.common").STUDENT_SHAPE)
         config.tasks.eval_examples = 2
         config.tasks.inputs_length = min(config.tasks.inputs_length, 64)
         config.decode.max_length = 4
@@ -45,16 +45,13 @@ def _one_step(config):
     return config
 
 
-def _metrics(workdir):
-    return [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_experiment_config_runs_one_step(name, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     config = _one_step(importlib.import_module(f"configs.experiments.{name}").get_config())
     run(config, str(tmp_path))
-    train = [r for r in _metrics(tmp_path) if "loss" in r]
+    metrics = read_metrics(str(tmp_path))
+    train = [r for r in metrics if "loss" in r]
     assert [r["step"] for r in train] == [1] and math.isfinite(train[0]["loss"])
     if config.mode == "distill":
         terms = {k.split("/")[1] for k in train[0] if k.startswith("loss/")}
@@ -62,10 +59,10 @@ def test_experiment_config_runs_one_step(name, tmp_path, monkeypatch):
         interpolated = config.distill.interpolation.schedule != "constant"
         assert (train[0]["alpha"] < 1.0) == interpolated
     if config.mode == "finetune":
-        results = json.load(open(tmp_path / "results.json"))["results"]
+        results = json.loads((tmp_path / "results.json").read_text())["results"]
         assert set(results) == set(config.tasks.eval.split(","))
     else:
-        assert math.isfinite([r for r in _metrics(tmp_path) if "eval/ground_truth" in r][-1]["eval/ground_truth"])
+        assert math.isfinite([r for r in metrics if "eval/ground_truth" in r][-1]["eval/ground_truth"])
 
 
 def test_runner_covers_every_experiment_config():
@@ -77,7 +74,7 @@ def test_runner_covers_every_experiment_config():
     assert used == set(NAMES)
     names = [name for name, _ in experiment.stages("root")]
     assert names.index("teacher") == 0 and len(names) == len(set(names))
-    assert all(f"--config.teacher.path=root/teacher" in args for name, args in experiment.stages("root")
+    assert all("--config.teacher.path=root/teacher" in args for name, args in experiment.stages("root")
                if name in dict(experiment.ROWS) and name != "scratch")
 
 
@@ -123,7 +120,7 @@ def test_report_tables_what_the_stages_wrote(tmp_path, monkeypatch):
     assert "6.125" in lines["L_Imp"] and "5.250" in lines["teacher"]
     assert lines["from scratch"].split(" | ")[3] == "-"
     assert "constant prediction" in (root / "results.md").read_text()
-    records = json.load(open(root / "results.json"))
+    records = json.loads((root / "results.json").read_text())
     assert [r["name"] for r in records] == [name for name, _ in experiment.MODELS]
     teacher, student = records[0], records[-1]
     assert 7 < teacher["forward_flops"] / student["forward_flops"] < 9

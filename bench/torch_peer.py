@@ -92,9 +92,13 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--relation_heads", type=int, default=32)
+    parser.add_argument("--float64", action="store_true",
+                        help="run both models in float64: the reference the float32 losses are tested against")
     args = parser.parse_args()
     teacher = transformers.T5ForConditionalGeneration.from_pretrained(f"{args.dir}/teacher").eval()
     student = transformers.T5ForConditionalGeneration.from_pretrained(f"{args.dir}/student").train()
+    if args.float64:
+        teacher, student = teacher.double(), student.double()
     for p in teacher.parameters():
         p.requires_grad_(False)
     teacher_taps, student_taps = QKVTaps(teacher), QKVTaps(student)

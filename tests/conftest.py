@@ -1,5 +1,6 @@
 """Shared fixtures: seeded random PyTorch `transformers` T5 models saved with `save_pretrained`."""
 
+import copy
 import pathlib
 
 import numpy as np
@@ -54,6 +55,61 @@ def golden(request, tmp_path_factory):
     directory = tmp_path_factory.mktemp(f"hf_{request.param}")
     model.save_pretrained(directory)
     return request.param, model, str(directory)
+
+
+@pytest.fixture(scope="session")
+def golden64(golden):
+    """The golden model in float64: the reference float32 results are measured against."""
+    return copy.deepcopy(golden[1]).double()
+
+
+# Bounds for float32 results come from the numerics, not from one CPU: GEMM kernels and FMA order differ
+# between Intel and AMD machines, so two float32 computations of the same function differ by rounding
+# that grows with depth and magnitude (measured 1e-5 on values near 1 after three layers).
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+
+
+def assert_close_to_float64(ours, reference64, peer32, *, factor: float = 8.0, err_msg: str = ""):
+    """A float32 result is as close to the float64 reference as an independent float32 implementation
+    (`peer32`, PyTorch on the same weights and inputs) is, within `factor`.
+
+    Elementwise bound: `|ours - reference64| <= factor * (e + eps32 * |reference64|)`, where `e` is the
+    peer's largest deviation from the reference (at least eps32 times the reference's magnitude). At
+    these sizes the peer's deviation is about 1e-6 - 2e-5 and ours 0.5x - 3x of it; a real fault (a wrong
+    mask, a relative-position bucket off by one, a missing scale) is off by 1e-2 or more.
+    """
+    ours, reference64, peer32 = (np.asarray(x, np.float64) for x in (ours, reference64, peer32))
+    assert ours.shape == reference64.shape == peer32.shape, (ours.shape, reference64.shape, peer32.shape)
+    scale = float(np.abs(reference64).max())
+    peer_error = max(float(np.abs(peer32 - reference64).max()), FLOAT32_EPS * scale)
+    np.testing.assert_allclose(ours, reference64, rtol=factor * FLOAT32_EPS, atol=factor * peer_error,
+                               err_msg=f"{err_msg} (peer float32 deviation {peer_error:.2e})")
+
+
+def assert_float32_equivalent(actual, expected, *, ulps: float = 64.0, err_msg: str = ""):
+    """Two float32 computations of the same function (other layout, sharding, remat or accumulation
+    order) agree to float32 rounding: `|actual - expected| <= ulps * eps32 * (|expected| + max|expected|)`.
+
+    eps32 is 1.19e-7, so the default bound is 7.6e-6 relative to the tensor's magnitude: a few rounding
+    steps per layer of these shallow test models, far below any real fault (which changes values by
+    percent)."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    np.testing.assert_allclose(actual, expected, rtol=ulps * FLOAT32_EPS, atol=ulps * FLOAT32_EPS * scale,
+                               err_msg=err_msg)
+
+
+def adam_update_tolerance(learning_rate: float, eps: float, clip_norm: float, steps: int = 1,
+                          ulps: float = 64.0) -> float:
+    """How far parameters after `steps` AdamW updates may drift between two float32 computations of the
+    same gradients (another sharding, accumulation order or layout).
+
+    An update coordinate `lr * m / (sqrt(v) + eps)` moves by at most `lr * delta / eps` for a gradient
+    perturbation `delta` (its derivative peaks at g = 0); clipped gradients are at most `clip_norm` in
+    size, so float32 rounding perturbs them by at most `ulps * eps32 * clip_norm`. Tests that use this
+    choose `eps` so that the bound stays far below one update (`lr`), which a real fault moves by.
+    """
+    return steps * learning_rate * ulps * FLOAT32_EPS * clip_norm / eps
 
 
 def padded_batch(vocab_size: int, seed: int = 0):

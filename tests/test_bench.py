@@ -4,9 +4,7 @@ import json
 import subprocess
 import sys
 
-import pytest
-
-from tests.conftest import ROOT
+from tests.conftest import ROOT, assert_close_to_float64
 
 
 def _json_line(args, cwd):
@@ -20,7 +18,10 @@ def test_peer_first_loss_equals_the_jax_step(tmp_path):
     ours = _json_line(["bench.distill_step", "--role=jax", "--shape=tiny", f"--dir={tmp_path}", "--batch=4",
                        "--length=16", *common], ROOT)
     peer = _json_line(["bench.torch_peer", f"--dir={tmp_path}", "--relation_heads=32", *common], ROOT)
+    reference = _json_line(["bench.torch_peer", f"--dir={tmp_path}", "--relation_heads=32", "--float64", *common],
+                           ROOT)
     assert ours["framework"] == "jax" and peer["framework"] == "pytorch"
-    assert peer["first_loss"] == pytest.approx(ours["first_loss"], rel=1e-5)
+    # As close to the float64 loss as PyTorch's float32 loss is (within 8x): float32 rounding differs by CPU.
+    assert_close_to_float64(ours["first_loss"], reference["first_loss"], peer["first_loss"])
     assert ours["first_loss"] > 0.1  # a real loss: logit KD and relations of random models
     assert ours["seconds_per_step"] > 0 and peer["peak_rss_bytes"] > 0

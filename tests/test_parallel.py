@@ -9,7 +9,7 @@ import pytest
 
 from miniend_jax import parallel
 from miniend_jax.errors import ConfigError
-from tests.conftest import ROOT
+from tests.conftest import FLOAT32_EPS, ROOT, adam_update_tolerance
 
 
 # Without and with remat and layer scan. Scanned and unrolled steps are equal on one device
@@ -22,9 +22,12 @@ def test_sharded_step_equals_single_device(remat, layers):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(report) == {"(8, 1, 1)", "(2, 2, 2)", "(1, 4, 2)", "(1, 1, 8)"}
+    # A sharded reduction sums in another order, so float32 rounding (eps 1.2e-7) differs by a few ulps per
+    # layer: the loss within 64 ulps of itself, the parameters within what that does to one AdamW update
+    # (7.6e-5 at lr 1e-2, eps 1e-3; a fault such as a missing all-reduce moves an update by about lr).
     for shape, r in report.items():
-        assert r["loss_diff"] < 1e-5, (shape, r)
-        assert r["param_diff"] < 1e-5, (shape, r)
+        assert r["loss_diff"] < 64 * FLOAT32_EPS, (shape, r)
+        assert r["param_diff"] < adam_update_tolerance(1e-2, 1e-3, clip_norm=1.0) + 64 * FLOAT32_EPS, (shape, r)
     # FFN kernels ("embed", "mlp") are split over fsdp x tensor where those axes exist.
     assert report["(1, 4, 2)"]["devices"] == 8 and "fsdp" in report["(1, 4, 2)"]["spec"]
     assert "tensor" in report["(1, 1, 8)"]["spec"]

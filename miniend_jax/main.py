@@ -136,7 +136,8 @@ def build_data(config, process_index: int, process_count: int):
     kwargs = dict(noise_density=d.noise_density, mean_noise_span_length=d.mean_noise_span_length,
                   extra_ids=d.extra_ids)
     if d.source == "files":
-        scan = tp.scan_files(tp.resolve_files(d.files), max_line_chars=d.max_line_chars, on_bad_input=d.on_bad_input)
+        scan = tp.scan_files(tp.resolve_files(d.files), max_line_chars=d.max_line_chars, on_bad_input=d.on_bad_input,
+                             file_format=d.format, text_field=d.text_field)
         if process_index == 0:
             print(f"input: {scan.summary()}", flush=True)
         name = tp.register_local_span_corruption(scan.files, d.vocab, file_format=d.format, text_field=d.text_field,

@@ -6,7 +6,9 @@ Sources:
 - C4 through TFDS (`c4/en`), for pod runs where the TFDS data is prepared.
 
 Every reader is a native tf.data pipeline (TextLineDataset), so a training iterator can be checkpointed
-and resumed exactly. Files are sharded across hosts by seqio's `FileDataSource`.
+and resumed exactly. Files are sharded across hosts by seqio's `FileDataSource`. The format is decided
+per file (`file_formats`), so one glob may mix formats; the pre-flight scan (`scan_files`) and the reader
+(`make_reader`) apply the same per-file rule.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from tasks.lengths import task_feature_lengths  # noqa: F401 - part of this modu
 from tasks.span_corruption import span_corruption
 
 FORMATS = ("auto", "text", "jsonl", "wikiextractor")
+_FORMAT_CODES = {"text": 0, "jsonl": 1, "wikiextractor": 2}
+_DOC_TAG = r"\s*</?doc( [^>]*)?>\s*"
+_ASCII_WHITESPACE = " \t\n\r\f\v"
 
 
 def resolve_files(patterns: str | Sequence[str]) -> list[str]:
@@ -45,25 +50,41 @@ def detect_format(path: str) -> str:
     name = path[:-3] if path.endswith(".gz") else path
     if name.endswith((".jsonl", ".json")):
         return "jsonl"
-    opener = tf.io.gfile.GFile
-    if path.endswith(".gz"):
-        import gzip
-        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
-            head = f.read(64)
-    else:
-        with opener(path, "r") as f:
-            head = f.read(64)
+    import gzip
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+        head = f.read(64).decode("utf-8", errors="replace")
     return "wikiextractor" if head.lstrip().startswith("<doc") else "text"
 
 
+def file_formats(files: Sequence[str], file_format: str = "auto") -> dict[str, str]:
+    """The format of each file: `file_format` for all, or with `auto` each file's own (`detect_format`).
+
+    Raises:
+      ConfigError: `file_format` is not one of `FORMATS`.
+    """
+    if file_format not in FORMATS:
+        raise ConfigError(f"data.format={file_format!r}: choose one of {', '.join(FORMATS)}.")
+    return {path: detect_format(path) if file_format == "auto" else file_format for path in files}
+
+
+
+def json_text(line: str, text_field: str) -> str | None:
+    """The string under `text_field` of one jsonl record, or None when the line is not a JSON object or
+    the field is missing or not a string (such lines are skipped and counted by `scan_files`)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    value = record.get(text_field) if isinstance(record, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def _parse_json_text(line: tf.Tensor, text_field: str) -> tf.Tensor:
+    """A scalar string tensor: the record's text, or "" (dropped later) when `json_text` gives None."""
     def parse(raw):
-        try:
-            value = json.loads(raw.numpy().decode("utf-8", errors="replace")).get(text_field, "")
-        except (json.JSONDecodeError, AttributeError):
-            value = ""
-        return value if isinstance(value, str) else ""
-    return tf.py_function(parse, [line], tf.string)
+        return json_text(raw.numpy().decode("utf-8", errors="replace"), text_field) or ""
+    # py_function loses the static shape, which seqio's tokenizer needs: the result is one string.
+    return tf.ensure_shape(tf.py_function(parse, [line], tf.string), [])
 
 
 BAD_INPUT_POLICIES = ("skip", "error")
@@ -74,30 +95,45 @@ class ScanReport:
     """What a pre-flight read of a local corpus found."""
 
     files: list[str]
+    formats: dict[str, str] = dataclasses.field(default_factory=dict)      # path -> format, readable files
     unreadable: dict[str, str] = dataclasses.field(default_factory=dict)   # path -> reason
     invalid_utf8_lines: int = 0
     empty_lines: int = 0
     overlong_lines: int = 0
+    bad_json_lines: int = 0     # jsonl lines that are not an object with a string text field
     lines: int = 0
 
     def summary(self) -> str:
-        parts = [f"{self.lines} lines in {len(self.files)} file(s)"]
+        kinds = sorted(set(self.formats.values()))
+        counts = ", ".join(f"{sum(f == k for f in self.formats.values())} {k}" for k in kinds)
+        parts = [f"{self.lines} lines in {len(self.files)} file(s) ({counts})"]
         if self.unreadable:
             parts.append(f"skipped {len(self.unreadable)} unreadable file(s): "
                          + ", ".join(f"{os.path.basename(p)} ({r})" for p, r in self.unreadable.items()))
         parts.append(f"skipped {self.invalid_utf8_lines} line(s) of invalid UTF-8, {self.overlong_lines} overlong "
                      f"line(s), {self.empty_lines} empty line(s)")
+        if "jsonl" in kinds:
+            parts.append(f"skipped {self.bad_json_lines} jsonl line(s) without a string text field")
         return "; ".join(parts)
 
 
-def scan_files(files: Sequence[str], *, max_line_chars: int, on_bad_input: str = "skip") -> ScanReport:
-    """Reads every file once before training: a corrupt or unreadable file, invalid UTF-8, empty and
-    overlong lines are counted and skipped (`skip`), or stop the run naming the file (`error`).
-    Returns the readable files and the counts."""
+def scan_files(files: Sequence[str], *, max_line_chars: int, on_bad_input: str = "skip",
+               file_format: str = "auto", text_field: str = "text") -> ScanReport:
+    """Reads every file once before training, each in its own format (`file_formats`): a corrupt or
+    unreadable file, invalid UTF-8, empty and overlong lines, and jsonl lines that are not a JSON object
+    with a string `text_field` are counted and skipped (`skip`), or stop the run naming the file and
+    line (`error`). The reader drops exactly these lines.
+
+    Returns:
+      The readable files, their formats and the counts.
+    Raises:
+      ConfigError: a bad file or line under `on_bad_input="error"`, or an unknown policy or format.
+    """
     import gzip
     import zlib
     if on_bad_input not in BAD_INPUT_POLICIES:
         raise ConfigError(f"data.on_bad_input={on_bad_input!r}: use 'skip' or 'error'.")
+    file_formats([], file_format)  # an unknown format name fails before any file is read
     report = ScanReport(files=[])
 
     def bad(path, what):
@@ -106,46 +142,73 @@ def scan_files(files: Sequence[str], *, max_line_chars: int, on_bad_input: str =
 
     for path in files:
         try:
+            fmt = file_formats([path], file_format)[path]
             opener = gzip.open if path.endswith(".gz") else open
             with opener(path, "rb") as f:
                 for number, raw in enumerate(f, 1):
                     report.lines += 1
+                    # As TextLineDataset reads it: without "\n" or "\r\n".
+                    raw = raw[:-1] if raw.endswith(b"\n") else raw
+                    raw = raw[:-1] if raw.endswith(b"\r") else raw
                     try:
                         text = raw.decode("utf-8")
                     except UnicodeDecodeError:
                         bad(path, f"line {number} is not valid UTF-8")
                         report.invalid_utf8_lines += 1
                         continue
-                    if not text.strip():
-                        report.empty_lines += 1
-                    elif len(text) > max_line_chars:
+                    if len(text) > max_line_chars:
                         bad(path, f"line {number} has {len(text)} characters (data.max_line_chars={max_line_chars})")
                         report.overlong_lines += 1
+                        continue
+                    if fmt == "jsonl":
+                        text = json_text(text, text_field)
+                        if text is None:
+                            bad(path, f"line {number} is not a JSON object with a string field {text_field!r} "
+                                      "(set data.text_field to the field that holds the text)")
+                            report.bad_json_lines += 1
+                            continue
+                    if not text.strip(_ASCII_WHITESPACE):  # tf.strings.strip's whitespace
+                        report.empty_lines += 1
         except (OSError, EOFError, zlib.error) as error:
             bad(path, f"unreadable ({type(error).__name__}: {error})")
             report.unreadable[path] = type(error).__name__
             continue
         report.files.append(path)
+        report.formats[path] = fmt
     return report
 
 
-def make_reader(file_format: str, text_field: str = "text", max_line_chars: int = 1_000_000):
-    """`read_file_fn(path) -> tf.data.Dataset` of {"text": str}, one paragraph (or json record) each.
+def make_reader(formats: str | Mapping[str, str], text_field: str = "text", max_line_chars: int = 1_000_000):
+    """`read_file_fn(path) -> tf.data.Dataset` of {"text": scalar tf.string}, one paragraph (or jsonl
+    record) each.
 
-    Lines that are not valid UTF-8 or longer than `max_line_chars` bytes are dropped (see `scan_files`).
+    `formats`: one format for every file, or a mapping path -> format (from `file_formats`) for a corpus
+    that mixes them; a path the mapping lacks is read as plain text. Lines that are not valid UTF-8 or
+    longer than `max_line_chars` characters (without the newline), jsonl lines without a string `text_field`, WikiExtractor's
+    `<doc>` tags and empty lines are dropped (`scan_files` counts the same lines).
     """
+    if isinstance(formats, str):
+        if formats not in _FORMAT_CODES:
+            raise ConfigError(f"data.format={formats!r}: a reader needs one of {', '.join(_FORMAT_CODES)}.")
+        code_of = lambda path: tf.constant(_FORMAT_CODES[formats])
+    else:
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(list(formats), tf.string),
+                                                tf.constant([_FORMAT_CODES[f] for f in formats.values()], tf.int32)),
+            default_value=_FORMAT_CODES["text"])
+        code_of = table.lookup
+
     def valid(line):
         clean = tf.strings.unicode_transcode(line, "UTF-8", "UTF-8", errors="replace")
-        return tf.logical_and(tf.equal(clean, line), tf.strings.length(line) <= max_line_chars)
+        return tf.logical_and(tf.equal(clean, line), tf.strings.length(clean, unit="UTF8_CHAR") <= max_line_chars)
 
     def read(path):
+        code = code_of(path)
+        is_jsonl, is_wiki = tf.equal(code, _FORMAT_CODES["jsonl"]), tf.equal(code, _FORMAT_CODES["wikiextractor"])
         compression = tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
         lines = tf.data.TextLineDataset(path, compression_type=compression).filter(valid)
-        if file_format == "jsonl":
-            lines = lines.map(lambda l: _parse_json_text(l, text_field))
-        elif file_format == "wikiextractor":
-            lines = lines.filter(lambda l: tf.logical_not(
-                tf.strings.regex_full_match(l, r"\s*</?doc( [^>]*)?>\s*")))
+        lines = lines.filter(lambda l: tf.logical_not(tf.logical_and(is_wiki, tf.strings.regex_full_match(l, _DOC_TAG))))
+        lines = lines.map(lambda l: tf.cond(is_jsonl, lambda: _parse_json_text(l, text_field), lambda: l))
         lines = lines.map(tf.strings.strip).filter(lambda l: tf.strings.length(l) > 0)
         return lines.map(lambda l: {"text": l})
     return read
@@ -189,21 +252,25 @@ def register_local_span_corruption(files: str | Sequence[str], spiece_model: str
                                    max_line_chars: int = 1_000_000) -> str:
     """Registers (once) a span-corruption Task over local files and returns its name.
 
-    `files`: glob pattern(s), or the list of files a `scan_files` report kept."""
+    `files`: glob pattern(s), or the list of files a `scan_files` report kept. With `file_format="auto"`
+    each file is read in its own format (`file_formats`), the held-out files included.
+
+    Raises:
+      ConfigError: no file, an unknown format, or too many validation files.
+    """
     paths = resolve_files(files) if isinstance(files, str) else sorted(files)
     if not paths:
         raise ConfigError("no readable corpus file remains; fix data.files.")
-    if file_format not in FORMATS:
-        raise ConfigError(f"data.format={file_format!r}: choose one of {', '.join(FORMATS)}.")
-    fmt = detect_format(paths[0]) if file_format == "auto" else file_format
+    formats = file_formats(paths, file_format)
     splits = split_files(paths, validation_files)
-    key = json.dumps([paths, spiece_model, fmt, text_field, validation_files, noise_density,
+    key = json.dumps([paths, spiece_model, formats, text_field, validation_files, noise_density,
                       mean_noise_span_length, extra_ids, max_line_chars])
     name = name or "span_corruption_" + hashlib.sha1(key.encode()).hexdigest()[:12]
     if name not in seqio.TaskRegistry.names():
         seqio.TaskRegistry.add(
             name,
-            source=seqio.FileDataSource(make_reader(fmt, text_field, max_line_chars), split_to_filepattern=splits),
+            source=seqio.FileDataSource(make_reader(formats, text_field, max_line_chars),
+                                        split_to_filepattern=splits),
             preprocessors=_preprocessors(noise_density, mean_noise_span_length),
             output_features=_output_features(vocabulary(spiece_model, extra_ids)),
             metric_fns=[])

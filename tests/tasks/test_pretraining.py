@@ -130,7 +130,7 @@ def test_faulty_inputs_are_skipped_and_counted(tmp_path):
 
 
 @pytest.mark.parametrize("name,message", [("b_bad_utf8.txt", "line 2 is not valid UTF-8"),
-                                          ("c_overlong.txt", "line 2 has 501 characters"),
+                                          ("c_overlong.txt", "line 2 has 500 characters"),
                                           ("d_corrupt.gz", "unreadable")])
 def test_faulty_inputs_stop_the_run_when_asked(tmp_path, name, message):
     from tasks.pretraining import scan_files

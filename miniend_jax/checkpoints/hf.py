@@ -50,9 +50,18 @@ Params = dict[str, Any]
 def config_from_hf(hf: dict, *, has_separate_lm_head: bool | None = None, **overrides) -> T5Config:
     """A `T5Config` from the dict of a HF `config.json`.
 
-    transformers 5 always writes `tie_word_embeddings: true` and records the v1.0 output scaling as
-    `scale_decoder_outputs`; older configs use `tie_word_embeddings` for both. Whether the head is tied
-    is decided by the weights when known (`has_separate_lm_head`), else by `tie_word_embeddings`.
+    The model is the one the installed transformers (5.x) builds from the same config.json:
+    - whether the head is tied is decided by the weights when known (`has_separate_lm_head`: transformers
+      keeps a `lm_head.weight` that differs from `shared.weight`), else by `tie_word_embeddings`;
+    - T5 scales the decoder output by d_model**-0.5 when `scale_decoder_outputs` says so, or, in configs
+      written before that key existed (transformers 4, the hub's), unless `tie_word_embeddings` is false;
+    - mT5 never scales: transformers 5 writes `tie_word_embeddings: true` for mT5 with its separate head
+      and no scaling key, and its MT5 model has no output scaling at all.
+    `feed_forward_proj` decides the FFN (`is_gated_act` and `dense_act_fn`, which some configs also
+    carry, are derived from it by transformers too).
+
+    Raises:
+      CheckpointError: not a T5-family config, or a required field is missing.
     """
     model_type = hf.get("model_type")
     architectures = hf.get("architectures") or []
@@ -64,7 +73,10 @@ def config_from_hf(hf: dict, *, has_separate_lm_head: bool | None = None, **over
             "Point the path at a T5 checkpoint.")
     tie_flag = hf.get("tie_word_embeddings", True)
     tie = (not has_separate_lm_head) if has_separate_lm_head is not None else bool(tie_flag)
-    scale = hf.get("scale_decoder_outputs", tie_flag is not False)
+    if model_type == "mt5":
+        scale = False  # transformers' MT5ForConditionalGeneration never scales, whatever the flags say
+    else:
+        scale = hf.get("scale_decoder_outputs", tie_flag is not False)
     try:
         fields = dict(
             vocab_size=hf["vocab_size"], d_model=hf["d_model"], d_kv=hf["d_kv"], d_ff=hf["d_ff"],
@@ -282,32 +294,61 @@ def _read_torch_bin(path: str) -> dict[str, np.ndarray]:
 
 
 def _read_index(path: str) -> list[str]:
-    with open(path) as f:
-        weight_map = json.load(f).get("weight_map")
-    if not weight_map:
+    """The shard files a sharded-checkpoint index names (each checked to exist)."""
+    try:
+        with open(path) as f:
+            weight_map = json.load(f).get("weight_map")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise CheckpointError(f"{path} is not a valid sharded-checkpoint index ({error}); download it again "
+                              "or re-save the model with save_pretrained.") from None
+    if not weight_map or not isinstance(weight_map, dict):
         raise CheckpointError(f"{path} has no weight_map; it is not a sharded-checkpoint index.")
-    return sorted(set(weight_map.values()))
+    shards = sorted(set(weight_map.values()))
+    directory = os.path.dirname(path)
+    missing = [shard for shard in shards if not os.path.isfile(os.path.join(directory, shard))]
+    if missing:
+        raise CheckpointError(f"{path} names {len(shards)} shard file(s) but {', '.join(missing)} "
+                              f"{'is' if len(missing) == 1 else 'are'} missing from {directory}; download "
+                              "every shard of the checkpoint.")
+    return shards
+
+
+def _read_file(reader, path: str) -> dict[str, np.ndarray]:
+    """`reader(path)`, with any failure to read the file (truncated, corrupt, unreadable) as a
+    `CheckpointError` naming the file."""
+    try:
+        return reader(path)
+    except CheckpointError:
+        raise
+    except Exception as error:  # noqa: BLE001 - safetensors, zipfile and pickle each raise their own types
+        raise CheckpointError(f"cannot read the weight file {path} ({type(error).__name__}: {str(error)[:200]}); "
+                              "it is truncated or corrupt: download it again or re-save the model with "
+                              "save_pretrained.") from None
 
 
 def read_weights(directory: str) -> dict[str, np.ndarray]:
-    """Every tensor of the HF checkpoint in `directory`, as numpy arrays keyed by HF name."""
+    """Every tensor of the HF checkpoint in `directory`, as numpy arrays keyed by HF name.
+
+    Raises:
+      CheckpointError: no weight file, a shard the index names is missing, or a file cannot be read.
+    """
     def here(name):
         return os.path.join(directory, name)
 
+    def read_all(reader, index):
+        tensors = {}
+        for shard in _read_index(here(index)):
+            tensors.update(_read_file(reader, here(shard)))
+        return tensors
+
     if os.path.exists(here(SAFETENSORS_NAME)):
-        return _read_safetensors(here(SAFETENSORS_NAME))
+        return _read_file(_read_safetensors, here(SAFETENSORS_NAME))
     if os.path.exists(here(SAFETENSORS_INDEX)):
-        tensors = {}
-        for shard in _read_index(here(SAFETENSORS_INDEX)):
-            tensors.update(_read_safetensors(here(shard)))
-        return tensors
+        return read_all(_read_safetensors, SAFETENSORS_INDEX)
     if os.path.exists(here(TORCH_BIN_NAME)):
-        return _read_torch_bin(here(TORCH_BIN_NAME))
+        return _read_file(_read_torch_bin, here(TORCH_BIN_NAME))
     if os.path.exists(here(TORCH_BIN_INDEX)):
-        tensors = {}
-        for shard in _read_index(here(TORCH_BIN_INDEX)):
-            tensors.update(_read_torch_bin(here(shard)))
-        return tensors
+        return read_all(_read_torch_bin, TORCH_BIN_INDEX)
     raise CheckpointError(
         f"no weights in {directory}: expected {SAFETENSORS_NAME}, {SAFETENSORS_INDEX}, {TORCH_BIN_NAME} "
         f"or {TORCH_BIN_INDEX}. Download the full checkpoint (not only its config) or fix the path.")
@@ -320,11 +361,16 @@ def read_config(directory: str) -> dict:
     if not os.path.exists(path):
         raise CheckpointError(f"{directory} has no {CONFIG_NAME}; a HF checkpoint directory needs one "
                               "beside its weights.")
-    with open(path) as f:
+    with open(path, "rb") as f:
         try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{path} is not valid JSON ({e}).") from None
+            config = json.loads(f.read().decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path} is not valid JSON ({e}); download it again or re-save the model "
+                                  "with save_pretrained.") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} holds a {type(config).__name__}, not a config object; it is not a HF "
+                              "config.json.")
+    return config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,6 +385,13 @@ def load_hf_checkpoint(directory: str, **config_overrides) -> tuple[T5Config, Pa
     hf_config = read_config(directory)
     config_from_hf(hf_config)  # architecture check before reading any weights
     weights = read_weights(directory)
+    if "shared.weight" not in weights:
+        # Some published checkpoints carry the embedding only under its per-stack aliases; transformers
+        # ties those to `shared` on load, so the encoder's copy is the shared table.
+        for alias in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
+            if alias in weights:
+                weights["shared.weight"] = weights[alias]
+                break
     separate_head = "lm_head.weight" in weights and "shared.weight" in weights and not np.array_equal(
         weights["lm_head.weight"], weights["shared.weight"])
     if hf_config.get("tie_word_embeddings") is False and "lm_head.weight" not in weights:

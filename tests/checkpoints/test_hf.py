@@ -15,22 +15,22 @@ from safetensors.numpy import load_file, save_file
 from miniend_jax.checkpoints.hf import load_hf_checkpoint, save_hf_checkpoint
 from miniend_jax.errors import CheckpointError
 from miniend_jax.models.t5 import T5
-from tests.conftest import SPIECE, padded_batch, torch_logits
+from tests.conftest import SPIECE, assert_close_to_float64, padded_batch, torch_logits
 
 
 def _logits(config, params, enc, dec):
     return np.asarray(T5(config).apply({"params": params}, enc, dec).logits)
 
 
-def test_export_reloads_in_pytorch_with_same_logits(golden, tmp_path):
+def test_export_reloads_in_pytorch_with_same_logits(golden, golden64, tmp_path):
     _, hf_model, directory = golden
     config, params = load_hf_checkpoint(directory)
     save_hf_checkpoint(str(tmp_path), config, params, spiece_model=str(SPIECE))
     reloaded = transformers.T5ForConditionalGeneration.from_pretrained(str(tmp_path)).eval()
     assert (reloaded.lm_head.weight is reloaded.shared.weight) == config.tie_word_embeddings
     enc, dec, _ = padded_batch(config.vocab_size)
-    np.testing.assert_allclose(torch_logits(reloaded, enc, dec), torch_logits(hf_model, enc, dec),
-                               atol=1e-6, rtol=0)
+    assert_close_to_float64(torch_logits(reloaded, enc, dec), torch_logits(golden64, enc, dec),
+                            torch_logits(hf_model, enc, dec))
     # And back into miniend_jax: identical parameters.
     config2, params2 = load_hf_checkpoint(str(tmp_path))
     assert config2 == config
@@ -167,3 +167,80 @@ def test_config_json_that_is_not_json(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_hf_checkpoint(str(tmp_path))
+
+
+def _sharded(tmp_path, name="v1_1"):
+    """The reference checkpoint re-written as two safetensors shards with an index."""
+    _hf_reference(name, tmp_path)
+    tensors = load_file(str(tmp_path / "ref" / "model.safetensors"))
+    directory = tmp_path / "sharded"
+    directory.mkdir()
+    shutil.copy(tmp_path / "ref" / "config.json", directory)
+    names = sorted(tensors)
+    weight_map = {}
+    for shard, part in enumerate((names[: len(names) // 2], names[len(names) // 2:])):
+        file = f"model-{shard + 1:05d}-of-00002.safetensors"
+        save_file({n: tensors[n] for n in part}, str(directory / file))
+        weight_map.update({n: file for n in part})
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return directory
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _bin(tmp_path):
+    model, _ = _hf_reference("v1_0", tmp_path)
+    directory = tmp_path / "bin"
+    directory.mkdir()
+    shutil.copy(tmp_path / "ref" / "config.json", directory)
+    torch.save(model.state_dict(), directory / "pytorch_model.bin")
+    return directory
+
+
+# Every way a weight file can be missing, truncated or corrupt ends in the project's error naming it.
+@pytest.mark.parametrize("fault", ["shard_missing", "shard_truncated", "index_not_json", "index_without_map",
+                                   "safetensors_truncated", "safetensors_garbage", "bin_truncated", "bin_garbage"])
+def test_unreadable_weight_files_name_the_file(tmp_path, fault):
+    if fault.startswith("shard") or fault.startswith("index"):
+        directory = _sharded(tmp_path)
+        shard, index = directory / "model-00002-of-00002.safetensors", directory / "model.safetensors.index.json"
+        {"shard_missing": shard.unlink, "shard_truncated": lambda: _truncate(shard),
+         "index_not_json": lambda: index.write_text("{\"weight_map\": "),
+         "index_without_map": lambda: index.write_text("{}")}[fault]()
+        named = {"shard_missing": shard.name, "shard_truncated": shard.name}.get(fault, index.name)
+    elif fault.startswith("safetensors"):
+        _hf_reference("v1_0", tmp_path)
+        directory = tmp_path / "ref"
+        weights = directory / "model.safetensors"
+        _truncate(weights) if fault.endswith("truncated") else weights.write_bytes(b"\x00garbage" * 100)
+        named = weights.name
+    else:
+        directory = _bin(tmp_path)
+        weights = directory / "pytorch_model.bin"
+        _truncate(weights) if fault.endswith("truncated") else weights.write_bytes(b"PK\x03\x04garbage" * 100)
+        named = weights.name
+    with pytest.raises(CheckpointError, match=named.replace(".", r"\.")) as error:
+        load_hf_checkpoint(str(directory))
+    assert "download" in str(error.value) or "re-save" in str(error.value) or "checkpoint" in str(error.value)
+
+
+def test_embedding_only_under_its_stack_aliases_loads_like_transformers(golden, golden64, tmp_path):
+    """Some published checkpoints have no `shared.weight`, only `encoder.embed_tokens.weight` and
+    `decoder.embed_tokens.weight` (plus `lm_head.weight`): transformers loads them; so do we, to its logits."""
+    name, hf_model, directory = golden
+    tensors = load_file(os.path.join(directory, "model.safetensors"))
+    shared = tensors.pop("shared.weight")
+    tensors["encoder.embed_tokens.weight"] = tensors["decoder.embed_tokens.weight"] = shared
+    if "lm_head.weight" not in tensors:  # the tied v1.0 model: its head is the embedding
+        tensors["lm_head.weight"] = shared
+    save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    shutil.copy(os.path.join(directory, "config.json"), tmp_path)
+    reference = transformers.T5ForConditionalGeneration.from_pretrained(str(tmp_path)).eval()
+    enc, dec, _ = padded_batch(96)
+    theirs = torch_logits(reference, enc, dec)
+    assert_close_to_float64(theirs, torch_logits(golden64, enc, dec), torch_logits(hf_model, enc, dec))
+    config, params = load_hf_checkpoint(str(tmp_path))
+    assert_close_to_float64(_logits(config, params, enc, dec), torch_logits(golden64, enc, dec), theirs)

@@ -75,3 +75,38 @@ def test_sentinel_ids_and_specials():
 def test_missing_vocabulary_file(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist.*spiece.model"):
         hf_tokenizer(str(tmp_path / "nope.model"))
+
+
+def _span_corrupted_texts(vocabulary, count=150):
+    """Decoded inputs and targets of real span-corrupted Wikipedia paragraphs: sentinels before
+    punctuation, inside words and at the start, as pretraining examples have them."""
+    import tensorflow as tf
+    from tasks.span_corruption import random_spans_noise_mask, replace_spans_with_sentinels
+    with gzip.open(SHARED_DATA / "enwiki_2015_extract" / "AA" / "wiki_01.gz", "rt", encoding="utf-8") as f:
+        paragraphs = [l.strip() for l in f if len(l.strip()) > 80 and not l.startswith("<")][:count]
+    texts = []
+    for i, paragraph in enumerate(paragraphs):
+        tokens = tf.constant(list(vocabulary.encode(paragraph))[:114], tf.int32)
+        mask = random_spans_noise_mask(tf.size(tokens), 0.15, tf.constant([[i, 1], [i, 2]]), 3.0)
+        for span_mask in (mask, tf.logical_not(mask)):
+            ids = replace_spans_with_sentinels(tokens, span_mask, vocabulary.vocab_size).numpy().tolist()
+            texts.append(vocabulary.decode(ids))
+    return texts
+
+
+def test_hf_views_give_seqio_ids_on_span_corrupted_text(tmp_path):
+    """The HF view and the exported tokenizer (reloaded with AutoTokenizer, as users do) encode decoded
+    span-corrupted examples to seqio's ids. transformers' own T5Tokenizer pipeline differed on most of
+    them (an extra "▁" before a sentinel after a space and after a sentinel before punctuation)."""
+    import transformers
+    from miniend_jax.checkpoints.tokenizer import save_hf_tokenizer
+    vocabulary = seqio_vocabulary(str(SPIECE))
+    save_hf_tokenizer(str(SPIECE), str(tmp_path))
+    views = {"view": hf_tokenizer(str(SPIECE)), "exported": transformers.AutoTokenizer.from_pretrained(str(tmp_path))}
+    texts = _span_corrupted_texts(vocabulary)
+    assert sum(bool(re.search(r"<extra_id_\d+>[.,;:)]", t)) for t in texts) > 20  # sentinels before punctuation
+    texts += ["<extra_id_0>. Hello", "a <extra_id_1>, b", "x <extra_id_0> y", "two  spaces  ", " leading"]
+    for name, tokenizer in views.items():
+        for text in texts:
+            assert tokenizer(text, add_special_tokens=False).input_ids == list(vocabulary.encode(text)), (name, text)
+        assert tokenizer("<extra_id_0>. Hello").input_ids == [32099, 5, 8774, 1]

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def lengths_for_inputs(inputs_length: int, noise_density: float = 0.15,
                        mean_noise_span_length: float = 3.0) -> tuple[int, int]:
-    """(tokens_length, targets_length): the raw chunk length whose corrupted inputs (with one sentinel
-    per span and EOS) are exactly `inputs_length` long, and the matching targets length."""
+    """(tokens_length, targets_length): the longest raw chunk whose corrupted inputs (with one sentinel
+    per span and EOS) fit `inputs_length`, and the targets length it gives.
+
+    The span counts are those of `tasks.span_corruption.random_spans_noise_mask`, clamps included: at
+    least one noise token, at least one kept token and at least one span (T5's `random_spans_helper`
+    omits the span clamp, so for short inputs it gives lengths the mask then overflows).
+    """
     def corrupted_lengths(tokens_length):
-        num_noise = int(round(tokens_length * noise_density))
-        num_spans = int(round(num_noise / mean_noise_span_length))
+        # float32 and round-half-to-even, as the mask computes them in TensorFlow.
+        length = max(tokens_length, 2)
+        num_noise = int(np.round(np.float32(length) * np.float32(noise_density)))
+        num_noise = min(max(num_noise, 1), length - 1)
+        num_spans = max(int(np.round(np.float32(num_noise) / np.float32(mean_noise_span_length))), 1)
         return (tokens_length - num_noise + num_spans + 1, num_noise + num_spans + 1)
 
     tokens_length = inputs_length - 1

@@ -84,3 +84,27 @@ def test_inputs_and_targets_format_reconstructs_the_text():
             fill[current].append(t)
     rebuilt = [x for t in inputs for x in (fill[t] if t >= 32000 else [t])]
     np.testing.assert_array_equal(rebuilt, tokens)
+
+
+def _corrupted_lengths(tokens_length, noise_density, mean_span):
+    """(inputs, targets) lengths with EOS that the mask and sentinel replacement really produce."""
+    seeds = tf.constant([[5, 1], [5, 2]], tf.int32)
+    tokens = tf.range(100, 100 + tokens_length, dtype=tf.int32)
+    mask = random_spans_noise_mask(tf.constant(tokens_length), noise_density, seeds, mean_span)
+    inputs = replace_spans_with_sentinels(tokens, mask, VOCAB)
+    targets = replace_spans_with_sentinels(tokens, tf.logical_not(mask), VOCAB)
+    return int(tf.size(inputs)) + 1, int(tf.size(targets)) + 1
+
+
+@pytest.mark.parametrize("noise_density,mean_span,longest", [(0.15, 3.0, 600), (0.5, 3.0, 80), (0.3, 8.0, 80)])
+def test_every_accepted_inputs_length_gives_examples_that_fit(noise_density, mean_span, longest):
+    """Every inputs length config validation accepts (>= 8): the chunk `lengths_for_inputs` cuts
+    corrupts to inputs and targets within the lengths it states, and one token more would not fit.
+    The lengths do not depend on the seed (only where the spans fall does).
+    (Before the mask's clamps were mirrored, lengths 8 and 9 gave 9 inputs and 3 targets for 8 and 2.)"""
+    for inputs_length in range(8, longest):
+        tokens_length, targets_length = lengths_for_inputs(inputs_length, noise_density, mean_span)
+        n_in, n_tgt = _corrupted_lengths(tokens_length, noise_density, mean_span)
+        assert n_in <= inputs_length and n_tgt <= targets_length, (inputs_length, tokens_length, n_in, n_tgt)
+        more_in, more_tgt = _corrupted_lengths(tokens_length + 1, noise_density, mean_span)
+        assert more_in > inputs_length or more_tgt > targets_length, inputs_length

@@ -84,7 +84,7 @@ def aggregates(results: dict) -> dict:
         return {}
     paper, missing = metrics.paper_glue_score(glue)
     return {"glue_average": metrics.glue_average(glue), "paper_glue_score": paper,
-            "paper_glue_score_missing": missing}
+            "paper_glue_score_missing": missing, "undefined_scores": metrics.undefined_scores(glue)}
 
 
 def markdown_table(results: dict, summary: dict, title: str = "") -> str:
@@ -93,8 +93,11 @@ def markdown_table(results: dict, summary: dict, title: str = "") -> str:
     for task in sorted(results):
         for name, value in sorted(results[task].items()):
             lines.append(f"| {task} | {name} | {value:.2f} |")
+    undefined = summary.get("undefined_scores") or []
     if summary.get("glue_average") is not None and len(results) > 1:
-        lines.append(f"| GLUE | average of the tasks above | {summary['glue_average']:.2f} |")
+        without = sorted({name.split("/")[0] for name in undefined})
+        note = f" (without {', '.join(without)}: undefined)" if without else ""
+        lines.append(f"| GLUE | average of the tasks above{note} | {summary['glue_average']:.2f} |")
     if summary.get("paper_glue_score") is not None and len(summary["paper_glue_score_missing"]) <= 6:
         missing = summary["paper_glue_score_missing"]
         note = f" (without {', '.join(missing)})" if missing else ""

@@ -55,20 +55,41 @@ def spearman_corrcoef(targets: Sequence, predictions: Sequence) -> dict:
 # ROUGE
 # --------------------------------------------------------------------------------------------
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s+[\"'(\[]?[A-Z0-9])")
+# A sentence ends at `.`, `!` or `?` (then any closing quotes or brackets) followed by whitespace.
+_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s)")
+# Words whose final period does not end a sentence: titles and common Latin/English abbreviations.
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sr jr st mt gen gov lt col sgt sen rev vs cf al fig vol pp inc ltd corp dept approx "
+    "jan feb apr aug sept oct nov dec".split())
+_INITIALISM = re.compile(r"^(?:[A-Za-z]\.)+$")   # J.  U.S.  e.g.  p.m.
+
+
+def _ends_sentence(text: str, end: int) -> bool:
+    """Whether the terminator ending at `end` closes a sentence: not after an abbreviation or initial."""
+    match = text[:end].rstrip("\"')]")
+    if not match.endswith("."):
+        return True  # ! or ?
+    word = match.split()[-1] if match.split() else ""
+    stem = word.rstrip(".").lstrip("\"'([").lower()
+    if not stem:
+        return True  # a period standing alone (tokenized text: "the mat . the dog")
+    return stem not in _ABBREVIATIONS and not _INITIALISM.match(word.lstrip("\"'(["))
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences of `text`: a split after `.`, `!` or `?` (and closing quotes) before a capital or digit.
+    """Sentences of `text`, for ROUGE-Lsum (which rouge-score reads as newline-separated sentences).
 
-    ROUGE-Lsum scores summary-level LCS over sentences, which rouge-score reads as newline-separated;
-    the summarization literature splits with NLTK's punkt model, whose data is a download. This rule
-    is the offline stand-in; text that already has newlines keeps them.
+    A sentence ends at `.`, `!` or `?` (and closing quotes or brackets) followed by whitespace, unless
+    the period closes a known abbreviation (`Mr.`, `e.g.`, `No.`) or an initialism (`J.`, `U.S.`,
+    `p.m.`). The rule does not depend on case, so it splits lower-cased text ("the mat. the dog"),
+    tokenized text with detached periods ("the mat . the dog", T5's own ROUGE-Lsum split on " . ") and
+    cased text alike. The summarization literature uses NLTK's punkt model, whose data is a download;
+    this is the offline stand-in. Text that already has newlines keeps them as the boundaries.
     """
     if "\n" in text.strip():
         return [s.strip() for s in text.split("\n") if s.strip()]
     text = text.strip()
-    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    ends = [m.end() for m in _SENTENCE_END.finditer(text) if _ends_sentence(text, m.end())]
     pieces = [text[start:end] for start, end in zip([0] + ends, ends + [len(text)])]
     return [p.strip() for p in pieces if p.strip()]
 
@@ -95,19 +116,30 @@ PAPER_GLUE_SCORE = (("sst2", "accuracy"), ("mrpc", "f1"), ("stsb", "spearman_cor
                     ("rte", "accuracy"))
 
 
+def undefined_scores(results: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """`task/metric` of every score that is not a finite number: a correlation of a constant prediction
+    (Pearson's and Spearman's are undefined when either side has no variance) or MCC's 0/0."""
+    return sorted(f"{task}/{name}" for task, scores in results.items() for name, value in scores.items()
+                  if value is None or not np.isfinite(value))
+
+
 def glue_average(results: Mapping[str, Mapping[str, float]]) -> float | None:
     """The standard GLUE average: per task the mean of its metrics, then the mean over tasks present
-    (MNLI matched and mismatched count as two tasks, as in the T5 paper's tables)."""
-    per_task = [float(np.mean(list(scores.values()))) for scores in results.values() if scores]
+    (MNLI matched and mismatched count as two tasks, as in the T5 paper's tables). A task with an
+    undefined score (`undefined_scores`) is left out rather than turning the average into NaN."""
+    undefined = {name.split("/")[0] for name in undefined_scores(results)}
+    per_task = [float(np.mean(list(scores.values()))) for task, scores in results.items()
+                if scores and task not in undefined]
     return float(np.mean(per_task)) if per_task else None
 
 
 def paper_glue_score(results: Mapping[str, Mapping[str, float]]) -> tuple[float | None, list[str]]:
-    """(mean of the paper's eight numbers that are present, the ones missing)."""
+    """(mean of the paper's eight numbers that are present and defined, the ones missing or undefined)."""
     present, missing = [], []
     for task, metric in PAPER_GLUE_SCORE:
-        if task in results and metric in results[task]:
-            present.append(results[task][metric])
+        value = results.get(task, {}).get(metric)
+        if value is not None and np.isfinite(value):
+            present.append(value)
         else:
             missing.append(f"{task}/{metric}")
     return (float(np.mean(present)) if present else None), missing

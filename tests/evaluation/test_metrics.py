@@ -81,6 +81,52 @@ def test_sentence_splitting():
     assert metrics.split_sentences("line one\nline two") == ["line one", "line two"]
 
 
+# The same two sentences, swapped in the prediction, written as each kind of summarization data has them.
+SWAPPED = {
+    "lower_cased_tokenized": ("the cat sat on the mat . the dog ran in the park .",  # CNN/DM, XSum as T5 sees them
+                              ["the cat sat on the mat .", "the dog ran in the park ."]),
+    "lower_cased": ("the cat sat on the mat. the dog ran in the park.",
+                    ["the cat sat on the mat.", "the dog ran in the park."]),
+    "cased": ("The cat sat on the mat. The dog ran in the park!",
+              ["The cat sat on the mat.", "The dog ran in the park!"]),
+    "abbreviations": ("Mr. Smith met Dr. J. Jones in the U.S. on Monday. they left at 3 p.m. on Tuesday.",
+                      ["Mr. Smith met Dr. J. Jones in the U.S. on Monday.", "they left at 3 p.m. on Tuesday."]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SWAPPED))
+def test_rouge_lsum_splits_sentences_of_every_kind_of_text(kind):
+    """ROUGE-Lsum of a prediction with the target's sentences swapped is 100, as rouge-score gives on the
+    sentences split by hand; ROUGE-L (one sequence) is lower. The old splitter (a capital or digit must
+    follow) left lower-cased text whole: Lsum 50 = ROUGE-L."""
+    target, sentences = SWAPPED[kind]
+    assert metrics.split_sentences(target) == sentences
+    prediction = " ".join(sentences[::-1])
+    scorer = rouge_scorer.RougeScorer(["rougeL", "rougeLsum"], use_stemmer=True)
+    expected = scorer.score("\n".join(sentences), "\n".join(sentences[::-1]))
+    ours = metrics.rouge([target], [prediction])
+    assert ours["rougeLsum"] == pytest.approx(100 * expected["rougeLsum"].fmeasure) == pytest.approx(100.0)
+    assert ours["rougeL"] < 90.0
+
+
+def test_undefined_scores_are_left_out_of_the_aggregates_and_named():
+    """A constant STS-B prediction has no Pearson correlation (NaN): the aggregates leave the task out and
+    say so instead of turning into NaN."""
+    from miniend_jax.evaluation.evaluator import aggregates, markdown_table
+    stsb = {**metrics.pearson_corrcoef([1.0, 2.0, 3.0], [2.5, 2.5, 2.5]),
+            **metrics.spearman_corrcoef([1.0, 2.0, 3.0], [2.5, 2.5, 2.5])}
+    assert np.isnan(stsb["pearson_corrcoef"])
+    results = {"glue_sst2": {"accuracy": 90.0}, "glue_stsb": stsb, "glue_rte": {"accuracy": 60.0}}
+    summary = aggregates(results)
+    assert summary["glue_average"] == pytest.approx(75.0)
+    assert summary["paper_glue_score"] == pytest.approx(75.0)
+    assert "stsb/spearman_corrcoef" in summary["paper_glue_score_missing"]
+    assert summary["undefined_scores"] == ["stsb/pearson_corrcoef", "stsb/spearman_corrcoef"]
+    table = markdown_table(results, summary)
+    assert "average of the tasks above (without stsb: undefined) | 75.00" in table
+    assert "| GLUE | paper's score" in table and "| nan |" not in table.split("GLUE |", 1)[1]
+
+
 def test_glue_scores():
     results = {"sst2": {"accuracy": 90.0}, "mrpc": {"f1": 80.0, "accuracy": 70.0}, "stsb": {
         "pearson_corrcoef": 60.0, "spearman_corrcoef": 50.0}, "cola": {"matthews_corrcoef": 40.0}}

@@ -20,8 +20,10 @@ class T5Config:
 
     T5 v1.0 is `feed_forward_proj="relu"` with tied embeddings and the decoder output scaled by
     `d_model ** -0.5` before the tied head; v1.1, Flan-T5 and mT5 are `"gated-gelu"`, untied, unscaled.
-    `dtype` is the compute dtype of activations and matmuls; `param_dtype` the dtype parameters are
-    created in. Softmax, layer-norm statistics and the returned logits are float32 regardless.
+    `dtype` is the compute dtype of activations and matmuls (float32 or bfloat16; float16 is refused
+    because T5's activations overflow it); `param_dtype` the dtype parameters are created in (float16
+    storage is allowed: parameters are cast to `dtype` before use). Softmax, layer-norm statistics and
+    the returned logits are float32 regardless.
     """
 
     vocab_size: int = 32128
@@ -98,11 +100,15 @@ class T5Config:
             raise ConfigError("model.relative_attention_num_buckets must be at least 4 (T5 uses 32).")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ConfigError(f"model.dropout_rate={self.dropout_rate!r}: must be in [0, 1).")
-        for name in ("dtype", "param_dtype"):
+        if self.dtype == "float16":
+            # T5's activations exceed float16's range (6.5e4) in trained models (v1.1 feed-forward outputs
+            # reach about 1e5), which gives inf and then NaN; bfloat16 has float32's range.
+            raise ConfigError("model.dtype='float16': T5 activations overflow float16 (its largest value is "
+                              "65504); compute in 'bfloat16' (or 'float32').")
+        for name, allowed in (("dtype", ("float32", "bfloat16")), ("param_dtype", ("float32", "bfloat16", "float16"))):
             value = getattr(self, name)
-            if value not in ("float32", "bfloat16", "float16"):
-                raise ConfigError(
-                    f"model.{name}={value!r}: expected 'float32', 'bfloat16' or 'float16'.")
+            if value not in allowed:
+                raise ConfigError(f"model.{name}={value!r}: expected one of {', '.join(map(repr, allowed))}.")
         if self.remat not in REMAT_POLICIES:
             raise ConfigError(f"model.remat={self.remat!r}: use one of {', '.join(REMAT_POLICIES)}.")
         if not isinstance(self.scan_layers, bool):

@@ -20,7 +20,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from miniend_jax.errors import ConfigError, MiniEndError
+from miniend_jax.errors import CheckpointError, ConfigError, MiniEndError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.", lock_config=True)
@@ -31,7 +31,9 @@ MODES = ("distill", "pretrain", "finetune", "evaluate", "export", "plan")
 RESUMABLE_CHANGES = ("mode", "train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
                      "export.path", "export.at_end", "overwrite_config", "distributed.enabled",
                      "distributed.coordinator_address", "distributed.num_processes", "distributed.process_id",
-                     "distributed.cpu_collectives", "distributed.timeout_seconds")
+                     "distributed.cpu_collectives", "distributed.timeout_seconds",
+                     # The layout over devices: orbax restores the state into the new shardings.
+                     "mesh.data", "mesh.fsdp", "mesh.tensor")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,7 +63,6 @@ def source_config(section, role: str, dropout_rate: float = 0.0):
     """The `T5Config` of a model section (`teacher` or `model`: source, path, preset, overrides, dtypes),
     without reading weights."""
     from miniend_jax.checkpoints import hf
-    from miniend_jax.models.config import T5Config
     from miniend_jax.models.presets import get_preset
     dtypes = {"dtype": section.dtype, "param_dtype": section.param_dtype, "dropout_rate": dropout_rate,
               "scan_layers": section.scan_layers}
@@ -76,7 +77,7 @@ def source_config(section, role: str, dropout_rate: float = 0.0):
         except FileNotFoundError:
             raise ConfigError(f"{role}.path={section.path!r} holds no miniend_jax checkpoint; point it at the "
                               "workdir of a finished pretrain, distill or finetune run.") from None
-        return T5Config(**{**meta["model"], **dtypes})
+        return saved_model_config(meta, section.path, **dtypes)
     raise ConfigError(f"{role}.source={section.source!r}: use 'hf', 'miniend' or 'preset'.")
 
 
@@ -101,6 +102,20 @@ def load_source(section, expected, seed: int):
     params, _ = restore_params(section.path, abstract, jax.tree.map(lambda _: _host_sharding(), abstract))
     params = jax.tree.map(lambda x: np.asarray(x).astype(expected.params_dtype), params)
     return expected, to_layout(params, expected)
+
+
+def saved_model_config(meta: dict, path: str, **changes):
+    """The `T5Config` a checkpoint's meta records (with `changes`).
+
+    Raises:
+      CheckpointError: the meta's model config is not one this version of miniend_jax reads.
+    """
+    from miniend_jax.models.config import T5Config
+    try:
+        return T5Config(**{**meta["model"], **changes})
+    except (TypeError, KeyError) as error:
+        raise CheckpointError(f"{path}: the checkpoint's model config cannot be read ({error}); it was written by "
+                              "another version of miniend_jax or is damaged.") from None
 
 
 def teacher_config(config):
@@ -218,13 +233,19 @@ def _check_best_metric(config) -> None:
     from miniend_jax.evaluation.metrics import ROUGE_TYPES
     from tasks import glue
     task, metric = _best_metric(config)
-    _check(task in eval_task_names(config), "tasks.best_metric", config.tasks.best_metric,
-           f"name one of the evaluated Tasks ({config.tasks.eval}) before the '/'.")
+    scored = scored_task_names(config)
+    _check(task in scored, "tasks.best_metric", config.tasks.best_metric,
+           f"name one of the evaluated Tasks ({', '.join(scored)}; a Mixture is scored as its Tasks) before the '/'.")
     glue_task = glue.task_of(task)
     known = (glue_task.metric_names if glue_task else list(ROUGE_TYPES) if task.startswith("summ_")
              else ["accuracy", "f1_macro"] if task.startswith("cls_") else None)
     _check(known is None or metric in known, "tasks.best_metric", f"{task}/{metric}",
            f"{task} reports {', '.join(known or [])}; choose one of them.")
+
+
+def scored_task_names(config) -> list[str]:
+    """The Tasks `tasks.eval` scores: each named Task, and each Task of a named Mixture."""
+    return [task for name in eval_task_names(config) for task in _task_names(name)]
 
 
 def _task_names(name: str) -> list[str]:
@@ -265,7 +286,7 @@ def _best_metric(config) -> tuple[str, str]:
     if config.tasks.best_metric:
         task, _, metric = config.tasks.best_metric.partition("/")
         return task, metric
-    task = eval_task_names(config)[0]
+    task = scored_task_names(config)[0]
     glue_task = glue.task_of(task)
     if glue_task:
         return task, glue_task.main_metric
@@ -284,8 +305,18 @@ class BestCheckpoint:
         self.best = None
         path = os.path.join(workdir, "best.json")
         if os.path.exists(path):
-            with open(path) as f:
-                self.best = json.load(f)["value"]
+            try:
+                with open(path) as f:
+                    saved = json.load(f)
+                value = saved["value"]
+            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
+                raise CheckpointError(f"{path} is damaged ({type(error).__name__}: {error}); delete it to choose "
+                                      "the best checkpoint afresh from the next evaluation.") from None
+            if (saved.get("task"), saved.get("metric")) not in ((None, None), (self.task, self.metric)):
+                raise ConfigError(f"{path} holds the best {saved.get('task')}/{saved.get('metric')}, this run "
+                                  f"chooses by {self.task}/{self.metric}; set tasks.best_metric to match, or use a "
+                                  "new --workdir.")
+            self.best = value if value is not None and np.isfinite(value) else None  # a NaN is never best
 
     def __call__(self, trainer, params, step: int) -> dict:
         import jax
@@ -302,15 +333,21 @@ class BestCheckpoint:
             raise ConfigError(f"tasks.best_metric: {self.task}/{self.metric} is not among the scores "
                               f"{sorted(f'{k}/{m}' for k, v in results.items() for m in v)}; set it to one of them.")
         value = results[self.task][self.metric]
-        if self.best is None or value > self.best:
+        if not np.isfinite(value):  # e.g. the Pearson correlation of a constant prediction
+            print(f"{self.task}/{self.metric} is undefined at step {step} (NaN); the best checkpoint stays "
+                  f"{'unset' if self.best is None else f'at {self.best:.2f}'}", flush=True)
+        elif self.best is None or value > self.best:
             self.best = value
             host = jax.tree.map(np.asarray, _gather(params))
             if jax.process_index() == 0:
                 vocab = self.config.data.vocab if os.path.isfile(self.config.data.vocab) else None
-                save_hf_checkpoint(os.path.join(self.workdir, "best"), self.model_config, host, spiece_model=vocab)
+                save_hf_checkpoint(os.path.join(self.workdir, "best"), self.model_config, host, spiece_model=vocab,
+                                   extra_ids=self.config.data.extra_ids)
                 write_results(self.workdir, results, step=step, model=_model_name(self.config))
-                with open(os.path.join(self.workdir, "best.json"), "w") as f:
+                path = os.path.join(self.workdir, "best.json")
+                with open(path + ".tmp", "w") as f:  # written whole or not at all: a kill never leaves half
                     json.dump({"step": step, "task": self.task, "metric": self.metric, "value": value}, f)
+                os.replace(path + ".tmp", path)
                 print(f"best {self.task}/{self.metric} {value:.2f} at step {step}: saved to "
                       f"{os.path.join(self.workdir, 'best')}", flush=True)
         return {f"{task}/{name}": v for task, scores in results.items() for name, v in scores.items()}
@@ -335,6 +372,17 @@ def _gather(params):
 def _check(condition: bool, field: str, value, fix: str):
     if not condition:
         raise ConfigError(f"{field}={value!r}: {fix}")
+
+
+def _check_vocab_file(path: str) -> None:
+    """`data.vocab` is a SentencePiece model that loads (not only a file that exists)."""
+    _check(os.path.isfile(path), "data.vocab", path, "point it at a SentencePiece model file.")
+    import sentencepiece
+    try:
+        sentencepiece.SentencePieceProcessor(model_file=path)
+    except (OSError, RuntimeError) as error:
+        raise ConfigError(f"data.vocab={path!r} is not a SentencePiece model ({str(error)[:120]}); point it at "
+                          "a spiece.model file (e.g. ../shared/data/t5_spiece/spiece.model).") from None
 
 
 def validate_config(config) -> None:
@@ -374,10 +422,17 @@ def validate_config(config) -> None:
     _check(d.format in ("auto", "text", "jsonl", "wikiextractor"), "data.format", d.format,
            "use 'auto', 'text', 'jsonl' or 'wikiextractor'.")
     _check(d.on_bad_input in ("skip", "error"), "data.on_bad_input", d.on_bad_input, "use 'skip' or 'error'.")
-    _check(os.path.isfile(d.vocab), "data.vocab", d.vocab, "point it at a SentencePiece model file.")
+    _check_vocab_file(d.vocab)
     for field in ("inputs_length",):
         _check(isinstance(d[field], int) and d[field] >= 8, f"data.{field}", d[field], "use an integer >= 8.")
     _check(0 < d.noise_density < 1, "data.noise_density", d.noise_density, "use a value in (0, 1), T5: 0.15.")
+    _check(d.mean_noise_span_length >= 1, "data.mean_noise_span_length", d.mean_noise_span_length,
+           "use a value >= 1 (tokens per noise span), T5: 3.")
+    from tasks.lengths import lengths_for_inputs
+    _, produced = lengths_for_inputs(d.inputs_length, d.noise_density, d.mean_noise_span_length)
+    _check(d.targets_length <= 0 or d.targets_length >= produced, "data.targets_length", d.targets_length,
+           f"span corruption of data.inputs_length={d.inputs_length} makes targets of {produced} tokens (with EOS); "
+           f"use data.targets_length >= {produced}, or 0 for exactly that.")
     for field in ("steps", "batch_size", "microbatches", "log_every", "checkpoint_every", "keep_checkpoints",
                   "max_consecutive_nonfinite"):
         _check(isinstance(tr[field], int) and tr[field] > 0, f"train.{field}", tr[field], "use a positive integer.")
@@ -408,7 +463,7 @@ def _validate_downstream(config) -> None:
         get_preset(m.preset)
     _check(isinstance(m.dropout_rate, float) and 0.0 <= m.dropout_rate < 1.0, "model.dropout_rate", m.dropout_rate,
            "use a value in [0, 1); T5 finetunes with 0.1.")
-    _check(os.path.isfile(config.data.vocab), "data.vocab", config.data.vocab, "point it at a SentencePiece model file.")
+    _check_vocab_file(config.data.vocab)
     _check(bool(eval_task_names(config)), "tasks.eval", t.eval, "name at least one Task, e.g. 'glue_sst2'.")
     if config.mode == "finetune":
         _check(bool(t.train), "tasks.train", t.train, "name the Task or Mixture to finetune on, e.g. 'glue_sst2'.")
@@ -446,8 +501,12 @@ def validate_layout(config, process_count: int, device_count: int) -> tuple[int,
     return shape
 
 
-def write_resolved_config(config, workdir: str) -> None:
-    """Writes `config.json`; refuses a workdir that holds another run's config (unless overwrite_config)."""
+def check_workdir(config, workdir: str) -> None:
+    """Refuses a workdir that holds another run's config (unless `overwrite_config`); writes nothing.
+
+    Raises:
+      ConfigError: naming the first differing field and the fix.
+    """
     path = os.path.join(workdir, "config.json")
     resolved = json.loads(config.to_json_best_effort())
     if os.path.exists(path) and not config.get("overwrite_config", False):
@@ -456,12 +515,32 @@ def write_resolved_config(config, workdir: str) -> None:
         from flax import traverse_util
         old = traverse_util.flatten_dict(previous, sep=".")
         new = traverse_util.flatten_dict(resolved, sep=".")
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+                         and not k.startswith("mesh.rules."))
         if changed:
             key = changed[0]
             raise ConfigError(f"workdir {workdir} holds a different run (config.json has {key}={old.get(key)!r}, "
                               f"this run {new.get(key)!r}); use a new --workdir, or set "
                               "--config.overwrite_config=True to continue it with the new config.")
+
+
+def check_models_divide(config, shape, models) -> None:
+    """Every sharded parameter dimension of each `(role, T5Config or None)` divides over the mesh `shape`
+    under the run's axis rules (`parallel.check_divisible`); raises `ConfigError` before any compile."""
+    from miniend_jax import parallel
+    from miniend_jax.models.t5 import abstract_params
+    rules = parallel.rules_from_config(config.mesh.get("rules", {}))
+    for role, model_config in models:
+        if model_config is not None:
+            parallel.check_divisible(abstract_params(model_config), shape, rules, role)
+
+
+def write_resolved_config(config, workdir: str) -> None:
+    """Writes `config.json` (process 0), after `check_workdir`; call it only once everything that can be
+    checked (config, data, weights) has been, so that a failed start leaves the workdir as it was."""
+    check_workdir(config, workdir)
+    path = os.path.join(workdir, "config.json")
+    resolved = json.loads(config.to_json_best_effort())
     os.makedirs(workdir, exist_ok=True)
     import jax
     if jax.process_index() == 0:
@@ -478,18 +557,19 @@ def export(config, workdir: str) -> str:
     import jax
     from miniend_jax.checkpoints.hf import save_hf_checkpoint
     from miniend_jax.checkpoints.state import read_meta, restore_params
-    from miniend_jax.models.config import T5Config
     try:
         meta = read_meta(workdir)
     except FileNotFoundError:
         raise ConfigError(f"--workdir={workdir!r} holds no checkpoint to export; train first or fix the path.") from None
-    model_config = T5Config(**meta["model"])
+    model_config = saved_model_config(meta, workdir)
     abstract = _host_abstract(model_config)
     params, _ = restore_params(workdir, abstract, jax.tree.map(lambda _: _host_sharding(), abstract))
     path = config.export.path or os.path.join(workdir, "hf_student")
-    vocab = config.data.vocab if os.path.isfile(config.data.vocab) else None
-    save_hf_checkpoint(path, model_config, jax.device_get(params), spiece_model=vocab)
-    print(f"exported step {meta['step']} to {path}", flush=True)
+    if jax.process_index() == 0:  # every host holds the gathered parameters; one writes them
+        vocab = config.data.vocab if os.path.isfile(config.data.vocab) else None
+        save_hf_checkpoint(path, model_config, jax.device_get(params), spiece_model=vocab,
+                           extra_ids=config.data.extra_ids)
+        print(f"exported step {meta['step']} to {path}", flush=True)
     return path
 
 
@@ -528,6 +608,7 @@ def evaluate(config, workdir: str) -> dict:
     shape = parallel.mesh_shape(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, jax.device_count())
     model_config = source_config(config.model, "model")
     _check_vocab(config, [("model", model_config)])
+    check_models_divide(config, shape, [("model", model_config)])
     check_tasks(config, register_tasks(config))
     model_config, params = load_source(config.model, model_config, config.seed)
     _check_loaded(params, model_config, "model", config.model.path)
@@ -554,11 +635,15 @@ def finetune(config, workdir: str):
     shape = validate_layout(config, jax.process_count(), jax.device_count())
     model_config = source_config(config.model, "model", dropout_rate=config.model.dropout_rate)
     _check_vocab(config, [("model", model_config)])
+    check_models_divide(config, shape, [("model", model_config)])
     check_tasks(config, register_tasks(config))
+    check_workdir(config, workdir)
     data = build_task_data(config, jax.process_index(), jax.process_count())
-    write_resolved_config(config, workdir)
     model_config, params = load_source(config.model, model_config, config.seed)
     _check_loaded(params, model_config, "model", config.model.path)
+    from miniend_jax.checkpoints.state import check_resumable
+    check_resumable(workdir, model_config)
+    write_resolved_config(config, workdir)
     models = Models(spec=distill_spec(config), student_config=model_config, student_init=lambda abstract: params)
     mesh = parallel.make_mesh(*shape)
     trainer = Trainer(config, workdir, models, data, mesh, on_evaluate=BestCheckpoint(config, workdir, model_config))
@@ -581,7 +666,10 @@ def initialize_distributed(config) -> None:
     else:
         explicit = {}
     jax.config.update("jax_cpu_collectives_implementation", d.cpu_collectives)
-    jax.distributed.initialize(**explicit, initialization_timeout=d.timeout_seconds)
+    # A peer that stops (an error, a kill) ends every other process's collectives within the timeout,
+    # rather than leaving them waiting for it.
+    jax.distributed.initialize(**explicit, initialization_timeout=d.timeout_seconds,
+                               heartbeat_timeout_seconds=d.timeout_seconds)
     if jax.process_index() == 0:
         print(f"distributed: {jax.process_count()} processes, {jax.device_count()} devices "
               f"({jax.local_device_count()} per process)", flush=True)
@@ -614,16 +702,20 @@ def run(config, workdir: str):
     teacher = teacher_config(config) if spec.needs_teacher else None
     spec.check_models(teacher, student)
     _check_vocab(config, [("student", student), ("teacher", teacher)])
+    check_models_divide(config, shape, [("student", student), ("teacher", teacher)])
     if config.student.init == "teacher_layers":
         if teacher is None:
             raise ConfigError("student.init='teacher_layers' needs a teacher; use mode=distill or student.init='random'.")
         check_copyable(teacher, student)
+    check_workdir(config, workdir)
     data = build_data(config, jax.process_index(), jax.process_count())
-    write_resolved_config(config, workdir)
-
     teacher_params = None
     if teacher is not None:
         teacher, teacher_params = load_teacher(config, teacher)
+        _check_loaded(teacher_params, teacher, "teacher", config.teacher.path)
+    from miniend_jax.checkpoints.state import check_resumable
+    check_resumable(workdir, student)
+    write_resolved_config(config, workdir)
     init = None
     if config.student.init == "teacher_layers":
         init = lambda abstract: copy_teacher_layers(teacher_params, teacher, student, abstract)

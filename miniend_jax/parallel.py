@@ -86,3 +86,30 @@ def logical_sharding(tree, mesh: Mesh, rules=DEFAULT_RULES):
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     """Batch arrays `[batch, ...]`: batch over (data, fsdp), the rest replicated."""
     return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))
+
+
+def check_divisible(boxed_tree, shape: Sequence[int], rules, role: str) -> None:
+    """Every dimension that the rules shard over mesh axes is divisible by the product of their sizes,
+    as `jax.device_put` and `jit` require; checked on abstract (boxed) shapes, before anything compiles.
+
+    `shape` is the resolved (data, fsdp, tensor) mesh shape; `role` names the model in the message.
+
+    Raises:
+      ConfigError: naming the parameter, its shape, the mesh axes and the fix.
+    """
+    sizes = dict(zip(MESH_AXES, shape))
+    flat = jax.tree_util.tree_flatten_with_path(boxed_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))[0]
+    for path, leaf in flat:
+        if not isinstance(leaf, nn.Partitioned):
+            continue
+        spec = nn.logical_to_mesh_axes(leaf.names, rules)
+        for dim, (size, axes) in enumerate(zip(leaf.value.shape, spec)):
+            axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+            ways = int(np.prod([sizes[a] for a in axes])) if axes else 1
+            if size % ways:
+                name = "/".join(str(getattr(k, "key", k)) for k in path)
+                logical = leaf.names[dim]
+                raise ConfigError(
+                    f"{role} parameter {name} {tuple(leaf.value.shape)}: dimension {dim} ({logical}={size}) "
+                    f"does not divide over mesh axes {'x'.join(axes)}={ways}; change mesh.{'/'.join(axes)} "
+                    f"or the model's width, or replicate it with --config.mesh.rules.{logical}=''.")

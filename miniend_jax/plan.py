@@ -146,6 +146,8 @@ def plan(config, mesh=None) -> Plan:
         mesh = parallel.make_mesh(*shape)
     models = _models(config)
     models.spec.check_models(models.teacher_config, models.student_config)
+    m.check_models_divide(config, tuple(mesh.shape[a] for a in parallel.MESH_AXES),
+                          [("student", models.student_config), ("teacher", models.teacher_config)])
     inputs_length, targets_length, packed = _feature_lengths(config)
     rules = parallel.rules_from_config(config.mesh.get("rules", {}))
     layout = step_layout(config, models, mesh, rules)

@@ -1,7 +1,8 @@
 """One process of a multi-host distillation run on localhost (see tests/test_multiprocess.py).
 
-Usage: multiprocess_check.py WORKDIR NUM_PROCESSES PROCESS_ID PORT, with XLA_FLAGS giving each process
-its simulated CPU devices. Runs the project's own path: `initialize_distributed`, the layout checks, the
+Usage: multiprocess_check.py WORKDIR NUM_PROCESSES PROCESS_ID PORT [TOTAL_STEPS], with XLA_FLAGS giving
+each process its simulated CPU devices. A workdir that holds a checkpoint is resumed (with TOTAL_STEPS
+beyond it), whatever number of processes wrote it. Runs the project's own path: `initialize_distributed`, the layout checks, the
 `Trainer` (global arrays assembled from each process's rows, the sharded step, orbax checkpoints
 written by every process, metrics from process 0). The global batches are fixed, so a run of one
 process with 8 devices and a run of two processes with 4 each see the same examples; each process
@@ -35,9 +36,9 @@ def global_batches(vocab_size: int) -> list[dict]:
     return batches
 
 
-def main(workdir: str, num_processes: int, process_id: int, port: int):
+def main(workdir: str, num_processes: int, process_id: int, port: int, total_steps: int = STEPS):
     config = config_with("tiny", **{
-        "train.steps": STEPS, "train.batch_size": BATCH, "train.checkpoint_every": 2,
+        "train.steps": total_steps, "train.batch_size": BATCH, "train.checkpoint_every": 2,
         "train.async_checkpoints": False, "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2,
         "distributed.enabled": num_processes > 1, "distributed.coordinator_address": f"127.0.0.1:{port}",
         "distributed.num_processes": num_processes, "distributed.process_id": process_id,
@@ -72,4 +73,4 @@ def main(workdir: str, num_processes: int, process_id: int, port: int):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), *map(int, sys.argv[5:6]))

@@ -66,9 +66,11 @@ def test_evaluate_mode_reproduces_the_best_checkpoints_score(finetuned, tmp_path
     ({"decode.num_beams": 0}, r"decode.num_beams=0"),
     ({"tasks.best_metric": "accuracy"}, r"tasks.best_metric='accuracy': use 'task/metric'"),
     ({"tasks.best_metric": "glue_sst2/f1"}, r"tasks.best_metric='glue_sst2/f1': glue_sst2 reports accuracy"),
-    ({"tasks.best_metric": "glue_rte/accuracy"}, r"name one of the evaluated Tasks \(glue_sst2\)"),
+    ({"tasks.best_metric": "glue_rte/accuracy"}, r"name one of the evaluated Tasks \(glue_sst2;"),
     ({"tasks.train": "glue_rte", "tasks.eval": "glue_rte", "tasks.targets_length": 3},
      r"tasks.targets_length=3 truncates the rte label 'not_entailment' \(\d+ tokens with EOS"),
+    ({"tasks.eval": "glue_equal", "tasks.best_metric": "glue_equal/accuracy", "tasks.targets_length": 6},
+     r"name one of the evaluated Tasks \(glue_cola, .*glue_stsb; a Mixture is scored as its Tasks\)"),
     ({"tasks.glue_dir": "/nonexistent"}, r"sst2 split 'train': no train.tsv .* in /nonexistent/SST-2"),
 ])
 def test_bad_downstream_configs_stop_before_work(changes, message, tmp_path):
@@ -80,3 +82,62 @@ def test_bad_downstream_configs_stop_before_work(changes, message, tmp_path):
     finally:
         os.chdir(cwd)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_mixture_as_eval_is_scored_as_its_tasks(tmp_path):
+    """`tasks.eval` a Mixture: each of its Tasks is scored, and the best checkpoint is chosen by the first
+    Task's main metric (this used to train to the first evaluation, then stop: 'glue_equal/rougeL is not
+    among the scores')."""
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        run(_config(**{"tasks.eval": "glue_equal", "tasks.targets_length": 6, "tasks.eval_examples": 4, "train.steps": 2,
+                       "train.eval_every": 0, "train.eval_batches": 1}), str(tmp_path))
+    finally:
+        os.chdir(cwd)
+    results = json.load(open(tmp_path / "results.json"))["results"]
+    assert {"glue_cola", "glue_sst2", "glue_stsb", "glue_rte"} <= set(results)
+    best = json.load(open(tmp_path / "best.json"))
+    assert (best["task"], best["metric"]) == ("glue_cola", "matthews_corrcoef")
+
+
+class _ScriptedEvaluator:
+    """Stands in for the decoding evaluator: returns the given STS-B Pearson scores in turn."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def evaluate(self, params, step):
+        return {"glue_stsb": {"pearson_corrcoef": self.values.pop(0), "spearman_corrcoef": 1.0}}
+
+
+def test_a_nan_score_is_never_the_best_checkpoint(tmp_path):
+    """STS-B scores NaN (a constant prediction has no correlation), then 40, then 80: the best checkpoint
+    is 40, then 80, also across a restart; a best.json holding NaN from an older run is not kept as best."""
+    import jax
+    import flax.linen as nn
+    from miniend_jax.main import BestCheckpoint
+    from miniend_jax.models import T5Config, init_params
+    config = _config(**{"tasks.eval": "glue_stsb", "tasks.best_metric": "glue_stsb/pearson_corrcoef"})
+    model_config = T5Config(vocab_size=32128, d_model=8, d_kv=4, num_heads=2, d_ff=16, num_encoder_layers=1,
+                            num_decoder_layers=1)
+    params = nn.unbox(init_params(model_config, jax.random.PRNGKey(0)))
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        (tmp_path / "best.json").write_text(json.dumps({"step": 5, "value": float("nan")}))
+        best = BestCheckpoint(config, str(tmp_path), model_config)
+        assert best.best is None
+        best.evaluator = _ScriptedEvaluator([float("nan"), 40.0])
+        best(None, params, 10)
+        assert json.load(open(tmp_path / "best.json"))["step"] == 5  # the NaN evaluation saved nothing
+        best(None, params, 20)
+        assert json.load(open(tmp_path / "best.json"))["value"] == 40.0
+        restarted = BestCheckpoint(config, str(tmp_path), model_config)
+        restarted.evaluator = _ScriptedEvaluator([float("nan"), 80.0])
+        restarted(None, params, 30)
+        restarted(None, params, 40)
+    finally:
+        os.chdir(cwd)
+    assert json.load(open(tmp_path / "best.json")) == {"step": 40, "task": "glue_stsb", "metric": "pearson_corrcoef",
+                                                        "value": 80.0}

@@ -253,6 +253,12 @@ def _empty_dir_with(tmp_path, name, text=""):
     ({"student.dtype": "float8"}, "model.dtype='float8'"),
     ({"teacher.source": "url"}, "teacher.source='url'"),
     ({"mesh.data": 3}, "data\\*fsdp\\*tensor = 3 but there are 1 devices"),
+    ({"student.dtype": "float16"}, "model.dtype='float16': T5 activations overflow float16.*'bfloat16'"),
+    ({"teacher.dtype": "float16"}, "model.dtype='float16'"),
+    ({"data.inputs_length": 9, "data.targets_length": 2},
+     r"data.targets_length=2: span corruption of data.inputs_length=9 makes targets of 3 tokens"),
+    ({"data.mean_noise_span_length": 0.5}, r"data.mean_noise_span_length=0.5: use a value >= 1"),
+    ({"data.vocab": "setup.py"}, r"data.vocab='setup.py' is not a SentencePiece model"),
 ])
 def test_bad_config_fails_before_work(tmp_path, changes, message):
     from miniend_jax.main import run
@@ -278,6 +284,8 @@ def test_workdir_of_another_run_is_not_overwritten(tmp_path):
     write_resolved_config(_tiny_config(), str(tmp_path))
     before = (tmp_path / "config.json").read_text()
     write_resolved_config(_tiny_config(**{"train.steps": 60}), str(tmp_path))  # continuing: allowed
+    # The layout over devices may change on its own (orbax reshards the state on restore).
+    write_resolved_config(_tiny_config(**{"train.steps": 60, "mesh.fsdp": 2, "mesh.rules.embed": ""}), str(tmp_path))
     with pytest.raises(ConfigError, match="holds a different run .*distill.objective"):
         write_resolved_config(_tiny_config(**{"distill.objective": "miniend_e"}), str(tmp_path))
     assert json.loads((tmp_path / "config.json").read_text())["train"]["steps"] == 60
@@ -304,6 +312,7 @@ def test_teacher_workdir_without_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="holds no miniend_jax checkpoint"):
         run(config, str(tmp_path / "work"))
     assert not (tmp_path / "work").exists()
+    assert os.listdir(tmp_path / "empty_run") == []  # reading another run's directory creates nothing there
 
 
 def test_teacher_directory_of_another_architecture(tmp_path):
@@ -330,3 +339,79 @@ def test_corrupt_corpus_file_with_error_policy(tmp_path):
     with pytest.raises(ConfigError, match="part1.txt: line 2 is not valid UTF-8"):
         run(config, str(tmp_path / "work"))
     assert not (tmp_path / "work").exists()
+
+
+def _tiny_hf_teacher(directory, **config_changes):
+    """A random HF T5 of the tiny config's teacher shape (T5 vocabulary), saved with save_pretrained,
+    its config.json then changed by `config_changes`."""
+    import torch
+    import transformers
+    torch.manual_seed(0)
+    model = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=32128, d_model=64, d_kv=32, d_ff=128, num_layers=2, num_heads=2, feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False, decoder_start_token_id=0))
+    model.save_pretrained(directory)
+    path = os.path.join(directory, "config.json")
+    config = json.load(open(path))
+    config.update(config_changes)
+    json.dump(config, open(path, "w"))
+
+
+@pytest.mark.parametrize("fault", ["config_disagrees", "tensor_missing"])
+def test_a_failed_teacher_load_leaves_the_workdir_untouched(tmp_path, fault):
+    """A teacher whose config.json disagrees with its weights (or lacks a tensor) fails with a clear error
+    and writes nothing, so the corrected rerun in the same workdir is not refused as 'a different run'."""
+    from safetensors.numpy import load_file, save_file
+    from miniend_jax.errors import CheckpointError
+    from miniend_jax.main import check_workdir, run
+    bad, good = str(tmp_path / "bad"), str(tmp_path / "good")
+    _tiny_hf_teacher(good)
+    if fault == "config_disagrees":
+        _tiny_hf_teacher(bad, d_ff=96)
+    else:
+        _tiny_hf_teacher(bad)
+        tensors = load_file(os.path.join(bad, "model.safetensors"))
+        del tensors["decoder.block.1.layer.2.DenseReluDense.wo.weight"]
+        save_file(tensors, os.path.join(bad, "model.safetensors"), metadata={"format": "pt"})
+    workdir = tmp_path / "work"
+    with pytest.raises(CheckpointError, match="shape|lacks"):
+        run(_tiny_config(**{"teacher.source": "hf", "teacher.path": bad}), str(workdir))
+    assert not workdir.exists()
+    check_workdir(_tiny_config(**{"teacher.source": "hf", "teacher.path": good}), str(workdir))  # not refused
+
+
+def test_mesh_that_does_not_divide_a_parameter_is_refused_before_compiling(tmp_path):
+    """`mode=plan` on 3 simulated devices with tensor=3: the heads (2 x 16 = 32 wide) cannot be split in
+    three. The error names the parameter, the mesh axis and the fix, before anything compiles or is
+    written (it was a JAX sharding error from inside the compile)."""
+    from miniend_jax.main import check_models_divide
+    from miniend_jax.models import T5Config
+    student = T5Config(vocab_size=32128, d_model=32, d_kv=16, num_heads=2, d_ff=66, num_encoder_layers=1,
+                       num_decoder_layers=1)
+    with pytest.raises(ConfigError, match=r"student parameter .*mlp.*dimension 1 \(mlp=66\) does not divide "
+                                          r"over mesh axes tensor=4.*mesh.rules.mlp=''"):
+        check_models_divide(_tiny_config(), (1, 1, 4), [("student", student)])
+    check_models_divide(_tiny_config(), (1, 1, 2), [("student", student)])
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    result = subprocess.run(_command(tmp_path / "plan", "--config.mode=plan", "--config.mesh.data=1",
+                                     "--config.mesh.tensor=3"), cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "does not divide over mesh axes tensor=3" in result.stderr
+    assert not (tmp_path / "plan").exists()
+
+
+def test_resuming_another_model_is_refused_before_anything_changes(uninterrupted, tmp_path):
+    """`overwrite_config=True` with another student shape: refused before config.json is rewritten, and
+    no checkpoint is set aside (it is the config that is wrong, not the checkpoint)."""
+    import shutil
+    from miniend_jax.main import run
+    workdir = tmp_path / "copy"
+    shutil.copytree(uninterrupted[0], workdir)
+    before = (workdir / "config.json").read_text()
+    steps = sorted(os.listdir(workdir / "checkpoints"))
+    config = _tiny_config(**{"student.overrides.d_ff": 48, "overwrite_config": True, "train.steps": 40})
+    with pytest.raises(ConfigError, match=r"step 30\) in .* holds a model with d_ff=64, this run's has 48"):
+        run(config, str(workdir))
+    assert (workdir / "config.json").read_text() == before
+    assert sorted(os.listdir(workdir / "checkpoints")) == steps

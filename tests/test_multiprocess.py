@@ -1,5 +1,6 @@
 """Two processes on localhost (jax.distributed, gloo CPU collectives, 4 simulated devices each) run the
-same distillation steps as one process with 8 devices."""
+same distillation steps as one process with 8 devices; then each run is resumed with the other number
+of processes (a pod job continued on a different slice)."""
 
 import json
 import os
@@ -25,27 +26,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(workdir, num_processes: int, process_id: int, port: int, devices: int, log):
+def _start(workdir, num_processes: int, process_id: int, port: int, devices: int, log, steps: int = 4):
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     return subprocess.Popen([sys.executable, "tests/multiprocess_check.py", str(workdir), str(num_processes),
-                             str(process_id), str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                             str(process_id), str(port), str(steps)], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _losses(workdir) -> dict:
-    with open(workdir / "metrics.jsonl") as f:
-        return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
-
-
-def test_two_processes_equal_one_process_with_eight_devices(tmp_path):
-    port = _free_port()
-    runs = {"two": tmp_path / "two", "one": tmp_path / "one"}
-    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("two_0", "two_1", "one_0")}
-    procs = []
+def _run_all(tmp_path, starts) -> dict:
+    """Starts `(log name, workdir, processes, process id, devices, steps)` at once (one port per workdir),
+    waits for all within the time limit (killing what is left), and returns each log's text."""
+    ports, procs, logs = {}, [], {}
     try:
-        procs.append(_start(runs["two"], 2, 0, port, 4, logs["two_0"]))
-        procs.append(_start(runs["two"], 2, 1, port, 4, logs["two_1"]))
-        procs.append(_start(runs["one"], 1, 0, port, 8, logs["one_0"]))
+        for name, workdir, processes, index, devices, steps in starts:
+            port = ports.setdefault(workdir, _free_port())
+            logs[name] = open(tmp_path / f"{name}.log", "w")
+            procs.append(_start(workdir, processes, index, port, devices, logs[name], steps))
         deadline = time.monotonic() + TIME_LIMIT_S
         for p in procs:
             p.wait(timeout=max(deadline - time.monotonic(), 1))
@@ -56,10 +52,22 @@ def test_two_processes_equal_one_process_with_eight_devices(tmp_path):
                 p.wait()
         for f in logs.values():
             f.close()
-    outputs = {log.name: log.read_text() for log in tmp_path.glob("*.log")}
+    outputs = {name: (tmp_path / f"{name}.log").read_text() for name in logs}
     assert all(p.returncode == 0 for p in procs), {name: text[-3000:] for name, text in outputs.items()}
-    assert "distributed: 2 processes, 8 devices (4 per process)" in outputs["two_0.log"]
-    assert "step 4/4" in outputs["two_0.log"] and "step 4/4" not in outputs["two_1.log"]  # process 0 logs
+    return outputs
+
+
+def _losses(workdir) -> dict:
+    with open(workdir / "metrics.jsonl") as f:
+        return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+
+
+def test_two_processes_equal_one_process_with_eight_devices(tmp_path):
+    runs = {"two": tmp_path / "two", "one": tmp_path / "one"}
+    outputs = _run_all(tmp_path, [("two_0", runs["two"], 2, 0, 4, 4), ("two_1", runs["two"], 2, 1, 4, 4),
+                                  ("one_0", runs["one"], 1, 0, 8, 4)])
+    assert "distributed: 2 processes, 8 devices (4 per process)" in outputs["two_0"]
+    assert "step 4/4" in outputs["two_0"] and "step 4/4" not in outputs["two_1"]  # process 0 logs
 
     two, one = _losses(runs["two"]), _losses(runs["one"])
     assert sorted(two) == sorted(one) == [1, 2, 3, 4]
@@ -77,3 +85,17 @@ def test_two_processes_equal_one_process_with_eight_devices(tmp_path):
     jax.tree.map(assert_float32_equivalent, params["two"], params["one"])
     # Each process kept its own input-pipeline position.
     assert sorted(os.listdir(runs["two"] / "input_state" / "4")) == ["process_0", "process_1"]
+
+    # Resumed on the other number of processes, to step 8: the state reshards, the input restarts with a
+    # warning (a per-host position cannot move to another host count: restoring the two-process iterator
+    # in one process failed on its [4, 32] rows), and no checkpoint is set aside.
+    resumed = _run_all(tmp_path, [("two_then_one", runs["two"], 1, 0, 8, 8),
+                                  ("one_then_two_0", runs["one"], 2, 0, 4, 8),
+                                  ("one_then_two_1", runs["one"], 2, 1, 4, 8)])
+    for name, before, after in (("two_then_one", 2, 1), ("one_then_two_0", 1, 2)):
+        assert "resumed from checkpoint at step 4" in resumed[name], resumed[name][-2000:]
+        assert f"checkpoint step 4 was written by {before} process(es), this run has {after}" in resumed[name]
+    for workdir in runs.values():
+        assert sorted(_losses(workdir)) == list(range(1, 9))
+        assert not [n for n in os.listdir(workdir / "checkpoints") if "unreadable" in n]
+        assert read_meta(str(workdir))["step"] == 8

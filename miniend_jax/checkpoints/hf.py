@@ -410,20 +410,33 @@ def save_hf_checkpoint(directory: str, config: T5Config, params: Params, *,
                        spiece_model: str | None = None, extra_ids: int = 100) -> None:
     """Writes `config` + `params` as a HF T5 directory (float32 safetensors unless params are bf16).
 
-    With `spiece_model`, the tokenizer files are written too (see `checkpoints/tokenizer.py`).
+    With `spiece_model`, the tokenizer files are written too (see `checkpoints/tokenizer.py`). Every file
+    is first written to a staging directory beside `directory` and moved into place only when all were
+    written, so a failure (a bad vocabulary, a full disk) leaves `directory` as it was.
     """
+    import shutil
+    import tempfile
+
     from safetensors.numpy import save_file
 
-    os.makedirs(directory, exist_ok=True)
     state_dict = params_to_state_dict(params, config)
     if any(v.dtype == ml_dtypes.bfloat16 for v in state_dict.values()):
         # safetensors.numpy cannot write bfloat16: export float32, which every loader reads.
         state_dict = {k: v.astype(np.float32) for k, v in state_dict.items()}
-    save_file(state_dict, os.path.join(directory, SAFETENSORS_NAME), metadata={"format": "pt"})
-    hf_config = config_to_hf(config)
-    hf_config["dtype"] = str(next(iter(state_dict.values())).dtype)
-    with open(os.path.join(directory, CONFIG_NAME), "w") as f:
-        json.dump(hf_config, f, indent=2, sort_keys=True)
-    if spiece_model is not None:
-        from miniend_jax.checkpoints.tokenizer import save_hf_tokenizer
-        save_hf_tokenizer(spiece_model, directory, extra_ids=extra_ids)
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(directory))}.", dir=parent)
+    try:
+        if spiece_model is not None:
+            from miniend_jax.checkpoints.tokenizer import save_hf_tokenizer
+            save_hf_tokenizer(spiece_model, staging, extra_ids=extra_ids)
+        save_file(state_dict, os.path.join(staging, SAFETENSORS_NAME), metadata={"format": "pt"})
+        hf_config = config_to_hf(config)
+        hf_config["dtype"] = str(next(iter(state_dict.values())).dtype)
+        with open(os.path.join(staging, CONFIG_NAME), "w") as f:
+            json.dump(hf_config, f, indent=2, sort_keys=True)
+        os.makedirs(directory, exist_ok=True)
+        for name in sorted(os.listdir(staging), key=lambda n: n == CONFIG_NAME):  # config.json last
+            os.replace(os.path.join(staging, name), os.path.join(directory, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -5,6 +5,11 @@ restored as a teacher without its optimizer) and `meta` (step, model config). Th
 position of each process is written beside it, under `input_state/<step>/process_<i>`, before the
 asynchronous save begins, so a restored step always has the input position that produced it.
 The teacher is never written.
+
+Resuming with another number of processes (a pod job continued on a different slice): orbax restores
+the parameters and optimizer state into the new shardings, but each process's input position belongs to
+the files and batch rows of the host that wrote it, so the positions are not restored; the input
+pipeline starts again from the beginning of its files, with a warning (`restore` says so).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from miniend_jax.errors import CheckpointError, ConfigError
 from miniend_jax.models.config import T5Config
 
 CHECKPOINT_DIR = "checkpoints"
@@ -48,7 +54,7 @@ class StateCheckpointer:
             return False
         if input_iterator is not None:
             self._save_input_state(step, input_iterator)
-        meta = {"step": step, "model": dataclasses.asdict(model_config)}
+        meta = {"step": step, "model": dataclasses.asdict(model_config), "process_count": jax.process_count()}
         saved = self.manager.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(state.params), opt_state=ocp.args.StandardSave(state.opt_state),
             meta=ocp.args.JsonSave(meta)), force=True)
@@ -95,17 +101,53 @@ class StateCheckpointer:
         target = f"{source}.unreadable-{int(time.time())}"
         if jax.process_index() == 0 and os.path.exists(source):
             os.rename(source, target)
+        if jax.process_count() > 1:  # every process sees the rename before it lists the steps again
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices(f"set_aside_{step}")
         self.manager.reload()
         return target
 
+    def saved_process_count(self, step: int) -> int:
+        """How many processes wrote the input positions of `step` (0 if none were written)."""
+        directory = os.path.join(self.workdir, INPUT_STATE_DIR, str(step))
+        if not os.path.isdir(directory):
+            return 0
+        return sum(name.startswith("process_") for name in os.listdir(directory))
+
+    def check_model(self, step: int, model_config: T5Config) -> None:
+        """Raises `ConfigError` when the checkpoint at `step` holds a model of other shapes or parameter
+        layout than `model_config`: the run's configuration is wrong, not the checkpoint (so it is never
+        set aside)."""
+        saved = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta["model"]
+        check_same_model(saved, model_config, f"checkpoint step {step} in {self.workdir}")
+
     def restore(self, step: int, abstract_state, state_shardings, *, input_iterator=None):
-        """The `TrainState` at `step`, placed with `state_shardings`; restores the iterator in place."""
+        """The `TrainState` at `step`, placed with `state_shardings`; restores the iterator in place when
+        the checkpoint was written by as many processes as this run has (see the module docstring).
+
+        Raises:
+          CheckpointError: the input position of one of the processes that wrote the step is missing.
+          Whatever orbax raises when the checkpoint's files cannot be read.
+        """
         restored = self.manager.restore(step, args=ocp.args.Composite(
             params=ocp.args.StandardRestore(_abstract(abstract_state.params, state_shardings.params)),
             opt_state=ocp.args.StandardRestore(_abstract(abstract_state.opt_state, state_shardings.opt_state)),
             meta=ocp.args.JsonRestore()))
         if input_iterator is not None:
-            self._restore_input_state(step, input_iterator)
+            # The writer's process count is in the meta (checkpoints from before it was recorded: count the
+            # input positions written); every process reads the same value, so all decide alike.
+            writers = restored.meta.get("process_count")
+            positions = self.saved_process_count(step)
+            if writers is None:
+                writers = positions
+            if writers == jax.process_count() and positions >= writers:
+                self._restore_input_state(step, input_iterator)
+            elif jax.process_index() == 0:
+                why = (f"was written by {writers} process(es), this run has {jax.process_count()}"
+                       if writers != jax.process_count() else "lacks some processes' input positions")
+                print(f"warning: checkpoint step {step} {why}: parameters and optimizer state resume (resharded "
+                      "to this run's mesh), but per-host input positions cannot be carried over, so the input "
+                      "pipeline starts again from the beginning of its files", flush=True)
         step_array = jax.device_put(jax.numpy.asarray(restored.meta["step"], jax.numpy.int32),
                                     state_shardings.step)
         return abstract_state.replace(step=step_array, params=restored.params, opt_state=restored.opt_state)
@@ -114,33 +156,99 @@ class StateCheckpointer:
         import tensorflow as tf
         path = os.path.join(self._input_dir(step), "iterator")
         if not tf.io.gfile.glob(path + "*"):
-            raise FileNotFoundError(f"checkpoint step {step} has no input-pipeline state at {path}; the "
-                                    "data position cannot be restored.")
+            raise CheckpointError(f"checkpoint step {step} has no input-pipeline state at {path}; the "
+                                  "data position cannot be restored.")
         tf.train.Checkpoint(iterator=iterator).read(path).assert_consumed()
 
 
-def restore_params(workdir: str, abstract_params, shardings=None, step: int | None = None) -> tuple[Any, dict]:
-    """Only the parameters (and meta) of a run's newest (or given) checkpoint, e.g. to use as a teacher."""
-    manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
-                                    item_names=("params", "opt_state", "meta"))
-    step = manager.latest_step() if step is None else step
-    if step is None:
+# Fields a resumed run may change: compute and storage dtypes, rematerialisation, dropout.
+_RESUMABLE_MODEL_FIELDS = ("dtype", "param_dtype", "remat", "dropout_rate")
+
+
+def check_same_model(saved: dict, model_config: T5Config, where: str) -> None:
+    """Raises `ConfigError` when a checkpoint's recorded model (`saved`, its meta's "model") differs from
+    `model_config` in anything but `_RESUMABLE_MODEL_FIELDS` (shapes, architecture, layer layout)."""
+    ours = dataclasses.asdict(model_config)
+    changed = sorted(k for k in ours if k not in _RESUMABLE_MODEL_FIELDS and saved.get(k, ours[k]) != ours[k])
+    if changed:
+        key = changed[0]
+        raise ConfigError(f"{where} holds a model with {key}={saved[key]!r}, this run's has {ours[key]!r}; resume "
+                          "with the model it was trained with, or use a new --workdir.")
+
+
+def check_resumable(workdir: str, model_config: T5Config) -> None:
+    """Before anything is written: the newest checkpoint of `workdir` (if any) holds `model_config`'s model.
+
+    Raises:
+      ConfigError: it holds another model (see `check_same_model`).
+    """
+    if not os.path.isdir(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)):
+        return
+    try:
+        meta = read_meta(workdir)
+    except (FileNotFoundError, CheckpointError):
+        return  # nothing readable to resume: the loop sets damaged checkpoints aside
+    check_same_model(meta["model"], model_config, f"the newest checkpoint (step {meta['step']}) in {workdir}")
+
+
+def _reader(workdir: str) -> ocp.CheckpointManager:
+    """A read-only manager of another run's checkpoints (a teacher, a model to finetune or export): it
+    creates nothing in that directory.
+
+    Raises:
+      FileNotFoundError: the directory holds no checkpoint.
+    """
+    root = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+    if not os.path.isdir(root):
         raise FileNotFoundError(f"{workdir} holds no checkpoint")
+    return ocp.CheckpointManager(root, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+                                 item_names=("params", "opt_state", "meta"))
+
+
+def _read(workdir: str, step: int | None, read):
+    """`read(manager, step)` on the newest (or given) checkpoint of `workdir`; a checkpoint whose files
+    cannot be read is a `CheckpointError` naming it."""
+    manager = _reader(workdir)
+    try:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{workdir} holds no checkpoint")
+        try:
+            return read(manager, step)
+        except (ValueError, OSError, KeyError, TypeError) as error:
+            raise CheckpointError(
+                f"checkpoint step {step} of {workdir} cannot be read ({type(error).__name__}: {str(error)[:200]}); "
+                "it is damaged or of another model: point the path at a complete checkpoint of this model.") from None
+    finally:
+        manager.close()
+
+
+def restore_params(workdir: str, abstract_params, shardings=None, step: int | None = None) -> tuple[Any, dict]:
+    """Only the parameters (and meta) of a run's newest (or given) checkpoint, e.g. to use as a teacher.
+
+    Raises:
+      FileNotFoundError: `workdir` holds no checkpoint.
+      CheckpointError: the checkpoint cannot be read into `abstract_params` (damaged, or another model).
+    """
     target = abstract_params if shardings is None else _abstract(abstract_params, shardings)
-    restored = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target),
-                                                             meta=ocp.args.JsonRestore()))
-    manager.close()
-    return restored.params, restored.meta
+
+    def read(manager, step):
+        restored = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target),
+                                                                 meta=ocp.args.JsonRestore()))
+        return restored.params, restored.meta
+    return _read(workdir, step, read)
 
 
 def read_meta(workdir: str, step: int | None = None) -> dict:
-    """The `meta` item (step, model config) of a run's newest checkpoint, without reading arrays."""
-    manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
-                                    item_names=("params", "opt_state", "meta"))
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        manager.close()
-        raise FileNotFoundError(f"{workdir} holds no checkpoint")
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-    manager.close()
-    return meta
+    """The `meta` item (step, model config) of a run's newest checkpoint, without reading arrays.
+
+    Raises:
+      FileNotFoundError: `workdir` holds no checkpoint.
+      CheckpointError: the meta cannot be read or names no model.
+    """
+    def read(manager, step):
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
+            raise KeyError("meta has no model config")
+        return meta
+    return _read(workdir, step, read)

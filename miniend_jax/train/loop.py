@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import signal
 import time
@@ -20,7 +21,7 @@ import numpy as np
 from miniend_jax import parallel
 from miniend_jax.checkpoints.state import StateCheckpointer
 from miniend_jax.distill.objectives import DistillSpec
-from miniend_jax.errors import TrainingError
+from miniend_jax.errors import ConfigError, TrainingError
 from miniend_jax.models.config import T5Config
 from miniend_jax.models.t5 import T5, init_params
 from miniend_jax.train import flops
@@ -107,6 +108,35 @@ def step_layout(config, models: Models, mesh, rules) -> StepLayout:
     return StepLayout(step_fn, optimizer, schedule, student, teacher,
                       parallel.logical_sharding(boxed_state, mesh, rules), nn.unbox(boxed_state),
                       teacher_shardings, abstract_teacher)
+
+
+def _raise_unless_unreadable(error: Exception, step: int) -> None:
+    """Re-raises a restore failure that the run's environment or configuration caused (memory, a state of
+    another structure), so that only a checkpoint whose own files cannot be read is set aside."""
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, (MemoryError, KeyboardInterrupt)) or "RESOURCE_EXHAUSTED" in text:
+        raise error
+    if any(word in text.lower() for word in ("tree structure", "structures do not match", "mismatch")):
+        raise ConfigError(f"checkpoint step {step} holds a train state of another structure than this run's "
+                          f"({text[:300]}); settings that change the optimizer or the parameter tree (e.g. "
+                          "optim.clip_norm between 0 and > 0, model layout) cannot change on resume: restore "
+                          "them, or use a new --workdir.") from error
+
+
+def _least_everywhere(count: int) -> int:
+    """The smallest of each process's `count` (a collective: every process must call it)."""
+    if jax.process_count() == 1:
+        return count
+    from jax.experimental import multihost_utils
+    return int(np.min(multihost_utils.process_allgather(np.asarray(count, np.int32))))
+
+
+def _everywhere(flag: bool) -> bool:
+    """Whether `flag` holds on every process (a collective: every process must call it)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+    return bool(np.all(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
 
 
 class Trainer:
@@ -200,20 +230,32 @@ class Trainer:
         return state
 
     def _restore_or_init(self) -> TrainState:
-        """The newest readable checkpoint (unreadable ones are set aside with a warning), or a fresh state."""
+        """The newest readable checkpoint, or a fresh state.
+
+        A checkpoint is set aside (renamed `<step>.unreadable-<time>`, with a warning) only when its own
+        files cannot be read on some process; every process takes the same decision. A checkpoint of a
+        model the run's config does not describe stops the run with a `ConfigError` and is left alone.
+        """
         for step in sorted(self.checkpointer.steps(), reverse=True):
+            error = None
             try:
+                self.checkpointer.check_model(step, self.models.student_config)
                 state = self.checkpointer.restore(step, self.abstract_state, self.state_shardings,
                                                   input_iterator=self.data.train)
-            except Exception as error:  # noqa: BLE001 - any failure to read means: not usable
-                moved = self.checkpointer.set_aside(step)
-                message = (f"warning: checkpoint at step {step} is unreadable ({type(error).__name__}: "
-                           f"{str(error)[:200]}); moved to {moved}, trying the one before")
-                log.warning(message)
-                print(message, flush=True)
-                continue
-            print(f"resumed from checkpoint at step {step}", flush=True)
-            return state
+            except ConfigError:
+                raise
+            except Exception as caught:  # noqa: BLE001 - classified below
+                _raise_unless_unreadable(caught, step)
+                error = caught
+            if _everywhere(error is None):
+                print(f"resumed from checkpoint at step {step}", flush=True)
+                return state
+            moved = self.checkpointer.set_aside(step)
+            reason = f"{type(error).__name__}: {str(error)[:200]}" if error else "unreadable on another process"
+            message = (f"warning: checkpoint at step {step} is unreadable ({reason}); moved to {moved}, trying "
+                       "the one before")
+            log.warning(message)
+            print(message, flush=True)
         return self.initial_state()
 
     def _check_skip(self, step: int, skipped, consecutive: int) -> int:
@@ -243,9 +285,10 @@ class Trainer:
         of `on_evaluate`."""
         sums, counts = {}, {}
         batches = self.data.make_eval() if self.data.make_eval is not None else ()
-        for i, batch in enumerate(batches):
-            if i >= self.config.train.eval_batches:
-                break
+        local = list(itertools.islice(batches, self.config.train.eval_batches))
+        # Each host reads its own validation shard, which may hold fewer batches than another's; the step
+        # is a collective, so every host runs it the same number of times: the smallest count.
+        for batch in local[:_least_everywhere(len(local))]:
             batch = _to_global(_numpy_batch(batch), self.mesh, self.config.train.batch_size)
             for name, (total, count) in jax.device_get(self.eval_step(state.params, teacher_params, batch)).items():
                 sums[name] = sums.get(name, 0.0) + float(total)

@@ -60,22 +60,14 @@ def _hf_reference(name, tmp_path):
 
 
 def test_pytorch_bin_loads_without_torch_import(tmp_path):
-    model, (config, params) = _hf_reference("v1_1", tmp_path)
-    directory = tmp_path / "bin"
-    directory.mkdir()
-    shutil.copy(tmp_path / "ref" / "config.json", directory)
-    torch.save(model.state_dict(), directory / "pytorch_model.bin")
+    directory, (config, params) = _bin(tmp_path, "v1_1")
     config2, params2 = load_hf_checkpoint(str(directory))
     assert config2 == config
     jax.tree.map(np.testing.assert_array_equal, params2, params)
 
 
 def test_torch_bin_reader_runs_in_a_process_without_torch(tmp_path):
-    model, _ = _hf_reference("v1_0", tmp_path)
-    directory = tmp_path / "bin"
-    directory.mkdir()
-    shutil.copy(tmp_path / "ref" / "config.json", directory)
-    torch.save(model.state_dict(), directory / "pytorch_model.bin")
+    directory, _ = _bin(tmp_path, "v1_0")
     code = ("import sys, builtins\n"
             "real = builtins.__import__\n"
             "def guard(name, *a, **k):\n"
@@ -92,24 +84,8 @@ def test_torch_bin_reader_runs_in_a_process_without_torch(tmp_path):
 
 
 def test_sharded_safetensors_and_bfloat16(tmp_path):
-    _, (config, params) = _hf_reference("uneven", tmp_path)
-    tensors = load_file(str(tmp_path / "ref" / "model.safetensors"))
-    directory = tmp_path / "sharded"
-    directory.mkdir()
-    shutil.copy(tmp_path / "ref" / "config.json", directory)
-    names = sorted(tensors)
-    weight_map = {}
-    for shard, part in enumerate((names[: len(names) // 2], names[len(names) // 2:])):
-        file = f"model-{shard + 1:05d}-of-00002.safetensors"
-        # Store half of the shards in bfloat16 through torch, as real checkpoints often are.
-        if shard == 1:
-            import safetensors.torch
-            safetensors.torch.save_file({n: torch.from_numpy(tensors[n]).bfloat16() for n in part},
-                                        str(directory / file))
-        else:
-            save_file({n: tensors[n] for n in part}, str(directory / file))
-        weight_map.update({n: file for n in part})
-    (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    # Half of the shards in bfloat16 (written through torch), as real checkpoints often are.
+    directory, (config, params) = _sharded(tmp_path, "uneven", bfloat16_shard=True)
     config2, params2 = load_hf_checkpoint(str(directory))
     assert config2 == config
     flat2 = jax.tree_util.tree_leaves(params2)
@@ -169,9 +145,10 @@ def test_config_json_that_is_not_json(tmp_path):
         load_hf_checkpoint(str(tmp_path))
 
 
-def _sharded(tmp_path, name="v1_1"):
-    """The reference checkpoint re-written as two safetensors shards with an index."""
-    _hf_reference(name, tmp_path)
+def _sharded(tmp_path, name="v1_1", bfloat16_shard=False):
+    """The reference checkpoint re-written as two safetensors shards with an index (the second in
+    bfloat16 with `bfloat16_shard`); returns the directory and the reference's (config, params)."""
+    _, reference = _hf_reference(name, tmp_path)
     tensors = load_file(str(tmp_path / "ref" / "model.safetensors"))
     directory = tmp_path / "sharded"
     directory.mkdir()
@@ -180,10 +157,15 @@ def _sharded(tmp_path, name="v1_1"):
     weight_map = {}
     for shard, part in enumerate((names[: len(names) // 2], names[len(names) // 2:])):
         file = f"model-{shard + 1:05d}-of-00002.safetensors"
-        save_file({n: tensors[n] for n in part}, str(directory / file))
+        if shard == 1 and bfloat16_shard:
+            import safetensors.torch
+            safetensors.torch.save_file({n: torch.from_numpy(tensors[n]).bfloat16() for n in part},
+                                        str(directory / file))
+        else:
+            save_file({n: tensors[n] for n in part}, str(directory / file))
         weight_map.update({n: file for n in part})
     (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    return directory
+    return directory, reference
 
 
 def _truncate(path):
@@ -191,13 +173,14 @@ def _truncate(path):
     path.write_bytes(data[: len(data) // 2])
 
 
-def _bin(tmp_path):
-    model, _ = _hf_reference("v1_0", tmp_path)
+def _bin(tmp_path, name="v1_0"):
+    """The reference checkpoint as `pytorch_model.bin`; returns the directory and its (config, params)."""
+    model, reference = _hf_reference(name, tmp_path)
     directory = tmp_path / "bin"
     directory.mkdir()
     shutil.copy(tmp_path / "ref" / "config.json", directory)
     torch.save(model.state_dict(), directory / "pytorch_model.bin")
-    return directory
+    return directory, reference
 
 
 # Every way a weight file can be missing, truncated or corrupt ends in the project's error naming it.
@@ -205,7 +188,7 @@ def _bin(tmp_path):
                                    "safetensors_truncated", "safetensors_garbage", "bin_truncated", "bin_garbage"])
 def test_unreadable_weight_files_name_the_file(tmp_path, fault):
     if fault.startswith("shard") or fault.startswith("index"):
-        directory = _sharded(tmp_path)
+        directory, _ = _sharded(tmp_path)
         shard, index = directory / "model-00002-of-00002.safetensors", directory / "model.safetensors.index.json"
         {"shard_missing": shard.unlink, "shard_truncated": lambda: _truncate(shard),
          "index_not_json": lambda: index.write_text("{\"weight_map\": "),
@@ -218,7 +201,7 @@ def test_unreadable_weight_files_name_the_file(tmp_path, fault):
         _truncate(weights) if fault.endswith("truncated") else weights.write_bytes(b"\x00garbage" * 100)
         named = weights.name
     else:
-        directory = _bin(tmp_path)
+        directory, _ = _bin(tmp_path)
         weights = directory / "pytorch_model.bin"
         _truncate(weights) if fault.endswith("truncated") else weights.write_bytes(b"PK\x03\x04garbage" * 100)
         named = weights.name
@@ -244,3 +227,17 @@ def test_embedding_only_under_its_stack_aliases_loads_like_transformers(golden, 
     assert_close_to_float64(theirs, torch_logits(golden64, enc, dec), torch_logits(hf_model, enc, dec))
     config, params = load_hf_checkpoint(str(tmp_path))
     assert_close_to_float64(_logits(config, params, enc, dec), torch_logits(golden64, enc, dec), theirs)
+
+
+def test_a_failed_export_leaves_the_directory_as_it_was(tmp_path):
+    """The tokenizer cannot be written (no such vocabulary): the earlier export stays whole, and no
+    staging directory is left beside it."""
+    _, (config, params) = _hf_reference("v1_0", tmp_path)
+    out = tmp_path / "export"
+    save_hf_checkpoint(str(out), config, params, spiece_model=str(SPIECE))
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    changed = jax.tree.map(lambda x: x + 1.0, params)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        save_hf_checkpoint(str(out), config, changed, spiece_model=str(tmp_path / "missing.model"))
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+    assert sorted(os.listdir(tmp_path)) == ["export", "ref"]

@@ -2,7 +2,8 @@
 
 A directory `DIR` holding `train.tsv` and `dev.tsv` (and optionally `test.tsv`), each line `text<TAB>label`
 with no header, becomes the Task `cls_<basename of DIR>`: inputs `<basename> text: <text>`, targets the
-label; labels are the sorted label set of `train.tsv`; metrics are accuracy and macro-averaged F1.
+label; labels are the sorted label set of all its splits (so that a dev label absent from training is
+still a class, not the -1 of an invalid prediction); metrics are accuracy and macro-averaged F1.
 Set `tasks.classification_dirs` (comma-separated) to register them.
 """
 
@@ -67,7 +68,9 @@ def task_name(directory: str) -> str:
 
 
 def labels_of(directory: str) -> tuple[str, ...]:
-    return tuple(sorted({label for _, label in read_split(directory, "train")}))
+    """The sorted label set of every split present in `directory`."""
+    splits = [s for s, f in SPLIT_FILES.items() if os.path.isfile(os.path.join(directory, f))]
+    return tuple(sorted({label for split in splits for _, label in read_split(directory, split)}))
 
 
 def register(directory: str, spiece_model: str, *, extra_ids: int = 100) -> str:

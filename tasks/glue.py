@@ -110,7 +110,11 @@ def _label(task: GlueTask, raw) -> float | int:
     raw = str(raw).strip()
     if raw in task.labels:
         return task.labels.index(raw)
-    return int(raw) if raw.lstrip("-").isdigit() else -1
+    if not raw.lstrip("-").isdigit():
+        return -1
+    if not -1 <= int(raw) < len(task.labels):  # -1: an unlabelled (test) row
+        raise ValueError(f"label {raw} is neither one of {task.labels} nor an index of them")
+    return int(raw)
 
 
 def read_split(directory: str, task: GlueTask, split: str) -> list[dict]:

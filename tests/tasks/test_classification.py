@@ -42,3 +42,15 @@ def test_label_that_does_not_fit_is_refused(directory):
 def test_missing_files_are_named(tmp_path):
     with pytest.raises(ConfigError, match=r"has no dev.tsv for split 'validation'"):
         classification.read_split(str(tmp_path), "validation")
+
+
+def test_a_dev_label_absent_from_training_is_a_class_not_an_invalid_prediction(tmp_path):
+    """Targets and invalid predictions both postprocess to -1 when a dev label is not among the labels, so an
+    invalid prediction would score as correct; the labels are the union of the splits."""
+    folder = tmp_path / "news"
+    folder.mkdir()
+    (folder / "train.tsv").write_text("stocks fell\tmarkets\nthe cat sat\tanimals\n")
+    (folder / "dev.tsv").write_text("goal scored\tsports\n")
+    assert classification.labels_of(str(folder)) == ("animals", "markets", "sports")
+    task = seqio.get_mixture_or_task(classification.register(str(folder), str(SPIECE)))
+    assert task.postprocess_fn("sports", is_target=True) == 2 and task.postprocess_fn("weather") == -1

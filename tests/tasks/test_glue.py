@@ -138,3 +138,13 @@ def test_missing_split_names_the_file(registered):
         glue.check_split("glue_test_qqp", "train", data_dir=GLUE_DIR, prefix="glue_test")
     with pytest.raises(ConfigError, match=r"qnli split .train.: no train\.tsv .*QNLI"):
         glue.check_split("glue_test_qnli", "train", data_dir=GLUE_DIR, prefix="glue_test")
+
+
+def test_an_integer_label_out_of_range_is_named_before_training(tmp_path):
+    """A local SST-2 row labelled 7 (two classes) is a ConfigError naming the file and row, not a TF error
+    from inside the input pipeline."""
+    folder = tmp_path / "SST-2"
+    folder.mkdir()
+    (folder / "dev.tsv").write_text("sentence\tlabel\na fine film\t1\na dull one\t7\n")
+    with pytest.raises(ConfigError, match=r"dev.tsv row 2: cannot read GLUE sst2 fields.*label 7"):
+        glue.read_split(str(tmp_path), glue.TASKS["sst2"], "validation")

@@ -32,9 +32,10 @@ def jax_parts(shape: str, directory: str, repeats: int) -> dict:
     import jax
     import jax.numpy as jnp
     from bench.distill_step import bench_config
-    from miniend_jax import main as m
+    from miniend_jax import build
     from miniend_jax.checkpoints.hf import load_hf_checkpoint
-    from miniend_jax.models.t5 import T5, Taps
+    from miniend_jax.models.interface import Taps
+    from miniend_jax.models.t5 import T5
     from miniend_jax.train.loop import Models, step_layout
     from miniend_jax.train.state import TrainState
     from miniend_jax import parallel
@@ -54,7 +55,7 @@ def jax_parts(shape: str, directory: str, repeats: int) -> dict:
         return jnp.mean(jax.nn.log_softmax(out.logits)) + sum(jnp.mean(x) for k in out.taps.values()
                                                             for t in k.values() for x in t)
     student_fb = jax.jit(jax.grad(student_loss))
-    models = Models(spec=m.distill_spec(config), student_config=student, teacher_config=teacher)
+    models = Models(spec=build.distill_spec(config), student_config=student, teacher_config=teacher)
     mesh = parallel.make_mesh(1, 1, 1)
     layout = step_layout(config, models, mesh, parallel.DEFAULT_RULES)
     batch["decoder_loss_weights"] = (batch["decoder_target_tokens"] > 0).astype(jnp.int32)

@@ -99,7 +99,7 @@ def make_batch(vocab_size: int, batch: int, length: int) -> dict:
 def run_jax(shape: str, directory: str, batch: int, length: int, steps: int, warmup: int) -> dict:
     import flax.linen as nn
     import jax
-    from miniend_jax import main as m
+    from miniend_jax import build
     from miniend_jax import parallel, rss
     from miniend_jax.checkpoints.hf import save_hf_checkpoint
     from miniend_jax.models.t5 import init_params
@@ -108,8 +108,8 @@ def run_jax(shape: str, directory: str, batch: int, length: int, steps: int, war
     from miniend_jax.train.state import TrainState
 
     config = bench_config(shape, batch, length)
-    student, teacher = m.student_config(config), m.teacher_config(config)
-    models = Models(spec=m.distill_spec(config), student_config=student, teacher_config=teacher)
+    student, teacher = build.student_config(config), build.teacher_config(config)
+    models = Models(spec=build.distill_spec(config), student_config=student, teacher_config=teacher)
     mesh = parallel.make_mesh(1, 1, 1)
     layout = step_layout(config, models, mesh, parallel.DEFAULT_RULES)
     teacher_params = nn.unbox(init_params(teacher, jax.random.PRNGKey(1)))

@@ -150,7 +150,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.distributed.timeout_seconds = 300
 
     # mode=plan: compile this config's train step for `devices` devices without allocating anything
-    # (CPU-simulated), and report per-device memory and FLOPs (miniend_jax/plan.py).
+    # (CPU-simulated), and report per-device memory and FLOPs (miniend_jax/modes/plan.py).
     c.plan = ml_collections.ConfigDict()
     c.plan.step = "distill"            # distill | pretrain | finetune: whose train step
     c.plan.devices = 0                 # 0: data * fsdp * tensor of the mesh (all must then be set)

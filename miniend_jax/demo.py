@@ -124,7 +124,7 @@ def _finished(workdir: str, steps: int) -> bool:
 
 
 def _stage(name: str, workdir: str, config, log) -> None:
-    from miniend_jax.main import run
+    from miniend_jax.modes import run
     start = time.time()
     if config.mode == "finetune":
         done = os.path.exists(os.path.join(workdir, "results.json")) and _finished(workdir, config.train.steps)

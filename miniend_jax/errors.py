@@ -15,3 +15,13 @@ class CheckpointError(MiniEndError, ValueError):
 
 class TrainingError(MiniEndError, RuntimeError):
     """Training cannot continue (e.g. repeated non-finite losses); the last good checkpoint is kept."""
+
+
+def check(condition: bool, field: str, value, fix: str) -> None:
+    """Raises `ConfigError("<field>=<value>: <fix>")` unless `condition` holds.
+
+    Raises:
+      ConfigError: `condition` is false.
+    """
+    if not condition:
+        raise ConfigError(f"{field}={value!r}: {fix}")

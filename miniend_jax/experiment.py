@@ -57,7 +57,8 @@ def _read_json(path: str):
         return json.load(f)
 
 
-def _times(root: str) -> dict[str, float]:
+def stage_times(root: str) -> dict[str, float]:
+    """Seconds spent on each stage under `root`, summed over its attempts (`times.jsonl`)."""
     path = os.path.join(root, "times.jsonl")
     totals: dict[str, float] = {}
     if os.path.exists(path):
@@ -104,7 +105,7 @@ def _model_shape(name: str):
     targets) of a row, from its config file."""
     import importlib
 
-    from miniend_jax.main import student_config
+    from miniend_jax.build import student_config
     from miniend_jax.train.flops import forward_flops
     from tasks.lengths import lengths_for_inputs
     config = importlib.import_module(f"configs.experiments.{name}").get_config()
@@ -119,7 +120,7 @@ def collect(root: str) -> list[dict]:
     import jax
 
     from miniend_jax.models.t5 import abstract_params
-    times = _times(root)
+    times = stage_times(root)
     records = []
     for name, label in MODELS:
         model, flops = _model_shape(name)

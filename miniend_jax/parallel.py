@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from miniend_jax.errors import ConfigError
+from miniend_jax.errors import ConfigError, check
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -113,3 +113,32 @@ def check_divisible(boxed_tree, shape: Sequence[int], rules, role: str) -> None:
                     f"{role} parameter {name} {tuple(leaf.value.shape)}: dimension {dim} ({logical}={size}) "
                     f"does not divide over mesh axes {'x'.join(axes)}={ways}; change mesh.{'/'.join(axes)} "
                     f"or the model's width, or replicate it with --config.mesh.rules.{logical}=''.")
+
+
+def initialize_distributed(config) -> None:
+    """Joins this process to a multi-host run (`config.distributed`); must precede any JAX computation.
+    Without a coordinator address, `jax.distributed.initialize` finds the cluster itself (Cloud TPU, SLURM).
+
+    Raises:
+      ConfigError: `distributed.num_processes` or `distributed.process_id` is out of range.
+    """
+    d = config.distributed
+    if not d.enabled or jax.distributed.is_initialized():
+        return
+    if d.coordinator_address:
+        check(isinstance(d.num_processes, int) and d.num_processes >= 1, "distributed.num_processes",
+               d.num_processes, "must be a positive integer: the number of processes in the run.")
+        check(isinstance(d.process_id, int) and 0 <= d.process_id < d.num_processes, "distributed.process_id",
+               d.process_id, f"must lie in [0, {d.num_processes}): this process's index, unique per host.")
+        explicit = dict(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
+                        process_id=d.process_id)
+    else:
+        explicit = {}
+    jax.config.update("jax_cpu_collectives_implementation", d.cpu_collectives)
+    # A peer that stops (an error, a kill) ends every other process's collectives within the timeout,
+    # rather than leaving them waiting for it.
+    jax.distributed.initialize(**explicit, initialization_timeout=d.timeout_seconds,
+                               heartbeat_timeout_seconds=d.timeout_seconds)
+    if jax.process_index() == 0:
+        print(f"distributed: {jax.process_count()} processes, {jax.device_count()} devices "
+              f"({jax.local_device_count()} per process)", flush=True)

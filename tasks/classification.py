@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from miniend_jax.errors import ConfigError
 from miniend_jax.evaluation import metrics
-from tasks.pretraining import vocabulary
+from tasks.pretraining import text_to_text_features, vocabulary
 
 SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
 
@@ -86,11 +86,10 @@ def register(directory: str, spiece_model: str, *, extra_ids: int = 100) -> str:
         rows = read_split(directory, split)
         return tf.data.Dataset.from_tensor_slices({"text": [t for t, _ in rows], "label": [l for _, l in rows]})
 
-    vocab = vocabulary(spiece_model, extra_ids)
     seqio.TaskRegistry.add(
         name, source=seqio.FunctionDataSource(dataset_fn, splits=splits),
         preprocessors=[seqio.map_over_dataset(functools.partial(_format, name=name[4:])),
                        seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
-        output_features={"inputs": seqio.Feature(vocab, add_eos=True), "targets": seqio.Feature(vocab, add_eos=True)},
+        output_features=text_to_text_features(spiece_model, extra_ids),
         postprocess_fn=functools.partial(_postprocess, labels=labels), metric_fns=[metrics.accuracy, macro_f1])
     return name

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from miniend_jax.errors import ConfigError
 from miniend_jax.evaluation import metrics
-from tasks.pretraining import vocabulary
+from tasks.pretraining import check_downstream_source, text_to_text_features
 
 csv.field_size_limit(1 << 24)
 
@@ -217,10 +217,8 @@ def register(spiece_model: str, *, source: str = "local", data_dir: str = "../sh
     """Registers `<prefix>_<task>` for the nine tasks, MNLI's two evaluation tasks and the proportional
     mixture `<prefix>` (over the tasks with training data); returns the task names registered. Local tasks
     with no file on disk are not registered (`check_split` names the file to provide)."""
-    if source not in ("local", "tfds"):
-        raise ConfigError(f"GLUE source {source!r}: use 'local' or 'tfds'.")
-    vocab = vocabulary(spiece_model, extra_ids)
-    features = {"inputs": seqio.Feature(vocab, add_eos=True), "targets": seqio.Feature(vocab, add_eos=True)}
+    check_downstream_source(source, "tasks.glue_source")
+    features = text_to_text_features(spiece_model, extra_ids)
     names = []
     for task in TASKS.values():
         name = f"{prefix}_{task.name}"

@@ -223,11 +223,32 @@ def split_files(files: Sequence[str], validation_files: int) -> dict[str, list[s
     return {"train": train, "validation": list(files[len(train):]) or train[-1:]}
 
 
+DOWNSTREAM_SOURCES = ("local", "tfds")  # where GLUE and summarization read from
+
+
 def vocabulary(spiece_model: str, extra_ids: int = 100) -> seqio.SentencePieceVocabulary:
+    """The SentencePiece vocabulary of `spiece_model` with `extra_ids` sentinels (T5: 100).
+
+    Raises:
+      ConfigError: the file does not exist.
+    """
     if not os.path.isfile(spiece_model):
         raise ConfigError(f"data.vocab={spiece_model!r} does not exist; point it at a SentencePiece model "
                           "(e.g. ../shared/data/t5_spiece/spiece.model).")
     return seqio.SentencePieceVocabulary(spiece_model, extra_ids=extra_ids)
+
+
+def text_to_text_features(spiece_model: str, extra_ids: int = 100) -> dict[str, seqio.Feature]:
+    """The `inputs` and `targets` features of a text-to-text Task: both tokenized with the vocabulary,
+    both ending in EOS."""
+    vocab = vocabulary(spiece_model, extra_ids)
+    return {"inputs": seqio.Feature(vocab, add_eos=True), "targets": seqio.Feature(vocab, add_eos=True)}
+
+
+def check_downstream_source(source: str, field: str) -> None:
+    """Raises `ConfigError` naming `field` unless `source` is one of `DOWNSTREAM_SOURCES`."""
+    if source not in DOWNSTREAM_SOURCES:
+        raise ConfigError(f"{field}={source!r}: use {' or '.join(repr(s) for s in DOWNSTREAM_SOURCES)}.")
 
 
 def _output_features(vocab) -> dict[str, seqio.Feature]:

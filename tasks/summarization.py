@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from miniend_jax.errors import ConfigError
 from miniend_jax.evaluation import metrics
-from tasks.pretraining import vocabulary
+from tasks.pretraining import check_downstream_source, text_to_text_features
 
 csv.field_size_limit(1 << 24)
 
@@ -121,10 +121,8 @@ def register(spiece_model: str, *, source: str = "local", data_dir: str = "../sh
              tfds_data_dir: str | None = None, extra_ids: int = 100, prefix: str = "summ") -> list[str]:
     """Registers `<prefix>_cnn_dailymail`, `<prefix>_xsum` and `<prefix>_samsum` (local: those whose files
     exist); returns the names registered."""
-    if source not in ("local", "tfds"):
-        raise ConfigError(f"summarization source {source!r}: use 'local' or 'tfds'.")
-    vocab = vocabulary(spiece_model, extra_ids)
-    features = {"inputs": seqio.Feature(vocab, add_eos=True), "targets": seqio.Feature(vocab, add_eos=True)}
+    check_downstream_source(source, "tasks.summarization_source")
+    features = text_to_text_features(spiece_model, extra_ids)
     names = []
     for task in TASKS.values():
         name = f"{prefix}_{task.name}"

@@ -2,9 +2,9 @@
 
 Usage: multiprocess_check.py WORKDIR NUM_PROCESSES PROCESS_ID PORT [TOTAL_STEPS], with XLA_FLAGS giving
 each process its simulated CPU devices. A workdir that holds a checkpoint is resumed (with TOTAL_STEPS
-beyond it), whatever number of processes wrote it. Runs the project's own path: `initialize_distributed`, the layout checks, the
-`Trainer` (global arrays assembled from each process's rows, the sharded step, orbax checkpoints
-written by every process, metrics from process 0). The global batches are fixed, so a run of one
+beyond it), whatever number of processes wrote it. Runs the project's own path:
+`parallel.initialize_distributed`, the layout checks, the `Trainer` (global arrays assembled from each
+process's rows, the sharded step, orbax checkpoints written by every process, metrics from process 0). The global batches are fixed, so a run of one
 process with 8 devices and a run of two processes with 4 each see the same examples; each process
 feeds the rows its devices hold.
 """
@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, ".")
 
-from miniend_jax import main as m  # noqa: E402
+from miniend_jax import build, config_checks, parallel  # noqa: E402
 from tests.conftest import config_with  # noqa: E402
 
 STEPS, BATCH, ENC_LEN, DEC_LEN = 4, 8, 32, 8
@@ -43,31 +43,30 @@ def main(workdir: str, num_processes: int, process_id: int, port: int, total_ste
         "distributed.enabled": num_processes > 1, "distributed.coordinator_address": f"127.0.0.1:{port}",
         "distributed.num_processes": num_processes, "distributed.process_id": process_id,
         "distributed.timeout_seconds": 120})
-    m.validate_config(config)
-    m.initialize_distributed(config)
+    config_checks.validate_config(config)
+    parallel.initialize_distributed(config)
 
     import jax
     import tensorflow as tf
-    from miniend_jax import parallel
     from miniend_jax.train.loop import Data, Models, Trainer
     assert jax.process_count() == num_processes and jax.device_count() == 8, (jax.process_count(), jax.devices())
 
-    shape = m.validate_layout(config, jax.process_count(), jax.device_count())
+    shape = config_checks.validate_layout(config, jax.process_count(), jax.device_count())
     mesh = parallel.make_mesh(*shape)
     # The rows of the global batch that this process's devices hold (one contiguous block).
     rows = parallel.batch_sharding(mesh).addressable_devices_indices_map((BATCH, ENC_LEN)).values()
     start, stop = min(r[0].start or 0 for r in rows), max(r[0].stop or BATCH for r in rows)
     assert stop - start == BATCH // num_processes, (start, stop)
 
-    spec = m.distill_spec(config)
-    student = m.student_config(config)
-    teacher, teacher_params = m.load_teacher(config, m.teacher_config(config))
+    spec = build.distill_spec(config)
+    student = build.student_config(config)
+    teacher, teacher_params = build.load_teacher(config, build.teacher_config(config))
     local = {k: np.stack([b[k][start:stop] for b in global_batches(student.vocab_size)])
              for k in ("encoder_input_tokens", "decoder_target_tokens", "decoder_input_tokens")}
     data = Data(train=iter(tf.data.Dataset.from_tensor_slices(local)), make_eval=None,
                 inputs_length=ENC_LEN, targets_length=DEC_LEN)
     models = Models(spec=spec, student_config=student, teacher_config=teacher, teacher_params=teacher_params)
-    m.write_resolved_config(config, workdir)
+    config_checks.write_resolved_config(config, workdir)
     Trainer(config, workdir, models, data, mesh).run()
     print(f"process {process_id} done", flush=True)
 

@@ -1,4 +1,4 @@
-"""Measures what the compiled train step of a config allocates on this CPU (see tests/test_plan.py).
+"""Measures what the compiled train step of a config allocates on this CPU (see tests/modes/test_plan.py).
 
 Usage: plan_memory_check.py CONFIG_NAME. Compiles everything first, then resets the process's peak
 resident memory (Linux `clear_refs`), creates the state, teacher and batch, runs one step, and prints
@@ -15,7 +15,8 @@ sys.path.insert(0, ".")
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 
-from miniend_jax import parallel, plan, rss  # noqa: E402
+from miniend_jax import parallel, rss  # noqa: E402
+from miniend_jax.modes import plan  # noqa: E402
 from miniend_jax.models.t5 import init_params  # noqa: E402
 from miniend_jax.train.loop import step_layout  # noqa: E402
 from miniend_jax.train.state import TrainState  # noqa: E402
@@ -25,8 +26,8 @@ from tests.conftest import config_with  # noqa: E402
 def main(name: str):
     config = config_with(name)
     mesh = parallel.make_mesh(1, 1, 1)
-    models = plan._models(config)
-    inputs_length, targets_length, packed = plan._feature_lengths(config)
+    models = plan.plan_models(config)
+    inputs_length, targets_length, packed = plan.feature_lengths(config)
     layout = step_layout(config, models, mesh, parallel.DEFAULT_RULES)
     batch_spec = plan.abstract_batch(mesh, config.train.batch_size, inputs_length, targets_length, packed)
     rng = jax.random.PRNGKey(0)

@@ -7,7 +7,8 @@ import pathlib
 
 import pytest
 
-from miniend_jax.main import distill_spec, student_config, teacher_config, validate_config
+from miniend_jax.build import distill_spec, student_config, teacher_config
+from miniend_jax.config_checks import validate_config
 from tests.conftest import ROOT, SPIECE
 
 CONFIGS = sorted(glob.glob(str(ROOT / "configs" / "**" / "*.py"), recursive=True))

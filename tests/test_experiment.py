@@ -12,7 +12,7 @@ import pytest
 
 from miniend_jax import experiment
 from miniend_jax.distill.objectives import OBJECTIVES
-from miniend_jax.main import run
+from miniend_jax.modes import run
 from miniend_jax.plot import read_metrics
 from tests.conftest import ROOT
 
@@ -90,7 +90,7 @@ def test_runner_skips_done_stages_and_stops_on_a_failed_one(tmp_path, monkeypatc
     assert not (tmp_path / "bad" / "done.json").exists()
     [attempt] = [json.loads(line) for line in open(tmp_path / "times.jsonl")]
     assert attempt["stage"] == "bad" and attempt["rc"] != 0
-    assert experiment._times(root) == {"bad": attempt["seconds"]}
+    assert experiment.stage_times(root) == {"bad": attempt["seconds"]}
 
 
 def test_report_tables_what_the_stages_wrote(tmp_path, monkeypatch):

@@ -101,14 +101,9 @@ def _kill_at(workdir, target_step, rng, *overrides):
 
 
 def _final_params(workdir):
-    import jax
-    from miniend_jax.checkpoints.state import read_meta, restore_params
-    from miniend_jax.main import _host_abstract, _host_sharding
-    from miniend_jax.models.config import T5Config
-    meta = read_meta(workdir)
-    abstract = _host_abstract(T5Config(**meta["model"]))
-    params, meta = restore_params(workdir, abstract, jax.tree.map(lambda _: _host_sharding(), abstract))
-    return meta["step"], jax.device_get(params)
+    from miniend_jax.build import restore_workdir
+    _, params, meta = restore_workdir(workdir)
+    return meta["step"], params
 
 
 def test_three_sigkills_end_with_bitwise_equal_parameters(uninterrupted, tmp_path):
@@ -176,7 +171,7 @@ def test_truncated_newest_checkpoint_is_skipped(uninterrupted, tmp_path):
 
 def test_repeated_nonfinite_losses_stop_the_run_keeping_the_checkpoint(tmp_path):
     from miniend_jax.errors import TrainingError
-    from miniend_jax.main import run
+    from miniend_jax.modes import run
     config = _tiny_config(**{"debug.nan_loss_at_step": 14, "train.max_consecutive_nonfinite": 1})
     with pytest.raises(TrainingError, match=r"1 consecutive steps up to step 14 .* last good checkpoint is step 10"):
         run(config, str(tmp_path))
@@ -187,16 +182,14 @@ def test_exported_student_matches_in_pytorch(uninterrupted):
     import jax
     import torch
     import transformers
+    from miniend_jax.build import restore_workdir
     from miniend_jax.checkpoints.hf import load_hf_checkpoint
-    from miniend_jax.checkpoints.state import restore_params
-    from miniend_jax.main import _host_abstract, _host_sharding
     from miniend_jax.models.t5 import T5
     workdir = uninterrupted[0]
     config, params = load_hf_checkpoint(os.path.join(workdir, "hf_student"))
-    abstract = _host_abstract(config)
-    trained, meta = restore_params(workdir, abstract, jax.tree.map(lambda _: _host_sharding(), abstract))
+    _, trained, meta = restore_workdir(workdir, config)
     assert meta["step"] == 30
-    jax.tree.map(np.testing.assert_array_equal, params, jax.device_get(trained))
+    jax.tree.map(np.testing.assert_array_equal, params, trained)
     model = transformers.T5ForConditionalGeneration.from_pretrained(os.path.join(workdir, "hf_student")).eval()
     rng = np.random.default_rng(0)
     enc = rng.integers(2, 32000, (2, 12))
@@ -261,7 +254,7 @@ def _empty_dir_with(tmp_path, name, text=""):
     ({"data.vocab": "setup.py"}, r"data.vocab='setup.py' is not a SentencePiece model"),
 ])
 def test_bad_config_fails_before_work(tmp_path, changes, message):
-    from miniend_jax.main import run
+    from miniend_jax.modes import run
     workdir = tmp_path / "work"
     with pytest.raises(ConfigError, match=message):
         run(_tiny_config(**changes), str(workdir))
@@ -269,7 +262,7 @@ def test_bad_config_fails_before_work(tmp_path, changes, message):
 
 
 def test_empty_corpus_fails_before_work(tmp_path):
-    from miniend_jax.main import run
+    from miniend_jax.modes import run
     workdir = tmp_path / "work"
     files = _empty_dir_with(tmp_path, "a.txt", "\n\n   \n")
     (tmp_path / "corpus" / "b.txt").write_text("")
@@ -280,7 +273,7 @@ def test_empty_corpus_fails_before_work(tmp_path):
 
 
 def test_workdir_of_another_run_is_not_overwritten(tmp_path):
-    from miniend_jax.main import write_resolved_config
+    from miniend_jax.config_checks import write_resolved_config
     write_resolved_config(_tiny_config(), str(tmp_path))
     before = (tmp_path / "config.json").read_text()
     write_resolved_config(_tiny_config(**{"train.steps": 60}), str(tmp_path))  # continuing: allowed
@@ -306,7 +299,7 @@ def test_teacher_from_hf_directory_or_miniend_workdir(uninterrupted, tmp_path, s
 
 
 def test_teacher_workdir_without_checkpoint(tmp_path):
-    from miniend_jax.main import run
+    from miniend_jax.modes import run
     (tmp_path / "empty_run").mkdir()
     config = _tiny_config(**{"teacher.source": "miniend", "teacher.path": str(tmp_path / "empty_run")})
     with pytest.raises(ConfigError, match="holds no miniend_jax checkpoint"):
@@ -318,7 +311,7 @@ def test_teacher_workdir_without_checkpoint(tmp_path):
 def test_teacher_directory_of_another_architecture(tmp_path):
     import transformers
     from miniend_jax.errors import CheckpointError
-    from miniend_jax.main import run
+    from miniend_jax.modes import run
     transformers.BertConfig(vocab_size=96, hidden_size=32, num_hidden_layers=1,
                             num_attention_heads=2).save_pretrained(tmp_path / "bert")
     config = _tiny_config(**{"teacher.source": "hf", "teacher.path": str(tmp_path / "bert")})
@@ -328,7 +321,7 @@ def test_teacher_directory_of_another_architecture(tmp_path):
 
 
 def test_corrupt_corpus_file_with_error_policy(tmp_path):
-    from miniend_jax.main import run
+    from miniend_jax.modes import run
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(3):
@@ -363,7 +356,8 @@ def test_a_failed_teacher_load_leaves_the_workdir_untouched(tmp_path, fault):
     and writes nothing, so the corrected rerun in the same workdir is not refused as 'a different run'."""
     from safetensors.numpy import load_file, save_file
     from miniend_jax.errors import CheckpointError
-    from miniend_jax.main import check_workdir, run
+    from miniend_jax.config_checks import check_workdir
+    from miniend_jax.modes import run
     bad, good = str(tmp_path / "bad"), str(tmp_path / "good")
     _tiny_hf_teacher(good)
     if fault == "config_disagrees":
@@ -384,7 +378,7 @@ def test_mesh_that_does_not_divide_a_parameter_is_refused_before_compiling(tmp_p
     """`mode=plan` on 3 simulated devices with tensor=3: the heads (2 x 16 = 32 wide) cannot be split in
     three. The error names the parameter, the mesh axis and the fix, before anything compiles or is
     written (it was a JAX sharding error from inside the compile)."""
-    from miniend_jax.main import check_models_divide
+    from miniend_jax.config_checks import check_models_divide
     from miniend_jax.models import T5Config
     student = T5Config(vocab_size=32128, d_model=32, d_kv=16, num_heads=2, d_ff=66, num_encoder_layers=1,
                        num_decoder_layers=1)
@@ -405,7 +399,7 @@ def test_resuming_another_model_is_refused_before_anything_changes(uninterrupted
     """`overwrite_config=True` with another student shape: refused before config.json is rewritten, and
     no checkpoint is set aside (it is the config that is wrong, not the checkpoint)."""
     import shutil
-    from miniend_jax.main import run
+    from miniend_jax.modes import run
     workdir = tmp_path / "copy"
     shutil.copytree(uninterrupted[0], workdir)
     before = (workdir / "config.json").read_text()

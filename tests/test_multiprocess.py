@@ -12,9 +12,8 @@ import time
 
 import jax
 
-from miniend_jax.checkpoints.state import read_meta, restore_params
-from miniend_jax.main import _host_abstract, _host_sharding
-from miniend_jax.models.config import T5Config
+from miniend_jax.build import restore_workdir
+from miniend_jax.checkpoints.state import read_meta
 from tests.conftest import ROOT, assert_float32_equivalent
 
 TIME_LIMIT_S = 420
@@ -79,9 +78,7 @@ def test_two_processes_equal_one_process_with_eight_devices(tmp_path):
     assert read_meta(str(runs["two"]))["step"] == 4
     params = {}
     for name, workdir in runs.items():
-        meta = read_meta(str(workdir))
-        abstract = _host_abstract(T5Config(**meta["model"]))
-        params[name], _ = restore_params(str(workdir), abstract, jax.tree.map(lambda _: _host_sharding(), abstract))
+        _, params[name], _ = restore_workdir(str(workdir))
     jax.tree.map(assert_float32_equivalent, params["two"], params["one"])
     # Each process kept its own input-pipeline position.
     assert sorted(os.listdir(runs["two"] / "input_state" / "4")) == ["process_0", "process_1"]

@@ -45,7 +45,7 @@ def test_mesh_shape_resolution_and_errors():
 
 
 def test_distributed_settings_are_checked_before_joining():
-    from miniend_jax.main import initialize_distributed
+    from miniend_jax.parallel import initialize_distributed
     from tests.conftest import config_with
     base = {"distributed.enabled": True, "distributed.coordinator_address": "127.0.0.1:1"}
     with pytest.raises(ConfigError, match=r"distributed.process_id=2: must lie in \[0, 2\)"):

@@ -21,6 +21,7 @@ import zipfile
 from typing import Any, Iterator
 
 import flax.linen as nn
+import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import traverse_util
@@ -60,8 +61,18 @@ def config_from_hf(hf: dict, *, has_separate_lm_head: bool | None = None, **over
     `feed_forward_proj` decides the FFN (`is_gated_act` and `dense_act_fn`, which some configs also
     carry, are derived from it by transformers too).
 
+    Args:
+      hf: the parsed `config.json`.
+      has_separate_lm_head: whether the weights hold an `lm_head.weight` distinct from `shared.weight`;
+        None when the weights are not known.
+      **overrides: `T5Config` fields set after conversion (e.g. `dtype`, `param_dtype`, `dropout_rate`).
+
+    Returns:
+      The `T5Config`.
+
     Raises:
       CheckpointError: not a T5-family config, or a required field is missing.
+      ConfigError: the resulting config is invalid (e.g. a bad override).
     """
     model_type = hf.get("model_type")
     architectures = hf.get("architectures") or []
@@ -98,7 +109,10 @@ def config_from_hf(hf: dict, *, has_separate_lm_head: bool | None = None, **over
 
 
 def config_to_hf(config: T5Config) -> dict:
-    """The `config.json` dict of `config`, readable by transformers 4 and 5."""
+    """The `config.json` dict of `config`, readable by transformers 4 and 5.
+
+    `dtype` is `config.param_dtype`; `save_hf_checkpoint` overwrites it with the written tensors' dtype.
+    """
     return {
         "architectures": ["T5ForConditionalGeneration"],
         "model_type": "t5",
@@ -142,7 +156,11 @@ def _mlp_names(config: T5Config, hf_prefix: str, our_prefix: tuple[str, ...]):
 
 
 def parameter_names(config: T5Config) -> list[tuple[str, tuple[str, ...], bool]]:
-    """Every (HF name, our parameter path, transpose?) of a model with `config`."""
+    """Every (HF name, our parameter path, transpose?) of a model with `config`.
+
+    Paths are in the unrolled layout (`layers_<i>`); `transpose` is True for projections, whose HF
+    `nn.Linear.weight` is `[out, in]` and our kernel `[in, out]`. Names as HF `modeling_t5.py` writes them.
+    """
     names = [("shared.weight", ("token_embedder", "embedding"), False)]
     for stack in ("encoder", "decoder"):
         names.append((f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
@@ -167,7 +185,7 @@ def parameter_names(config: T5Config) -> list[tuple[str, tuple[str, ...], bool]]
 
 
 def expected_shapes(config: T5Config) -> dict[str, tuple[int, ...]]:
-    """Shape of every HF tensor of a model with `config` (HF layout)."""
+    """Shape of every HF tensor of a model with `config` (HF layout): {HF name: shape}."""
     from miniend_jax.models.t5 import abstract_params  # local: keeps this module light to import
     ours = traverse_util.flatten_dict(nn.unbox(abstract_params(config.replace(scan_layers=False))))
     shapes = {}
@@ -179,7 +197,19 @@ def expected_shapes(config: T5Config) -> dict[str, tuple[int, ...]]:
 
 def state_dict_to_params(state_dict: dict[str, np.ndarray], config: T5Config) -> Params:
     """HF tensors (numpy) -> our nested params (numpy, `config.param_dtype`, in the layout
-    `config.scan_layers` asks for), checking every shape."""
+    `config.scan_layers` asks for), checking every shape.
+
+    Args:
+      state_dict: {HF name: numpy array in HF layout}, any float dtype; the aliases in `_IGNORED_KEYS`
+        may be present and are dropped.
+      config: the model the tensors belong to.
+
+    Returns:
+      The unboxed parameter tree of `T5(config)`, numpy arrays cast to `config.param_dtype`.
+
+    Raises:
+      CheckpointError: a tensor is missing, unexpected, or of the wrong shape.
+    """
     shapes = expected_shapes(config)
     missing = [name for name in shapes if name not in state_dict]
     if missing:
@@ -191,7 +221,7 @@ def state_dict_to_params(state_dict: dict[str, np.ndarray], config: T5Config) ->
         raise CheckpointError(
             f"the checkpoint has {len(unexpected)} weight(s) a T5 of this config does not have, e.g. "
             f"{unexpected[:3]}; check that config.json (layers, feed_forward_proj) matches the weights.")
-    dtype = config.params_dtype
+    dtype = jnp.dtype(config.param_dtype)
     flat = {}
     for hf_name, path, transpose in parameter_names(config):
         value = np.asarray(state_dict[hf_name])
@@ -206,7 +236,14 @@ def state_dict_to_params(state_dict: dict[str, np.ndarray], config: T5Config) ->
 
 
 def params_to_state_dict(params: Params, config: T5Config) -> dict[str, np.ndarray]:
-    """Our params (boxed or not, either layout, any device) -> HF-named numpy tensors, contiguous."""
+    """Our params (boxed or not, either layout, any device) -> HF-named numpy tensors, contiguous.
+
+    Returns:
+      {HF name: numpy array in HF layout}, in the parameters' own dtype.
+
+    Raises:
+      CheckpointError: a parameter `config` implies is missing.
+    """
     from miniend_jax.models.t5 import unstack_layers
     flat = traverse_util.flatten_dict(unstack_layers(nn.unbox(params)))
     out = {}
@@ -355,6 +392,11 @@ def read_weights(directory: str) -> dict[str, np.ndarray]:
 
 
 def read_config(directory: str) -> dict:
+    """The parsed `config.json` of the HF checkpoint in `directory`.
+
+    Raises:
+      CheckpointError: no such directory, no `config.json`, or it is not a JSON object.
+    """
     if not os.path.isdir(directory):
         raise CheckpointError(f"checkpoint directory {directory} does not exist; fix the path.")
     path = os.path.join(directory, CONFIG_NAME)
@@ -381,6 +423,14 @@ def load_hf_checkpoint(directory: str, **config_overrides) -> tuple[T5Config, Pa
 
     `config_overrides` set fields the checkpoint does not decide, such as `dtype` (compute),
     `param_dtype` (the params are cast to it) or `dropout_rate`.
+
+    Returns:
+      (config, unboxed numpy params in `config.param_dtype` and the layout `config.scan_layers` names).
+
+    Raises:
+      CheckpointError: not a T5-family checkpoint, missing or unreadable files, weights that do not
+        match `config.json`, or overrides that make the config invalid.
+      ConfigError: `config.json` itself describes an invalid model (checked before any override).
     """
     hf_config = read_config(directory)
     config_from_hf(hf_config)  # architecture check before reading any weights
@@ -413,6 +463,16 @@ def save_hf_checkpoint(directory: str, config: T5Config, params: Params, *,
     With `spiece_model`, the tokenizer files are written too (see `checkpoints/tokenizer.py`). Every file
     is first written to a staging directory beside `directory` and moved into place only when all were
     written, so a failure (a bad vocabulary, a full disk) leaves `directory` as it was.
+
+    Args:
+      directory: created if needed; existing files of the same names are replaced.
+      config: the model config (written as `config.json`, see `config_to_hf`).
+      params: the model's parameters, boxed or not, either layout.
+      spiece_model: path of a SentencePiece model, or None for no tokenizer files.
+      extra_ids: the number of sentinel ids of the tokenizer.
+
+    Raises:
+      CheckpointError: `params` do not match `config`, or `spiece_model` does not exist.
     """
     import shutil
     import tempfile

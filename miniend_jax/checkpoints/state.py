@@ -1,7 +1,7 @@
 """Train-state checkpoints: orbax, asynchronous, keep the last N, resume from the newest.
 
 Each step directory holds `params` and `opt_state` (separate items, so a finished run's student can be
-restored as a teacher without its optimizer) and `meta` (step, model config). The tf.data iterator
+restored as a teacher without its optimizer) and `meta` (step, model family and config). The tf.data iterator
 position of each process is written beside it, under `input_state/<step>/process_<i>`, before the
 asynchronous save begins, so a restored step always has the input position that produced it.
 The teacher is never written.
@@ -28,6 +28,9 @@ from miniend_jax.models.config import T5Config
 
 CHECKPOINT_DIR = "checkpoints"
 INPUT_STATE_DIR = "input_state"
+# The encoder-decoder family of the configs this version writes in `meta["model"]`; a reader refuses
+# another (checkpoints written before the family was recorded are T5).
+MODEL_FAMILY = "t5"
 
 
 def _abstract(tree, shardings):
@@ -54,7 +57,8 @@ class StateCheckpointer:
             return False
         if input_iterator is not None:
             self._save_input_state(step, input_iterator)
-        meta = {"step": step, "model": dataclasses.asdict(model_config), "process_count": jax.process_count()}
+        meta = {"step": step, "family": MODEL_FAMILY, "model": dataclasses.asdict(model_config),
+                "process_count": jax.process_count()}
         saved = self.manager.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(state.params), opt_state=ocp.args.StandardSave(state.opt_state),
             meta=ocp.args.JsonSave(meta)), force=True)
@@ -118,8 +122,10 @@ class StateCheckpointer:
         """Raises `ConfigError` when the checkpoint at `step` holds a model of other shapes or parameter
         layout than `model_config`: the run's configuration is wrong, not the checkpoint (so it is never
         set aside)."""
-        saved = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta["model"]
-        check_same_model(saved, model_config, f"checkpoint step {step} in {self.workdir}")
+        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        where = f"checkpoint step {step} in {self.workdir}"
+        check_family(meta, where)
+        check_same_model(meta["model"], model_config, where)
 
     def restore(self, step: int, abstract_state, state_shardings, *, input_iterator=None):
         """The `TrainState` at `step`, placed with `state_shardings`; restores the iterator in place when
@@ -165,6 +171,14 @@ class StateCheckpointer:
 _RESUMABLE_MODEL_FIELDS = ("dtype", "param_dtype", "remat", "dropout_rate")
 
 
+def check_family(meta: dict, where: str) -> None:
+    """Raises `ConfigError` when a checkpoint's meta records a model family other than `MODEL_FAMILY`."""
+    family = meta.get("family", MODEL_FAMILY)
+    if family != MODEL_FAMILY:
+        raise ConfigError(f"{where} holds a {family!r} model; this version of miniend_jax builds {MODEL_FAMILY!r} "
+                          "models only: use a workdir or checkpoint of a T5-family model.")
+
+
 def check_same_model(saved: dict, model_config: T5Config, where: str) -> None:
     """Raises `ConfigError` when a checkpoint's recorded model (`saved`, its meta's "model") differs from
     `model_config` in anything but `_RESUMABLE_MODEL_FIELDS` (shapes, architecture, layer layout)."""
@@ -188,7 +202,9 @@ def check_resumable(workdir: str, model_config: T5Config) -> None:
         meta = read_meta(workdir)
     except (FileNotFoundError, CheckpointError):
         return  # nothing readable to resume: the loop sets damaged checkpoints aside
-    check_same_model(meta["model"], model_config, f"the newest checkpoint (step {meta['step']}) in {workdir}")
+    where = f"the newest checkpoint (step {meta['step']}) in {workdir}"
+    check_family(meta, where)
+    check_same_model(meta["model"], model_config, where)
 
 
 def _reader(workdir: str) -> ocp.CheckpointManager:
@@ -240,7 +256,8 @@ def restore_params(workdir: str, abstract_params, shardings=None, step: int | No
 
 
 def read_meta(workdir: str, step: int | None = None) -> dict:
-    """The `meta` item (step, model config) of a run's newest checkpoint, without reading arrays.
+    """The `meta` item (step, model family and config, process count) of a run's newest checkpoint,
+    without reading arrays.
 
     Raises:
       FileNotFoundError: `workdir` holds no checkpoint.

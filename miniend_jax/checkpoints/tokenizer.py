@@ -36,23 +36,42 @@ def _check(spiece_model: str) -> str:
 
 
 def sentencepiece_processor(spiece_model: str):
+    """A `sentencepiece.SentencePieceProcessor` of `spiece_model` (no sentinels).
+
+    Raises:
+      CheckpointError: `spiece_model` does not exist.
+    """
     import sentencepiece as spm
     return spm.SentencePieceProcessor(model_file=_check(spiece_model))
 
 
 def vocab_size(spiece_model: str, extra_ids: int = DEFAULT_EXTRA_IDS) -> int:
-    """Number of ids: pieces plus sentinels (32,100 for the T5 vocabulary)."""
+    """Number of ids: pieces plus sentinels (32,100 for the T5 vocabulary).
+
+    Raises:
+      CheckpointError: `spiece_model` does not exist.
+    """
     return sentencepiece_processor(spiece_model).get_piece_size() + extra_ids
 
 
 def seqio_vocabulary(spiece_model: str, extra_ids: int = DEFAULT_EXTRA_IDS):
-    """A `seqio.SentencePieceVocabulary` (imports seqio and so TensorFlow: data paths only)."""
+    """A `seqio.SentencePieceVocabulary` (imports seqio and so TensorFlow: data paths only).
+
+    Raises:
+      CheckpointError: `spiece_model` does not exist.
+    """
     import seqio
     return seqio.SentencePieceVocabulary(_check(spiece_model), extra_ids=extra_ids)
 
 
 def hf_tokenizer(spiece_model: str, extra_ids: int = DEFAULT_EXTRA_IDS):
-    """A `transformers.T5Tokenizer` over `spiece_model` with `extra_ids` sentinels."""
+    """A `transformers.T5Tokenizer` over `spiece_model` with `extra_ids` sentinels.
+
+    Its pipeline is set by `match_sentencepiece`, so it gives seqio's ids.
+
+    Raises:
+      CheckpointError: `spiece_model` does not exist.
+    """
     import transformers
     _check(spiece_model)
     directory = os.path.dirname(os.path.abspath(spiece_model))
@@ -94,6 +113,9 @@ def save_hf_tokenizer(spiece_model: str, directory: str, extra_ids: int = DEFAUL
     `tokenizer_config.json` names `PreTrainedTokenizerFast` so that `AutoTokenizer.from_pretrained` loads
     that pipeline as written; the `T5Tokenizer` class would rebuild transformers' own pipeline from the
     vocabulary and lose it.
+
+    Raises:
+      CheckpointError: `spiece_model` does not exist.
     """
     hf_tokenizer(spiece_model, extra_ids).save_pretrained(directory)
     config_path = os.path.join(directory, "tokenizer_config.json")

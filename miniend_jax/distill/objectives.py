@@ -33,9 +33,9 @@ import jax
 import jax.numpy as jnp
 
 from miniend_jax.distill import relations
-from miniend_jax.errors import ConfigError
-from miniend_jax.models.t5 import (T5Output, Taps, cross_attention_mask, decoder_attention_mask,
-                                   encoder_attention_mask)
+from miniend_jax.errors import ConfigError, check
+from miniend_jax.models.interface import (Seq2SeqOutput, Taps, cross_attention_mask, decoder_attention_mask,
+                                          encoder_attention_mask)
 
 OBJECTIVES: dict[str, tuple[str, ...]] = {
     "pretrain": ("ground_truth",),
@@ -54,7 +54,22 @@ INTERPOLATION_SCHEDULES = ("constant", "linear", "cosine")
 
 @dataclasses.dataclass(frozen=True)
 class DistillSpec:
-    """What to distil and how. Layers are per stack (`encoder`, `decoder`); negative = from the end."""
+    """What to distil and how. Layers are per stack (`encoder`, `decoder`); negative = from the end.
+
+    Attributes:
+      objective: a key of `OBJECTIVES`.
+      relation_heads: R, the number of relation heads the attention widths are re-split into
+        (MiniLMv2, Wang et al. 2021); must divide both models' `num_heads * d_kv`.
+      teacher_encoder_layer, teacher_decoder_layer, student_encoder_layer, student_decoder_layer: the
+        tapped layer of each stack.
+      temperature: T of the logit KD term (Hinton et al. 2015), scaled back by T^2.
+      weights: (term, weight) overrides; every term defaults to 1 except `ground_truth` (0).
+      interpolation_space: `probability` or `logit`, see `relations.interpolate_target`.
+
+    Raises:
+      ConfigError: on construction, for an unknown objective or term, or a non-positive
+        `relation_heads` or `temperature`, or an unknown `interpolation_space`.
+    """
 
     objective: str = "miniend_e"
     relation_heads: int = 32
@@ -91,16 +106,22 @@ class DistillSpec:
 
     @property
     def needs_teacher(self) -> bool:
+        """Whether any active term reads the teacher (every term but `ground_truth`)."""
         return any(t != "ground_truth" for t in self.terms)
 
     def weight(self, term: str) -> float:
+        """The weight of `term` in `total_loss` (for `pretrain`: 1 for ground_truth, 0 otherwise)."""
         if self.objective == "pretrain":  # the ground-truth loss *is* the objective: weight 1, always
             return 1.0 if term == "ground_truth" else 0.0
         default = 0.0 if term == "ground_truth" else 1.0
         return float(dict(self.weights).get(term, default))
 
     def taps(self, role: str) -> Taps:
-        """The layers whose Q/K/V the `teacher` or `student` must return for the active terms."""
+        """The layers whose Q/K/V the `role` model must return for the active terms.
+
+        Args:
+          role: `"teacher"` or `"student"`.
+        """
         enc = getattr(self, f"{role}_encoder_layer")
         dec = getattr(self, f"{role}_decoder_layer")
         terms = self.terms
@@ -109,7 +130,16 @@ class DistillSpec:
                     cross=(dec,) if "cross" in terms else ())
 
     def check_models(self, teacher_config, student_config) -> None:
-        """Cross-field checks: relation heads divide widths, tapped layers exist, vocabularies agree."""
+        """Cross-field checks: relation heads divide widths, tapped layers exist, vocabularies agree.
+
+        Args:
+          teacher_config, student_config: the models' configs (`T5Config` or any with `inner_dim`,
+            `num_encoder_layers`, `num_decoder_layers`, `vocab_size`); the teacher's is read only when
+            `needs_teacher`.
+
+        Raises:
+          ConfigError: naming the failed check and a fix.
+        """
         models = [("student", student_config)] + ([("teacher", teacher_config)] if self.needs_teacher else [])
         relation_terms = set(self.terms) & {"encoder_self", "decoder_self", "cross"}
         common = math.gcd(*[config.inner_dim for _, config in models])
@@ -132,17 +162,45 @@ class DistillSpec:
                 "vocab_size to the teacher's.")
 
 
+def _check_schedule(schedule: str) -> None:
+    check(schedule in INTERPOLATION_SCHEDULES, "distill.interpolation.schedule", schedule,
+          f"use one of {', '.join(INTERPOLATION_SCHEDULES)}.")
+
+
+def check_interpolation(start: float, steps: int, schedule: str) -> None:
+    """The `distill.interpolation` settings of `interpolation_alpha`, checked before training.
+
+    Raises:
+      ConfigError: an unknown schedule, `start` outside [0, 1], or a ramp of no steps.
+    """
+    _check_schedule(schedule)
+    check(0.0 <= start <= 1.0, "distill.interpolation.start", start, "use a value in [0, 1].")
+    if schedule != "constant":
+        check(steps > 0, "distill.interpolation.steps", steps, "use a positive number of steps for a_t to reach 1.")
+
+
 def interpolation_alpha(step: jax.Array, start: float, steps: int, schedule: str) -> jax.Array:
-    """`a_t` rising from `start` to 1 over `steps` (linear or cosine); `constant` means plain MiniEnD."""
+    """`a_t` rising from `start` to 1 over `steps` (linear or cosine); `constant` means plain MiniEnD.
+
+    The ramp of the interpolated target (after TAID, Shing et al. 2025; see `relations.interpolate_target`).
+
+    Args:
+      step: int scalar, the optimizer step (may be traced).
+      start: `a_0`, in [0, 1].
+      steps: length of the ramp in steps; `a_t = 1` from then on (and always when `steps <= 0`).
+      schedule: `constant`, `linear` or `cosine`.
+
+    Returns:
+      float32 scalar in [start, 1].
+
+    Raises:
+      ConfigError: an unknown schedule.
+    """
+    _check_schedule(schedule)
     if schedule == "constant" or steps <= 0:
         return jnp.float32(1.0)
     progress = jnp.clip(jnp.asarray(step, jnp.float32) / steps, 0.0, 1.0)
-    if schedule == "linear":
-        ramp = progress
-    elif schedule == "cosine":
-        ramp = 0.5 * (1.0 - jnp.cos(jnp.pi * progress))
-    else:
-        raise ConfigError(f"distill.interpolation.schedule={schedule!r}: use one of {INTERPOLATION_SCHEDULES}.")
+    ramp = progress if schedule == "linear" else 0.5 * (1.0 - jnp.cos(jnp.pi * progress))  # cosine
     return jnp.float32(start) + (1.0 - jnp.float32(start)) * ramp
 
 
@@ -150,7 +208,15 @@ def interpolation_alpha(step: jax.Array, start: float, steps: int, schedule: str
 # Masks and normalisers from a batch (seqio EncDecFeatureConverter features)
 # ---------------------------------------------------------------------------------------------
 def valid_rows(batch: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-    """(encoder positions that are not padding, decoder target positions that count)."""
+    """(encoder positions that are not padding, decoder target positions that count).
+
+    Args:
+      batch: seqio features; `encoder_input_tokens` int `[batch, enc_len]` and either
+        `decoder_loss_weights` or `decoder_target_tokens` int `[batch, dec_len]` (0 = does not count).
+
+    Returns:
+      (bool `[batch, enc_len]`, bool `[batch, dec_len]`).
+    """
     encoder_valid = batch["encoder_input_tokens"] > 0
     if "decoder_loss_weights" in batch:
         decoder_valid = batch["decoder_loss_weights"] > 0
@@ -160,7 +226,11 @@ def valid_rows(batch: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
 
 
 def denominators(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """Valid encoder and decoder rows of `batch` (at least 1), the normalisers of every term."""
+    """Valid encoder and decoder rows of `batch` (at least 1), the normalisers of every term.
+
+    Returns:
+      {"encoder": float32 scalar, "decoder": float32 scalar}: counts of the `valid_rows` positions.
+    """
     encoder_valid, decoder_valid = valid_rows(batch)
     return {"encoder": jnp.maximum(encoder_valid.sum(), 1).astype(jnp.float32),
             "decoder": jnp.maximum(decoder_valid.sum(), 1).astype(jnp.float32)}
@@ -178,7 +248,21 @@ def _masks(batch):
 # ---------------------------------------------------------------------------------------------
 def logit_kd_sum(teacher_logits, student_logits, decoder_valid, temperature=1.0, alpha=1.0,
                  interpolation_space="probability") -> jax.Array:
-    """Sum over valid targets of T^2 * KL(softmax(t/T) || softmax(s/T)) (float32)."""
+    """Sum over valid targets of T^2 * KL(target || softmax(s/T)), target = softmax(t/T) when alpha = 1.
+
+    Knowledge distillation of Hinton et al. 2015 ("Distilling the Knowledge in a Neural Network"), with
+    the interpolated target of `relations.interpolate_target` for alpha < 1.
+
+    Args:
+      teacher_logits, student_logits: `[batch, dec_len, vocab]`, any float dtype (computed in float32).
+      decoder_valid: bool `[batch, dec_len]`, the positions that count.
+      temperature: T > 0.
+      alpha: the interpolation weight `a_t` (1 = the teacher's distribution).
+      interpolation_space: `probability` or `logit`.
+
+    Returns:
+      float32 scalar, a sum in nats (not a mean).
+    """
     t = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature, axis=-1)
     s = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
     target = relations.interpolate_target(jax.lax.stop_gradient(t), s, alpha, interpolation_space)
@@ -187,22 +271,45 @@ def logit_kd_sum(teacher_logits, student_logits, decoder_valid, temperature=1.0,
 
 
 def cross_entropy_sum(logits, targets, decoder_valid) -> jax.Array:
-    """Sum over valid targets of -log p(target) (float32)."""
+    """Sum over valid targets of -log p(target).
+
+    Args:
+      logits: `[batch, dec_len, vocab]`, any float dtype (computed in float32).
+      targets: int `[batch, dec_len]`.
+      decoder_valid: bool `[batch, dec_len]`.
+
+    Returns:
+      float32 scalar, a sum in nats (not a mean).
+    """
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
     return jnp.sum(jnp.where(decoder_valid, nll, 0.0))
 
 
-def compute_terms(spec: DistillSpec, teacher: T5Output | None, student: T5Output,
+def compute_terms(spec: DistillSpec, teacher: Seq2SeqOutput | None, student: Seq2SeqOutput,
                   batch: Mapping[str, jax.Array], denominator: Mapping[str, jax.Array],
                   alpha: jax.Array | float = 1.0) -> dict[str, jax.Array]:
-    """Every active term of `spec` (unweighted), normalised by `denominator` (see `denominators`)."""
+    """Every active term of `spec` (unweighted), normalised by `denominator` (see `denominators`).
+
+    Args:
+      spec: what to compute.
+      teacher: the teacher's output with the taps of `spec.taps("teacher")`; None when not
+        `spec.needs_teacher`.
+      student: the student's output with the taps of `spec.taps("student")`.
+      batch: seqio features: `encoder_input_tokens`, `decoder_input_tokens`, `decoder_target_tokens`,
+        optionally `decoder_loss_weights` and `*_segment_ids`.
+      denominator: `denominators` of the *whole* batch (equal to this batch's without microbatching).
+      alpha: the interpolation weight `a_t` (1 = plain distillation).
+
+    Returns:
+      {term: float32 scalar} for each of `spec.terms`.
+    """
     encoder_valid, decoder_valid = valid_rows(batch)
     enc_mask, dec_mask, cross_mask = _masks(batch)
     rel = dict(num_relation_heads=spec.relation_heads, alpha=alpha,
                interpolation_space=spec.interpolation_space)
 
-    def tap(out: T5Output, kind: str, role: str):
+    def tap(out: Seq2SeqOutput, kind: str, role: str):
         stack = "encoder" if kind == "encoder_self" else "decoder"
         return out.taps[kind][getattr(spec, f"{role}_{stack}_layer")]
 
@@ -232,5 +339,9 @@ def compute_terms(spec: DistillSpec, teacher: T5Output | None, student: T5Output
 
 
 def total_loss(spec: DistillSpec, terms: Mapping[str, jax.Array]) -> jax.Array:
-    """Weighted sum of the terms (the paper sums them unweighted: every default weight is 1)."""
+    """Weighted sum of the terms (the paper sums them unweighted: every default weight is 1).
+
+    Returns:
+      float32 scalar, `sum(spec.weight(term) * value)`.
+    """
     return sum(spec.weight(name) * value for name, value in terms.items())

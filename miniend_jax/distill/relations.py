@@ -3,7 +3,10 @@
 For one attention module, the projected queries, keys or values `[batch, length, heads * d_kv]` are
 re-split into R relation heads `[batch, R, length, d_r]` (`d_r = width / R`), so teacher and student
 need not share head counts. A relation between two such tensors A, B is
-`softmax(A B^T / sqrt(d_r) + mask)` over the last axis. Softmax and KL are float32.
+`softmax(A B^T / sqrt(d_r) + mask)` over the last axis. Softmax and KL are float32. Source: MiniLMv2
+(Wang et al. 2021, "MiniLMv2: Multi-Head Self-Attention Relation Distillation for Compressing
+Pretrained Transformers"): its self-attention relations and their KL loss, applied here to every
+attention kind of an encoder-decoder.
 
 Losses are returned as *sums* over valid (batch, relation head, query row) triples, divided by R and
 by the number of relations of the module; the caller divides by the number of valid query rows of the
@@ -15,13 +18,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from miniend_jax.models.t5 import AttentionTap
+from miniend_jax.models.interface import AttentionTap
 
 _MASK_VALUE = -1e9
 
 
 def split_relation_heads(x: jax.Array, num_relation_heads: int) -> jax.Array:
-    """`[batch, length, width]` -> `[batch, R, length, width / R]`."""
+    """`[batch, length, width]` -> `[batch, R, length, width / R]`, same dtype.
+
+    Raises:
+      ValueError: `width` is not divisible by `num_relation_heads`.
+    """
     batch, length, width = x.shape
     if width % num_relation_heads:
         raise ValueError(f"width {width} is not divisible by {num_relation_heads} relation heads")
@@ -33,6 +40,9 @@ def relation_log_probs(a: jax.Array, b: jax.Array, mask: jax.Array, num_relation
 
     a: `[batch, La, width]`, b: `[batch, Lb, width]`, mask: bool broadcastable to `[batch, R, La, Lb]`.
     Returns float32 `[batch, R, La, Lb]`.
+
+    Raises:
+      ValueError: a width is not divisible by `num_relation_heads`.
     """
     a = split_relation_heads(a, num_relation_heads)
     b = split_relation_heads(b, num_relation_heads)
@@ -48,6 +58,17 @@ def interpolate_target(teacher_logp: jax.Array, student_logp: jax.Array, alpha: 
     `probability`: `P = (1 - a) * stopgrad(P_student) + a * P_teacher` (METHOD.md's definition).
     `logit`: `P = softmax((1 - a) * stopgrad(log P_student) + a * log P_teacher)` (TAID's own form).
     `a = 1` returns the teacher exactly.
+
+    Args:
+      teacher_logp, student_logp: float32 log-probabilities of the same shape, normalised over the last axis.
+      alpha: `a`, scalar in [0, 1].
+      space: `probability` or `logit`.
+
+    Returns:
+      float32 log-probabilities of the inputs' shape.
+
+    Raises:
+      ValueError: an unknown `space`.
     """
     student_logp = jax.lax.stop_gradient(student_logp)
     alpha = jnp.asarray(alpha, jnp.float32)
@@ -65,6 +86,9 @@ def kl_sum(target_logp: jax.Array, student_logp: jax.Array, key_mask: jax.Array,
 
     target_logp, student_logp: `[batch, R, Lq, Lk]`; key_mask broadcastable to it; query_valid
     `[batch, Lq]` bool. Masked keys contribute nothing.
+
+    Returns:
+      float32 scalar (nats, summed over batch, relation heads and valid rows).
     """
     p = jnp.exp(target_logp)
     per_key = jnp.where(key_mask, p * (target_logp - student_logp), 0.0)
@@ -78,7 +102,8 @@ def relation_kl_sum(teacher: tuple[jax.Array, jax.Array], student: tuple[jax.Arr
     """KL(teacher relation || student relation) summed over valid rows and averaged over relation heads.
 
     teacher, student: the (A, B) pair of each model, `[batch, La, width]` and `[batch, Lb, width]`;
-    widths may differ between the models.
+    widths may differ between the models. mask: bool broadcastable to `[batch, R, La, Lb]`;
+    query_valid: bool `[batch, La]`. Returns a float32 scalar.
     """
     teacher_logp = relation_log_probs(*teacher, mask, num_relation_heads)
     student_logp = relation_log_probs(*student, mask, num_relation_heads)
@@ -89,7 +114,20 @@ def relation_kl_sum(teacher: tuple[jax.Array, jax.Array], student: tuple[jax.Arr
 def self_attention_relation_sum(teacher: AttentionTap, student: AttentionTap, mask: jax.Array,
                                 query_valid: jax.Array, num_relation_heads: int, alpha=1.0,
                                 interpolation_space: str = "probability") -> jax.Array:
-    """Mean of the QQ, KK and VV relation losses of a self-attention module (summed over rows)."""
+    """Mean of the QQ, KK and VV relation losses of a self-attention module (summed over rows).
+
+    MiniLMv2's self-attention relation loss (Wang et al. 2021).
+
+    Args:
+      teacher, student: the module's taps, each `[batch, L, width]` (widths may differ).
+      mask: bool, broadcastable to `[batch, R, L, L]` (e.g. `encoder_attention_mask`).
+      query_valid: bool `[batch, L]`, the rows that count.
+      num_relation_heads: R.
+      alpha, interpolation_space: see `interpolate_target`.
+
+    Returns:
+      float32 scalar: sum over valid rows, divided by R and by 3.
+    """
     total = 0.0
     for t, s in ((teacher.q, student.q), (teacher.k, student.k), (teacher.v, student.v)):
         total = total + relation_kl_sum((t, t), (s, s), mask, query_valid, num_relation_heads, alpha,
@@ -108,6 +146,19 @@ def cross_attention_relation_sums(teacher: AttentionTap, student: AttentionTap, 
     explicit encoder signal. Returns (sum over decoder rows of the QK term,
     sum over encoder rows of the KK and VV terms), each already divided by 3 (the module averages its
     three relations) so that `qk / n_dec + kv / n_enc` is the module loss.
+
+    Args:
+      teacher, student: the cross-attention taps: `q` `[batch, dec_len, width]`, `k`, `v`
+        `[batch, enc_len, width]`.
+      cross_mask: bool, broadcastable to `[batch, R, dec_len, enc_len]` (`cross_attention_mask`).
+      decoder_valid: bool `[batch, dec_len]`.
+      encoder_mask: bool, broadcastable to `[batch, R, enc_len, enc_len]` (`encoder_attention_mask`).
+      encoder_valid: bool `[batch, enc_len]`.
+      num_relation_heads: R.
+      alpha, interpolation_space: see `interpolate_target`.
+
+    Returns:
+      (float32 scalar, float32 scalar).
     """
     qk = relation_kl_sum((teacher.q, teacher.k), (student.q, student.k), cross_mask, decoder_valid,
                          num_relation_heads, alpha, interpolation_space)

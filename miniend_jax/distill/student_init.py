@@ -18,7 +18,14 @@ INIT_MODES = ("random", "teacher_layers")
 
 
 def layer_map(teacher_layers: int, student_layers: int) -> list[int]:
-    """Evenly spaced teacher layer indices for each student layer, first and last kept."""
+    """Evenly spaced teacher layer indices for each student layer, first and last kept.
+
+    `round(i * (teacher_layers - 1) / (student_layers - 1))` for student layer i; one student layer
+    takes the teacher's last.
+
+    Raises:
+      ConfigError: the student has more layers than the teacher.
+    """
     if student_layers > teacher_layers:
         raise ConfigError(f"student has {student_layers} layers but the teacher only {teacher_layers}; "
                           "teacher_layers init needs a shallower (or equal) student.")
@@ -44,6 +51,17 @@ def copy_teacher_layers(teacher_params, teacher_config: T5Config, student_config
 
     `student_params` (unboxed) gives the target structure and shapes; returns numpy arrays in the
     student's parameter dtype.
+
+    Args:
+      teacher_params: unboxed teacher parameters, either layout.
+      teacher_config, student_config: the two models' configs.
+      student_params: unboxed student parameters, either layout (only structure and dtypes are read).
+
+    Returns:
+      The student's parameters (numpy) in the layout `student_config.scan_layers` asks for.
+
+    Raises:
+      ConfigError: see `check_copyable`.
     """
     check_copyable(teacher_config, student_config)
     maps = {"encoder": layer_map(teacher_config.num_encoder_layers, student_config.num_encoder_layers),

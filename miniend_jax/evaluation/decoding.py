@@ -40,11 +40,13 @@ def greedy_decode(model: T5, params, encoder_input_tokens: jax.Array, max_decode
     """Greedy decoding, as HF `generate(num_beams=1, do_sample=False)` does it.
 
     Args:
-      model: the `T5` module; params: its (unboxed) parameters.
+      model: the `T5` module (static: hashed by its config); either layout, decoding runs unrolled.
+      params: its (unboxed) parameters, in the layout `model.config.scan_layers` names.
       encoder_input_tokens: int `[batch, enc_len]`, 0 = padding.
-      max_decode_length: number of tokens to generate (HF `max_new_tokens`).
+      max_decode_length: number of tokens to generate (HF `max_new_tokens`), static.
+
     Returns:
-      int `[batch, max_decode_length]`: generated tokens without the start token; after a sequence's
+      int32 `[batch, max_decode_length]`: generated tokens without the start token; after a sequence's
       EOS every position holds the pad id. Stops early once every sequence has ended.
     """
     cfg = model.config
@@ -91,7 +93,18 @@ def beam_search(model: T5, params, encoder_input_tokens: jax.Array, max_decode_l
     hypothesis (HF's heuristic with `early_stopping=False`), when every beam slot is finished
     (`early_stopping=True`), or at `max_decode_length`.
 
-    Returns int `[batch, max_decode_length]`: each example's best hypothesis, pad id after its EOS.
+    Source: HF `transformers` `generation/utils.py` (`_beam_search`, its beam-score bookkeeping).
+
+    Args:
+      model: the `T5` module (static); params: its (unboxed) parameters, as for `greedy_decode`.
+      encoder_input_tokens: int `[batch, enc_len]`, 0 = padding.
+      max_decode_length: maximum tokens to generate (HF `max_new_tokens`), static.
+      num_beams: k, static.
+      length_penalty: exponent of the generated length dividing a finished hypothesis's score.
+      early_stopping: HF's `early_stopping` (True or False; HF's "never" is not offered), static.
+
+    Returns:
+      int32 `[batch, max_decode_length]`: each example's best hypothesis, pad id after its EOS.
     """
     cfg = model.config
     batch, k = encoder_input_tokens.shape[0], num_beams

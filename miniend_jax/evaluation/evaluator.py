@@ -76,10 +76,9 @@ class TaskEvaluator:
         return results
 
 
-def aggregates(results: dict) -> dict:
-    """GLUE average and the paper's GLUE score over the GLUE tasks in `results` (absent if none)."""
-    from tasks.glue import results_by_glue_task
-    glue = results_by_glue_task(results)
+def aggregates(glue: dict) -> dict:
+    """GLUE average and the paper's GLUE score of `glue` ({GLUE task name (`sst2`, `mnli_matched`, ...):
+    {metric: score in percent}}, e.g. `tasks.glue.results_by_glue_task(results)`); {} when it is empty."""
     if not glue:
         return {}
     paper, missing = metrics.paper_glue_score(glue)
@@ -105,9 +104,19 @@ def markdown_table(results: dict, summary: dict, title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(workdir: str, results: dict, *, step: int | None, model: str) -> dict:
-    """`results.json` and `results.md` in `workdir` (process 0); returns the JSON payload."""
-    summary = aggregates(results)
+def write_results(workdir: str, results: dict, *, step: int | None, model: str, glue: dict | None = None) -> dict:
+    """Writes `results.json` and `results.md` in `workdir` (process 0).
+
+    Args:
+      results: {seqio Task name: {metric: score}}, as `TaskEvaluator.evaluate` returns.
+      step: the training step scored, or None for a finished model.
+      model: how the table names the model.
+      glue: the GLUE Tasks among `results` by GLUE task name, for the aggregate scores (see `aggregates`).
+
+    Returns:
+      The JSON payload: model, step, results and the aggregates.
+    """
+    summary = aggregates(glue or {})
     payload = {"model": model, "step": step, "results": results, **summary}
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)

@@ -23,7 +23,11 @@ class T5Config:
     `dtype` is the compute dtype of activations and matmuls (float32 or bfloat16; float16 is refused
     because T5's activations overflow it); `param_dtype` the dtype parameters are created in (float16
     storage is allowed: parameters are cast to `dtype` before use). Softmax, layer-norm statistics and
-    the returned logits are float32 regardless.
+    the returned logits are float32 regardless. Both are stored as names (strings, as in config files);
+    `compute_dtype` is `dtype` as a `jnp.dtype`, and `jnp.dtype(config.param_dtype)` the parameters' one.
+
+    Raises:
+      ConfigError: on construction (`validate`), for any out-of-range or inconsistent field.
     """
 
     vocab_size: int = 32128
@@ -59,6 +63,7 @@ class T5Config:
 
     @property
     def is_gated(self) -> bool:
+        """Whether the FFN is gated (`gated-*`: two input projections `wi_0`, `wi_1`)."""
         return self.feed_forward_proj.startswith("gated-")
 
     @property
@@ -70,20 +75,28 @@ class T5Config:
 
     @property
     def compute_dtype(self) -> jnp.dtype:
+        """`dtype` as a `jnp.dtype`."""
         return jnp.dtype(self.dtype)
 
-    @property
-    def params_dtype(self) -> jnp.dtype:
-        return jnp.dtype(self.param_dtype)
-
     def replace(self, **changes) -> "T5Config":
+        """A copy with `changes` applied (validated again).
+
+        Raises:
+          ConfigError: the result is invalid.
+        """
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
+        """Every field by name, JSON-serialisable (dtypes as strings)."""
         return dataclasses.asdict(self)
 
     # -- validation ----------------------------------------------------------------------------
     def validate(self) -> None:
+        """Checks every field; called by `__post_init__`.
+
+        Raises:
+          ConfigError: naming the field, its value and what is allowed.
+        """
         positive = ("vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_encoder_layers",
                     "num_decoder_layers", "relative_attention_num_buckets",
                     "relative_attention_max_distance")

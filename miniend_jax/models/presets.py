@@ -46,11 +46,16 @@ PRESETS: dict[str, dict] = {
 
 
 def preset_names() -> list[str]:
+    """Every preset name, sorted."""
     return sorted(PRESETS)
 
 
 def get_preset(name: str, **overrides) -> T5Config:
-    """The named shape as a `T5Config`, with `overrides` (e.g. dtype, dropout_rate) applied."""
+    """The named shape as a `T5Config`, with `overrides` (e.g. dtype, dropout_rate) applied.
+
+    Raises:
+      ConfigError: `name` is not a preset, or the overrides make an invalid config.
+    """
     if name not in PRESETS:
         raise ConfigError(f"unknown model preset {name!r}; choose one of: {', '.join(preset_names())}.")
     return T5Config(**{**PRESETS[name], **overrides})

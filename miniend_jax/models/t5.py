@@ -5,25 +5,29 @@ Covers T5 v1.0 (ReLU, tied, scaled head), v1.1 / Flan-T5 / mT5 (gated-GELU, unti
 names (t5x style) so that `parallel.py` can shard it over a (data, fsdp, tensor) mesh, and the main
 activations carry logical constraints.
 
-Distillation "taps": `Taps` names layers of the three attention kinds; the projected queries, keys and
-values of exactly those layers (`[batch, length, heads * d_kv]`) are returned beside the logits. Nothing
-else is materialised for distillation.
+The model follows the seam in `models/interface.py`: `T5.__call__` takes the batch features of
+`MODEL_INPUTS` by keyword and returns a `Seq2SeqOutput`. Distillation "taps": `Taps` names layers of the
+three attention kinds; the projected queries, keys and values of exactly those layers
+(`[batch, length, heads * d_kv]`) are returned beside the logits. Nothing else is materialised for
+distillation.
 
 Layouts: by default each layer is its own module (`layers_0`, `layers_1`, ...). With
 `config.scan_layers` each stack is one `nn.scan` over a single layer (`layers`, parameters stacked on a
 leading depth axis): one layer is traced and compiled, and its intermediates are freed every iteration.
 `stack_layers` / `unstack_layers` convert parameters between the two; decoding runs unrolled.
 
-Masks follow seqio's feature converters: token id 0 is padding, and `*_segment_ids` (packed examples)
-restrict attention to the same segment. Relative positions are taken from array positions; inside one
-packed segment they equal the differences of seqio's `*_positions`, and pairs across segments are
-masked, so the positions features are not needed.
+Masks (`models/interface.py`) follow seqio's feature converters: token id 0 is padding, and
+`*_segment_ids` (packed examples) restrict attention to the same segment. Relative positions are taken
+from array positions; inside one packed segment they equal the differences of seqio's `*_positions`, and
+pairs across segments are masked, so the positions features are not needed.
+
+References: HF `transformers` `models/t5/modeling_t5.py` (the numerics matched, see
+tests/models/test_t5_golden.py), and t5x / Mesh TensorFlow for initialisation and parameter names.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Mapping, NamedTuple
+from typing import Mapping
 
 import flax.linen as nn
 import jax
@@ -31,57 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from miniend_jax.models.config import T5Config
+from miniend_jax.models.interface import (AttentionTap, Seq2SeqOutput, Taps, cross_attention_mask,
+                                          decoder_attention_mask, encoder_attention_mask)
 
 # Finite "minus infinity": a fully masked row (padding in a packed batch) becomes uniform, not NaN.
 _MASK_VALUE = -1e10
-
-ATTENTION_KINDS = ("encoder_self", "decoder_self", "cross")
-
-
-# ---------------------------------------------------------------------------------------------
-# Taps
-# ---------------------------------------------------------------------------------------------
-class AttentionTap(NamedTuple):
-    """Projected attention inputs of one layer, each `[batch, length, heads * d_kv]`.
-
-    For cross-attention, `q` has the decoder length and `k`, `v` the encoder length.
-    """
-
-    q: jax.Array
-    k: jax.Array
-    v: jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class Taps:
-    """Which layers' Q/K/V to return, per attention kind. Negative indices count from the end."""
-
-    encoder_self: tuple[int, ...] = ()
-    decoder_self: tuple[int, ...] = ()
-    cross: tuple[int, ...] = ()
-
-    def resolve(self, config: T5Config) -> dict[str, dict[int, int]]:
-        """Maps each kind to {absolute layer index: requested index}; raises on out-of-range layers."""
-        depth = {"encoder_self": config.num_encoder_layers,
-                 "decoder_self": config.num_decoder_layers,
-                 "cross": config.num_decoder_layers}
-        resolved = {}
-        for kind in ATTENTION_KINDS:
-            layers = {}
-            for index in getattr(self, kind):
-                if not -depth[kind] <= index < depth[kind]:
-                    raise ValueError(f"tap {kind}[{index}] is outside the {depth[kind]} layers of that "
-                                     "stack; use an index in [-depth, depth).")
-                layers[index % depth[kind]] = index
-            resolved[kind] = layers
-        return resolved
-
-
-class T5Output(NamedTuple):
-    """`logits`: float32 `[batch, decoder_length, vocab]`; `taps`: {kind: {layer: AttentionTap}}."""
-
-    logits: jax.Array
-    taps: Mapping[str, Mapping[int, AttentionTap]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,11 +47,22 @@ class T5Output(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 def relative_position_bucket(relative_position: np.ndarray, bidirectional: bool, num_buckets: int,
                              max_distance: int) -> np.ndarray:
-    """T5's bucketing of `memory_position - query_position` (Mesh TensorFlow's definition).
+    """T5's bucketing of `memory_position - query_position`.
 
     Half of the buckets hold exact small distances, the other half logarithmically wider ones up to
     `max_distance`; with `bidirectional` the buckets are split between negative and positive offsets.
-    Computed in numpy float32 on static shapes, at trace time.
+    Computed in numpy float32 on static shapes, at trace time. Source: Mesh TensorFlow
+    `transformer_layers._relative_position_bucket`, as in HF `modeling_t5.py`
+    (`T5Attention._relative_position_bucket`).
+
+    Args:
+      relative_position: int array of any shape, key position minus query position (in tokens).
+      bidirectional: True for encoder self-attention; False (decoder) buckets only offsets <= 0.
+      num_buckets: total number of buckets (`relative_attention_num_buckets`).
+      max_distance: offsets at or beyond this distance share the last bucket.
+
+    Returns:
+      int64 array of the input's shape, bucket ids in `[0, num_buckets)`.
     """
     relative_position = np.asarray(relative_position, dtype=np.int64)
     buckets = np.zeros_like(relative_position)
@@ -125,14 +94,19 @@ def _activation(name: str):
 
 
 class RMSNorm(nn.Module):
-    """T5 layer norm: scale only, no mean subtraction, no bias; statistics in float32."""
+    """T5 layer norm: scale only, no mean subtraction, no bias; statistics in float32.
+
+    `x * rsqrt(mean(x^2) + eps) * scale` over the last axis (Zhang & Sennrich 2019, "Root Mean Square
+    Layer Normalization"; HF `modeling_t5.py` `T5LayerNorm`). Parameter: `scale` `[features]`, ones.
+    """
 
     config: T5Config
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        """`[..., features]` (any float dtype) -> `[..., features]` in the compute dtype."""
         scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-                           (x.shape[-1],), self.config.params_dtype)
+                           (x.shape[-1],), jnp.dtype(self.config.param_dtype))
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
                                   + self.config.layer_norm_epsilon)
@@ -140,7 +114,14 @@ class RMSNorm(nn.Module):
 
 
 class Dense(nn.Module):
-    """A bias-free projection `[..., in] -> [..., out]` with a logically named kernel."""
+    """A bias-free projection `[..., in] -> [..., out]` with a logically named kernel.
+
+    Attributes:
+      features: output width.
+      axes: logical axis names of the `[in, out]` kernel (see `parallel.py`).
+      stddev: standard deviation of the normal initialiser.
+      config: supplies the parameter and compute dtypes.
+    """
 
     features: int
     axes: tuple[str, str]
@@ -149,27 +130,41 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        """`[..., in]` -> `[..., features]`, computed and returned in the compute dtype."""
         kernel = self.param("kernel", _param_init(self.stddev, self.axes), (x.shape[-1], self.features),
-                            self.config.params_dtype)
+                            jnp.dtype(self.config.param_dtype))
         dtype = self.config.compute_dtype
         return jnp.dot(x.astype(dtype), kernel.astype(dtype))
 
 
 class RelativePositionBias(nn.Module):
-    """Learned per-head bias indexed by relative-position bucket; one table per stack, shared by layers."""
+    """Learned per-head bias indexed by relative-position bucket; one table per stack, shared by layers.
+
+    Parameter: `rel_embedding` `[relative_attention_num_buckets, num_heads]`. Buckets from
+    `relative_position_bucket`; as HF `modeling_t5.py` `T5Attention.compute_bias`.
+
+    Attributes:
+      config: the model config.
+      bidirectional: True for the encoder, False for the decoder's causal self-attention.
+    """
 
     config: T5Config
     bidirectional: bool
 
     @nn.compact
     def __call__(self, query_length: int, key_length: int, query_offset: jax.Array | int = 0) -> jax.Array:
-        """Returns the float32 bias `[1, heads, query_length, key_length]`.
+        """The additive attention bias of every (query, key) pair.
 
-        `query_offset` (possibly traced) shifts the query positions, for one-token decoding steps.
+        Args:
+          query_length, key_length: static lengths in tokens.
+          query_offset: position of the first query; a traced int32 scalar in one-token decoding steps.
+
+        Returns:
+          float32 `[1, heads, query_length, key_length]`.
         """
         cfg = self.config
         table = self.param("rel_embedding", _param_init(cfg.d_model ** -0.5, ("relpos_buckets", "relpos_heads")),
-                           (cfg.relative_attention_num_buckets, cfg.num_heads), cfg.params_dtype)
+                           (cfg.relative_attention_num_buckets, cfg.num_heads), jnp.dtype(cfg.param_dtype))
         if isinstance(query_offset, int):
             relative = np.arange(key_length)[None, :] - np.arange(query_offset, query_offset + query_length)[:, None]
             buckets = jnp.asarray(relative_position_bucket(
@@ -187,7 +182,17 @@ class RelativePositionBias(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-    """T5 attention: no 1/sqrt(d) scaling (folded into the initialisation), additive position bias."""
+    """T5 attention: no 1/sqrt(d_kv) scaling (folded into the query initialisation), additive position bias.
+
+    `softmax(q k^T + bias, masked) v` per head, then the output projection; as Mesh TensorFlow's
+    T5 attention and HF `modeling_t5.py` `T5Attention`. Parameters: `query`, `key`, `value` kernels
+    `[d_model, heads * d_kv]` and `out` `[heads * d_kv, d_model]`; the query's initial stddev is
+    `(d_model * d_kv) ** -0.5` (t5x). Scores and softmax are float32; masked scores are set to -1e10.
+
+    Attributes:
+      config: the model config.
+      is_cross: cross-attention (keys and values from the encoder output, cached once when decoding).
+    """
 
     config: T5Config
     is_cross: bool = False
@@ -196,12 +201,24 @@ class MultiHeadAttention(nn.Module):
     def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, bias: jax.Array | None, mask: jax.Array,
                  *, deterministic: bool, decode: bool = False, decode_position: jax.Array | None = None,
                  max_decode_length: int | None = None) -> tuple[jax.Array, AttentionTap]:
-        """inputs `[batch, q_len, d_model]`, `[batch, kv_len, d_model]`; bias float32 broadcastable to
-        `[batch, heads, q_len, kv_len]`; mask bool of the same broadcast shape (True = attend).
+        """One attention module.
 
         With `decode`, self-attention appends this step's key/value to the `cache` collection at
         `decode_position`, and cross-attention projects the encoder output once and reuses it.
-        Returns the output `[batch, q_len, d_model]` and this layer's (q, k, v) before caching.
+
+        Args:
+          inputs_q: `[batch, q_len, d_model]`, compute dtype.
+          inputs_kv: `[batch, kv_len, d_model]` (the same array as `inputs_q` for self-attention).
+          bias: float32, broadcastable to `[batch, heads, q_len, kv_len]`, or None (cross-attention).
+          mask: bool, broadcastable to `[batch, heads, q_len, kv_len]`; True = attend.
+          deterministic: no dropout when True.
+          decode: one-token decoding step against the `cache` collection (`mutable=["cache"]`).
+          decode_position: int32 scalar, the step's position (self-attention with `decode`).
+          max_decode_length: static length of the self-attention cache (self-attention with `decode`).
+
+        Returns:
+          (output `[batch, q_len, d_model]` in the compute dtype, this layer's `AttentionTap` of the
+          projections before caching).
         """
         cfg = self.config
         project = lambda name, stddev: Dense(cfg.inner_dim, ("embed", "joined_kv"), stddev, cfg, name=name)
@@ -245,12 +262,18 @@ class MultiHeadAttention(nn.Module):
 
 
 class MlpBlock(nn.Module):
-    """T5 feed-forward: `wo(act(wi x))`, or gated `wo(act(wi_0 x) * wi_1 x)`."""
+    """T5 feed-forward: `wo(act(wi x))`, or gated `wo(act(wi_0 x) * wi_1 x)`.
+
+    The gated form is T5 v1.1's (Shazeer 2020, "GLU Variants Improve Transformer"; HF `modeling_t5.py`
+    `T5DenseGatedActDense`). Kernels: `wi` / `wi_0` / `wi_1` `[d_model, d_ff]`, `wo` `[d_ff, d_model]`.
+    """
 
     config: T5Config
 
     @nn.compact
     def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+        """`[batch, length, d_model]` -> `[batch, length, d_model]`, compute dtype; dropout unless
+        `deterministic`."""
         cfg = self.config
         act = _activation(cfg.activation)
         if cfg.is_gated:
@@ -269,10 +292,27 @@ def _residual_dropout(config: T5Config, x: jax.Array, update: jax.Array, determi
 
 
 class EncoderLayer(nn.Module):
+    """One pre-norm encoder block: self-attention, then feed-forward, each with a residual connection.
+
+    As HF `modeling_t5.py` `T5Block` of the encoder. Submodules: `pre_attention_layer_norm`,
+    `attention`, `pre_mlp_layer_norm`, `mlp`.
+    """
+
     config: T5Config
 
     @nn.compact
     def __call__(self, x, bias, mask, deterministic: bool):
+        """Encoder block forward.
+
+        Args:
+          x: `[batch, enc_len, d_model]`, compute dtype.
+          bias: float32 `[1, heads, enc_len, enc_len]` (the stack's shared `RelativePositionBias`).
+          mask: bool, broadcastable to `[batch, 1, enc_len, enc_len]` (`encoder_attention_mask`).
+          deterministic: no dropout when True (positional: it is static under `nn.remat`).
+
+        Returns:
+          (`[batch, enc_len, d_model]`, the self-attention `AttentionTap`).
+        """
         cfg = self.config
         h = RMSNorm(cfg, name="pre_attention_layer_norm")(x)
         h, tap = MultiHeadAttention(cfg, name="attention")(h, h, bias, mask, deterministic=deterministic)
@@ -283,11 +323,32 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
+    """One pre-norm decoder block: causal self-attention, cross-attention, feed-forward, each residual.
+
+    As HF `modeling_t5.py` `T5Block` of the decoder. Submodules: `pre_self_attention_layer_norm`,
+    `self_attention`, `pre_cross_attention_layer_norm`, `encoder_decoder_attention`,
+    `pre_mlp_layer_norm`, `mlp`.
+    """
+
     config: T5Config
 
     @nn.compact
     def __call__(self, x, encoded, self_bias, self_mask, cross_mask, deterministic: bool,
                  decode: bool = False, decode_position=None, max_decode_length=None):
+        """Decoder block forward.
+
+        Args:
+          x: `[batch, dec_len, d_model]` (`dec_len` is 1 with `decode`), compute dtype.
+          encoded: `[batch, enc_len, d_model]`, the encoder output.
+          self_bias: float32 `[1, heads, dec_len, dec_len]` (or `[1, heads, 1, max_decode_length]`).
+          self_mask: bool, broadcastable to the self-attention scores (`decoder_attention_mask`).
+          cross_mask: bool, broadcastable to `[batch, 1, dec_len, enc_len]` (`cross_attention_mask`).
+          deterministic: no dropout when True (positional: it is static under `nn.remat`).
+          decode, decode_position, max_decode_length: a one-token cached step, see `MultiHeadAttention`.
+
+        Returns:
+          (`[batch, dec_len, d_model]`, self-attention `AttentionTap`, cross-attention `AttentionTap`).
+        """
         cfg = self.config
         h = RMSNorm(cfg, name="pre_self_attention_layer_norm")(x)
         h, self_tap = MultiHeadAttention(cfg, name="self_attention")(
@@ -354,64 +415,47 @@ def _scan_layers(layer_cls, config: T5Config, depth: int, deterministic: bool, x
 
 
 # ---------------------------------------------------------------------------------------------
-# Masks
-# ---------------------------------------------------------------------------------------------
-def _key_mask(valid: jax.Array) -> jax.Array:
-    """`[batch, k]` bool -> `[batch, 1, 1, k]`."""
-    return valid[:, None, None, :]
-
-
-def _segment_mask(query_segments: jax.Array, key_segments: jax.Array) -> jax.Array:
-    """`[batch, q]`, `[batch, k]` -> `[batch, 1, q, k]`: True where both lie in the same segment."""
-    return (query_segments[:, :, None] == key_segments[:, None, :])[:, None]
-
-
-def encoder_attention_mask(tokens: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
-    """Encoder self-attention mask: keys that are not padding (and in the query's segment if packed)."""
-    mask = _key_mask(tokens > 0)
-    if segment_ids is not None:
-        mask = mask & _segment_mask(segment_ids, segment_ids)
-    return mask
-
-
-def decoder_attention_mask(decoder_input_tokens: jax.Array, decoder_target_tokens: jax.Array | None = None,
-                           segment_ids: jax.Array | None = None) -> jax.Array:
-    """Decoder self-attention mask: causal, restricted to non-padding targets and to the segment.
-
-    Without `decoder_target_tokens` only causality (and segments) apply: padding sits at the end, so
-    valid positions never see it; padded positions produce values nobody reads.
-    """
-    length = decoder_input_tokens.shape[1]
-    mask = jnp.tril(jnp.ones((length, length), dtype=bool))[None, None]
-    if decoder_target_tokens is not None:
-        mask = mask & _key_mask(decoder_target_tokens > 0)
-    if segment_ids is not None:
-        mask = mask & _segment_mask(segment_ids, segment_ids)
-    return mask
-
-
-def cross_attention_mask(encoder_tokens: jax.Array, decoder_segment_ids: jax.Array | None = None,
-                         encoder_segment_ids: jax.Array | None = None) -> jax.Array:
-    """Cross-attention mask: non-padding encoder positions of the same segment."""
-    mask = _key_mask(encoder_tokens > 0)
-    if decoder_segment_ids is not None and encoder_segment_ids is not None:
-        mask = mask & _segment_mask(decoder_segment_ids, encoder_segment_ids)
-    return mask
-
-
-# ---------------------------------------------------------------------------------------------
 # Stacks and the model
 # ---------------------------------------------------------------------------------------------
-class Encoder(nn.Module):
+class _Stack(nn.Module):
+    """What the encoder and decoder stacks share: the config and the token table.
+
+    Attributes:
+      config: the model config.
+      embedder: the shared `nn.Embed` token table (owned by `T5`).
+    """
+
     config: T5Config
     embedder: nn.Module
 
+    def _embed(self, tokens: jax.Array, deterministic: bool) -> jax.Array:
+        """Token embeddings `[batch, length, d_model]` in the compute dtype, after dropout."""
+        x = self.embedder(tokens).astype(self.config.compute_dtype)
+        x = nn.Dropout(self.config.dropout_rate)(x, deterministic=deterministic)
+        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class Encoder(_Stack):
+    """The encoder stack: embedding, `num_encoder_layers` `EncoderLayer`s, final `RMSNorm` (`encoder_norm`).
+
+    One bidirectional `RelativePositionBias` (`relpos_bias`) is shared by all layers, as in T5.
+    """
+
     @nn.compact
     def __call__(self, tokens, segment_ids=None, *, deterministic: bool, tap_layers: Mapping[int, int] = {}):
+        """Encodes a batch.
+
+        Args:
+          tokens: int `[batch, enc_len]`, 0 = padding.
+          segment_ids: optional int `[batch, enc_len]`, packed-example ids.
+          deterministic: no dropout when True.
+          tap_layers: {absolute layer index: key in the returned taps} (from `Taps.resolve`).
+
+        Returns:
+          (encoded `[batch, enc_len, d_model]` in the compute dtype, {key: AttentionTap}).
+        """
         cfg = self.config
-        x = self.embedder(tokens).astype(cfg.compute_dtype)
-        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
-        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        x = self._embed(tokens, deterministic)
         length = tokens.shape[1]
         bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)
         mask = encoder_attention_mask(tokens, segment_ids)
@@ -430,19 +474,42 @@ class Encoder(nn.Module):
         return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic), taps
 
 
-class Decoder(nn.Module):
-    config: T5Config
-    embedder: nn.Module
+class Decoder(_Stack):
+    """The decoder stack: embedding, `num_decoder_layers` `DecoderLayer`s, final norm and output head.
+
+    One causal `RelativePositionBias` (`relpos_bias`) is shared by all layers. The head is the tied
+    embedding (`embedder.attend`, after scaling by `d_model ** -0.5` when `scale_decoder_outputs`) or an
+    untied `logits_dense` kernel `[d_model, vocab]` inside this module's parameters.
+    """
 
     @nn.compact
     def __call__(self, encoded, encoder_tokens, decoder_input_tokens, decoder_target_tokens=None,
                  encoder_segment_ids=None, decoder_segment_ids=None, *, deterministic: bool,
                  decode: bool = False, decode_position=None, max_decode_length=None,
                  self_tap_layers: Mapping[int, int] = {}, cross_tap_layers: Mapping[int, int] = {}):
+        """Decodes a batch teacher-forced, or one cached step with `decode`.
+
+        Args:
+          encoded: `[batch, enc_len, d_model]`, the encoder output.
+          encoder_tokens: int `[batch, enc_len]`, 0 = padding (for the cross-attention mask).
+          decoder_input_tokens: int `[batch, dec_len]`; `[batch, 1]` with `decode`.
+          decoder_target_tokens: optional int `[batch, dec_len]`; its padding is masked as keys.
+          encoder_segment_ids, decoder_segment_ids: optional int packed-example ids.
+          deterministic: no dropout when True.
+          decode: one token at `decode_position` against the `cache` collection.
+          decode_position: int32 scalar (with `decode`).
+          max_decode_length: static cache length (with `decode`).
+          self_tap_layers, cross_tap_layers: {absolute layer index: key in the returned taps}.
+
+        Returns:
+          (float32 logits `[batch, dec_len, vocab]`, {key: self-attention AttentionTap},
+          {key: cross-attention AttentionTap}).
+
+        Raises:
+          ValueError: `decode` with `config.scan_layers` (decoding needs the unrolled layout).
+        """
         cfg = self.config
-        x = self.embedder(decoder_input_tokens).astype(cfg.compute_dtype)
-        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
-        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        x = self._embed(decoder_input_tokens, deterministic)
         relpos = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")
         if decode:
             # One new token at `decode_position` against the cache of `max_decode_length` keys.
@@ -496,21 +563,39 @@ class Decoder(nn.Module):
 
 
 class T5(nn.Module):
-    """T5 encoder-decoder. Parameters: `token_embedder`, `encoder`, `decoder` (see `checkpoints/hf.py`)."""
+    """T5 encoder-decoder, the `models/interface.py` seam's implementation for the T5 family.
+
+    Parameters: `token_embedder` (`embedding` `[vocab, d_model]`), `encoder`, `decoder`; their HF names
+    are in `checkpoints/hf.py`. Apply with `{"params": params}`; dropout needs a `dropout` rng, and
+    one-token decoding a mutable `cache` collection.
+    """
 
     config: T5Config
 
     def setup(self):
         cfg = self.config
         self.token_embedder = nn.Embed(
-            cfg.vocab_size, cfg.d_model, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
+            cfg.vocab_size, cfg.d_model, dtype=cfg.compute_dtype, param_dtype=jnp.dtype(cfg.param_dtype),
             embedding_init=_param_init(1.0, ("vocab", "embed")), name="token_embedder")
         self.encoder = Encoder(cfg, self.token_embedder)
         self.decoder = Decoder(cfg, self.token_embedder)
 
     def encode(self, encoder_input_tokens, encoder_segment_ids=None, *, enable_dropout: bool = False,
                taps: Taps = Taps()):
-        """`[batch, enc_len]` int tokens -> (encoded `[batch, enc_len, d_model]`, {layer: AttentionTap})."""
+        """Encoder pass (use with `apply(..., method=T5.encode)`).
+
+        Args:
+          encoder_input_tokens: int `[batch, enc_len]`, 0 = padding.
+          encoder_segment_ids: optional int `[batch, enc_len]`, packed-example ids.
+          enable_dropout: apply dropout (needs a `dropout` rng).
+          taps: only `taps.encoder_self` is used here.
+
+        Returns:
+          (encoded `[batch, enc_len, d_model]` in the compute dtype, {layer as requested: AttentionTap}).
+
+        Raises:
+          ValueError: a tap outside the stack.
+        """
         layers = taps.resolve(self.config)["encoder_self"]
         return self.encoder(encoder_input_tokens, encoder_segment_ids, deterministic=not enable_dropout,
                             tap_layers=layers)
@@ -519,10 +604,27 @@ class T5(nn.Module):
                encoder_segment_ids=None, decoder_segment_ids=None, *, enable_dropout: bool = False,
                decode: bool = False, decode_position=None, max_decode_length: int | None = None,
                taps: Taps = Taps()):
-        """Decoder pass. Returns (logits, decoder self taps, cross taps).
+        """Decoder pass (use with `apply(..., method=T5.decode)`).
 
         With `decode=True` (mutable `cache`), `decoder_input_tokens` is `[batch, 1]`: the token at
         `decode_position` of a sequence at most `max_decode_length` long.
+
+        Args:
+          encoded: `[batch, enc_len, d_model]` from `encode`.
+          encoder_input_tokens: int `[batch, enc_len]`, 0 = padding.
+          decoder_input_tokens: int `[batch, dec_len]`, or `[batch, 1]` with `decode`.
+          decoder_target_tokens, encoder_segment_ids, decoder_segment_ids: as in `__call__`.
+          enable_dropout: apply dropout (needs a `dropout` rng).
+          decode, decode_position, max_decode_length: a one-token cached step.
+          taps: `taps.decoder_self` and `taps.cross` are used here.
+
+        Returns:
+          (float32 logits `[batch, dec_len, vocab]`, {layer: decoder self AttentionTap},
+          {layer: cross AttentionTap}).
+
+        Raises:
+          ValueError: `decode` without `decode_position` or `max_decode_length`, `decode` with
+            `config.scan_layers`, or a tap outside the stack.
         """
         if decode and (decode_position is None or max_decode_length is None):
             raise ValueError("decode=True needs decode_position and max_decode_length.")
@@ -535,7 +637,7 @@ class T5(nn.Module):
 
     def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
                  encoder_segment_ids=None, decoder_segment_ids=None, *, enable_dropout: bool = False,
-                 taps: Taps = Taps()) -> T5Output:
+                 taps: Taps = Taps()) -> Seq2SeqOutput:
         """Teacher-forced forward pass.
 
         Args:
@@ -545,23 +647,39 @@ class T5(nn.Module):
           encoder_segment_ids, decoder_segment_ids: optional int, packed-example ids (0 = padding).
           enable_dropout: apply dropout (needs a `dropout` rng).
           taps: layers whose attention Q/K/V to return.
+
+        Returns:
+          `Seq2SeqOutput`: float32 logits `[batch, dec_len, vocab]` and the requested taps.
+
+        Raises:
+          ValueError: a tap outside its stack.
         """
         encoded, encoder_taps = self.encode(encoder_input_tokens, encoder_segment_ids,
                                             enable_dropout=enable_dropout, taps=taps)
         logits, self_taps, cross_taps = self.decode(
             encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
             encoder_segment_ids, decoder_segment_ids, enable_dropout=enable_dropout, taps=taps)
-        return T5Output(logits, {"encoder_self": encoder_taps, "decoder_self": self_taps, "cross": cross_taps})
+        return Seq2SeqOutput(logits, {"encoder_self": encoder_taps, "decoder_self": self_taps, "cross": cross_taps})
 
 
 def init_params(config: T5Config, rng: jax.Array, batch: int = 1, length: int = 8):
-    """Random T5 parameters (boxed with logical axis names: use `nn.unbox` or `parallel.py`)."""
+    """Random T5 parameters, initialised as t5x does (normal, see each module's stddev).
+
+    Args:
+      config: the model config; parameters are created in `config.param_dtype`, in the layout
+        `config.scan_layers` asks for.
+      rng: a `jax.random` key.
+      batch, length: shape of the dummy tokens traced for initialisation (no effect on the result).
+
+    Returns:
+      The `params` tree, boxed with logical axis names (`nn.Partitioned`): use `nn.unbox` or `parallel.py`.
+    """
     tokens = jnp.ones((batch, length), jnp.int32)
     return T5(config).init(rng, tokens, tokens)["params"]
 
 
 def abstract_params(config: T5Config):
-    """Parameter shapes and dtypes without allocating (boxed `ShapeDtypeStruct`s)."""
+    """Parameter shapes and dtypes without allocating: `init_params`'s tree of boxed `ShapeDtypeStruct`s."""
     return jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
 
 
@@ -572,14 +690,22 @@ _STACKS = ("encoder", "decoder")
 
 
 def is_scanned(params) -> bool:
-    """Whether (unboxed) parameters are in the scanned layout."""
+    """Whether (unboxed) parameters are in the scanned layout (`encoder/layers` rather than `layers_<i>`)."""
     return "layers" in params["encoder"]
 
 
 def stack_layers(params):
     """Unrolled -> scanned: each stack's `layers_<i>` become one `layers` tree with a leading depth axis.
 
-    Works on numpy or JAX arrays (stacking JAX arrays is traceable, e.g. inside `jit`)."""
+    Works on numpy or JAX arrays (stacking JAX arrays is traceable, e.g. inside `jit`).
+
+    Args:
+      params: unboxed T5 parameters, either layout (scanned ones are returned unchanged).
+
+    Returns:
+      A new top-level dict (leaves not copied) whose `encoder` and `decoder` hold `layers`, every leaf
+      `[depth, *shape of one layer's leaf]`, in the leaves' dtype.
+    """
     if is_scanned(params):
         return params
     out = dict(params)
@@ -593,7 +719,15 @@ def stack_layers(params):
 
 
 def unstack_layers(params):
-    """Scanned -> unrolled, the layout of HF checkpoints, student initialisation and decoding."""
+    """Scanned -> unrolled, the layout of HF checkpoints, student initialisation and decoding.
+
+    Args:
+      params: unboxed T5 parameters, either layout (unrolled ones are returned unchanged).
+
+    Returns:
+      A new top-level dict whose stacks hold `layers_0` ... `layers_<depth-1>`, each a slice of the
+      stacked leaves along their leading axis.
+    """
     if not is_scanned(params):
         return params
     out = dict(params)
@@ -607,5 +741,8 @@ def unstack_layers(params):
 
 
 def to_layout(params, config: T5Config):
-    """(Unboxed) parameters in the layout `config.scan_layers` asks for, whichever they are in."""
+    """(Unboxed) parameters in the layout `config.scan_layers` asks for, whichever they are in.
+
+    `stack_layers` when `config.scan_layers`, else `unstack_layers`.
+    """
     return stack_layers(params) if config.scan_layers else unstack_layers(params)

@@ -12,7 +12,16 @@ from miniend_jax.models.config import T5Config
 
 
 def forward_flops(config: T5Config, batch: int, encoder_length: int, decoder_length: int) -> float:
-    """FLOPs (multiply-adds x 2) of one teacher-forced forward pass over a padded batch."""
+    """FLOPs (multiply-adds x 2) of one teacher-forced forward pass over a padded batch.
+
+    Args:
+      config: the model's shape.
+      batch: sequences in the batch.
+      encoder_length, decoder_length: padded lengths in tokens (padding is counted).
+
+    Returns:
+      FLOPs as a float.
+    """
     d, inner, ff = config.d_model, config.inner_dim, config.d_ff
     ffn = (3 if config.is_gated else 2) * d * ff
     le, ld = encoder_length, decoder_length
@@ -27,4 +36,5 @@ def forward_flops(config: T5Config, batch: int, encoder_length: int, decoder_len
 
 
 def train_flops(config: T5Config, batch: int, encoder_length: int, decoder_length: int) -> float:
+    """FLOPs of one training step (forward and backward): three times `forward_flops`."""
     return 3.0 * forward_flops(config, batch, encoder_length, decoder_length)

@@ -17,7 +17,11 @@ def _format_duration(seconds: float) -> str:
 
 
 class MetricsWriter:
-    """Appends `{"step": .., name: value}` lines to `metrics.jsonl` and scalars to TensorBoard."""
+    """Appends `{"step": .., name: value}` lines to `metrics.jsonl` and scalars to TensorBoard.
+
+    Writes only on process 0. `workdir` must exist; with `tensorboard`, event files go to
+    `workdir/tensorboard` (imports TensorFlow).
+    """
 
     def __init__(self, workdir: str, *, tensorboard: bool = True):
         self.active = jax.process_index() == 0
@@ -29,6 +33,7 @@ class MetricsWriter:
             self._summary = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, metrics: dict) -> None:
+        """Appends one line of `metrics` (each converted with `float`) at `step`, and flushes."""
         if not self.active:
             return
         scalars = {k: float(v) for k, v in metrics.items()}
@@ -41,12 +46,13 @@ class MetricsWriter:
             self._summary.flush()
 
     def close(self) -> None:
+        """Closes the TensorBoard writer (the JSONL file is opened per write)."""
         if self._summary is not None:
             self._summary.close()
 
 
 class Progress:
-    """Console lines with rate and ETA."""
+    """Console lines with rate and ETA (printed on process 0 only)."""
 
     def __init__(self, total_steps: int, start_step: int):
         self.total, self.start = total_steps, start_step
@@ -54,6 +60,8 @@ class Progress:
         self.active = jax.process_index() == 0
 
     def line(self, step: int, metrics: dict) -> str:
+        """One progress line; `metrics` needs `loss` and `learning_rate` (`loss/*`, `tokens_per_second`,
+        `student_tflops`, `teacher_tflops` are shown when present). Durations are wall-clock h:mm:ss."""
         elapsed = time.time() - self.t0
         done = max(step - self.start, 1)
         eta = elapsed / done * (self.total - step)
@@ -65,6 +73,7 @@ class Progress:
         return text
 
     def print(self, step: int, metrics: dict) -> None:
+        """Prints `line(step, metrics)` on process 0."""
         if self.active:
             print(self.line(step, metrics), flush=True)
             sys.stdout.flush()

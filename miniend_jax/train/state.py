@@ -14,7 +14,13 @@ from miniend_jax.errors import ConfigError
 
 @flax.struct.dataclass
 class TrainState:
-    """Step counter, student parameters and optimizer state. Nothing of the teacher."""
+    """Step counter, student parameters and optimizer state. Nothing of the teacher.
+
+    Attributes:
+      step: int32 scalar, the number of steps taken (skipped steps included).
+      params: the student's unboxed parameter tree.
+      opt_state: the optimizer's state for `params`.
+    """
 
     step: jax.Array
     params: Any
@@ -22,12 +28,27 @@ class TrainState:
 
     @classmethod
     def create(cls, params, optimizer: optax.GradientTransformation) -> "TrainState":
+        """Step 0, `params`, and `optimizer.init(params)`."""
         return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
 
 def learning_rate_schedule(peak: float, total_steps: int, warmup_steps: int, decay: str,
                            end_fraction: float = 0.0) -> Callable[[jax.Array], jax.Array]:
-    """Linear warm-up to `peak`, then `linear`, `cosine` or `constant` until `total_steps`."""
+    """Linear warm-up to `peak`, then `linear`, `cosine` or `constant` until `total_steps`.
+
+    Args:
+      peak: the peak learning rate.
+      total_steps: steps of the whole run (warm-up included).
+      warmup_steps: steps of the linear ramp from 0; none when <= 0.
+      decay: `linear`, `cosine` or `constant`.
+      end_fraction: the final rate as a fraction of `peak` (linear and cosine).
+
+    Returns:
+      An optax schedule: int step -> float32 learning rate.
+
+    Raises:
+      ConfigError: an unknown `decay`.
+    """
     decay_steps = max(total_steps - warmup_steps, 1)
     end = peak * end_fraction
     if decay == "linear":
@@ -50,7 +71,22 @@ def _decay_mask(params):
 
 
 def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformation, Callable]:
-    """AdamW with warm-up and decay, global-norm clipping. `optim` is the config's `optim` block."""
+    """AdamW with warm-up and decay, global-norm clipping. `optim` is the config's `optim` block.
+
+    Weight decay applies to every parameter except layer-norm scales (Loshchilov & Hutter 2019, AdamW).
+
+    Args:
+      optim: fields `learning_rate`, `warmup_steps` (or `warmup_fraction` of `total_steps` when
+        negative), `decay`, `end_lr_fraction`, `clip_norm` (no clipping when <= 0), `b1`, `b2`, `eps`,
+        `weight_decay`.
+      total_steps: steps of the whole run.
+
+    Returns:
+      (the optimizer, its learning-rate schedule).
+
+    Raises:
+      ConfigError: an unknown `optim.decay`.
+    """
     warmup = optim.warmup_steps if optim.warmup_steps >= 0 else int(round(optim.warmup_fraction * total_steps))
     schedule = learning_rate_schedule(optim.learning_rate, total_steps, warmup, optim.decay, optim.end_lr_fraction)
     parts = []

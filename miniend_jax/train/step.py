@@ -3,6 +3,9 @@
 Microbatched gradient accumulation: the batch is split into k microbatches scanned in sequence.
 Every loss term is normalised by the valid rows of the *whole* batch (`objectives.denominators`), so the
 accumulated gradient equals the full-batch gradient exactly (up to float summation order).
+
+The models are used only through the seam of `models/interface.py`: the batch features of
+`MODEL_INPUTS` are passed by keyword, and a `Seq2SeqOutput` comes back.
 """
 
 from __future__ import annotations
@@ -10,33 +13,48 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
 from miniend_jax.distill import objectives
 from miniend_jax.distill.objectives import DistillSpec
-from miniend_jax.models.t5 import T5
+from miniend_jax.models.interface import MODEL_INPUTS
 from miniend_jax.train.state import TrainState
 
-MODEL_INPUTS = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
-                "encoder_segment_ids", "decoder_segment_ids")
+
+def _model_inputs(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """The model's keyword arguments: the features of `MODEL_INPUTS` present in `batch`."""
+    return {name: batch[name] for name in MODEL_INPUTS if name in batch}
 
 
-def _model_args(batch: Mapping[str, jax.Array]):
-    return [batch.get(name) for name in MODEL_INPUTS]
-
-
-def forward_terms(spec: DistillSpec, student: T5, teacher: T5 | None, student_params, teacher_params,
+def forward_terms(spec: DistillSpec, student: nn.Module, teacher: nn.Module | None, student_params, teacher_params,
                   batch, denominator, alpha, dropout_rng=None) -> tuple[jax.Array, dict]:
-    """(weighted loss, {term: value}) of `batch` for the student's parameters."""
+    """(weighted loss, {term: value}) of `batch` for the student's parameters.
+
+    Args:
+      spec: the distillation objective.
+      student, teacher: models of the `models/interface.py` seam (e.g. `T5`); `teacher` is used only
+        when `spec.needs_teacher`, and no gradient flows into it.
+      student_params, teacher_params: their unboxed parameters.
+      batch: seqio features, int arrays `[batch, length]`: at least `encoder_input_tokens`,
+        `decoder_input_tokens`, `decoder_target_tokens`; optionally `decoder_loss_weights` and
+        `*_segment_ids`.
+      denominator: `objectives.denominators` of the whole batch.
+      alpha: float32 scalar, the interpolation weight `a_t`.
+      dropout_rng: a `jax.random` key to run the student with dropout; None for none.
+
+    Returns:
+      (float32 scalar loss, {term: float32 scalar}, unweighted).
+    """
     enable_dropout = dropout_rng is not None
-    student_out = student.apply({"params": student_params}, *_model_args(batch), enable_dropout=enable_dropout,
+    student_out = student.apply({"params": student_params}, **_model_inputs(batch), enable_dropout=enable_dropout,
                                 taps=spec.taps("student"),
                                 rngs={"dropout": dropout_rng} if enable_dropout else None)
     teacher_out = None
     if spec.needs_teacher:
-        teacher_out = teacher.apply({"params": teacher_params}, *_model_args(batch), taps=spec.taps("teacher"))
+        teacher_out = teacher.apply({"params": teacher_params}, **_model_inputs(batch), taps=spec.taps("teacher"))
         teacher_out = jax.lax.stop_gradient(teacher_out)
     terms = objectives.compute_terms(spec, teacher_out, student_out, batch, denominator, alpha)
     return objectives.total_loss(spec, terms), terms
@@ -50,17 +68,33 @@ def _split_microbatches(batch, k: int):
     return jax.tree.map(split, batch)
 
 
-def make_train_step(spec: DistillSpec, student: T5, teacher: T5 | None, optimizer: optax.GradientTransformation,
-                    schedule: Callable, *, microbatches: int = 1, interpolation=None, dropout_seed: int = 0,
-                    nan_loss_at_step: int = -1):
+def make_train_step(spec: DistillSpec, student: nn.Module, teacher: nn.Module | None,
+                    optimizer: optax.GradientTransformation, schedule: Callable, *, microbatches: int = 1,
+                    interpolation=None, dropout_seed: int = 0, nan_loss_at_step: int = -1):
     """Returns `step(state, teacher_params, batch) -> (state, metrics)`, to be jitted by the caller.
 
-    `interpolation`: (start, steps, schedule) of the `a_t` ramp, or None for plain distillation.
     A non-finite loss or gradient skips the update: parameters and optimizer state stay as they were,
-    the step counter advances, and `skipped` is 1. `nan_loss_at_step` injects a NaN loss at that step
-    (fault injection for tests; -1: never).
-    Metrics: `loss`, each term, global / encoder / decoder / embedding gradient norms (before clipping),
-    learning rate, `alpha` and `skipped`.
+    the step counter advances, and `skipped` is 1.
+
+    Args:
+      spec: the distillation objective.
+      student, teacher: models of the `models/interface.py` seam; the student's `config.dropout_rate`
+        decides whether it trains with dropout. `teacher` may be None when not `spec.needs_teacher`.
+      optimizer: applied to the summed gradient (clipping, if any, is part of it).
+      schedule: step -> learning rate, reported as `learning_rate`.
+      microbatches: k; the batch's leading axis must be divisible by k.
+      interpolation: (start, steps, schedule) of the `a_t` ramp, or None for plain distillation.
+      dropout_seed: seed of the dropout keys, folded with the step and the microbatch index.
+      nan_loss_at_step: injects a NaN loss at that step (fault injection for tests; -1: never).
+
+    Returns:
+      `step(state, teacher_params, batch)`, where `batch` holds int arrays `[batch, length]` (see
+      `forward_terms`). Its metrics are float32 scalars: `loss`, `loss/<term>` for each term, `grad_norm`
+      (global L2 norm, before clipping) and `grad_norm/<key>` for each top-level key of the parameter tree
+      (for `T5`: `token_embedder`, `encoder`, `decoder`), `learning_rate`, `alpha` and `skipped`.
+
+    Raises:
+      ValueError: at trace time, when the batch is not divisible into `microbatches`.
     """
     use_dropout = student.config.dropout_rate > 0
 
@@ -103,18 +137,27 @@ def make_train_step(spec: DistillSpec, student: T5, teacher: T5 | None, optimize
         opt_state = jax.tree.map(keep_if_bad, opt_state, state.opt_state)
         metrics = {"loss": loss, **{f"loss/{k}": v for k, v in terms.items()},
                    "grad_norm": grad_norm, "skipped": 1.0 - finite.astype(jnp.float32),
-                   "grad_norm/encoder": optax.tree.norm(grads.get("encoder", {})),
-                   "grad_norm/decoder": optax.tree.norm(grads.get("decoder", {})),
-                   "grad_norm/embedding": optax.tree.norm(grads.get("token_embedder", {})),
+                   **{f"grad_norm/{group}": optax.tree.norm(value) for group, value in grads.items()},
                    "learning_rate": schedule(state.step), "alpha": alpha}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return step
 
 
-def make_eval_step(spec: DistillSpec, student: T5, teacher: T5 | None):
-    """`eval_step(params, teacher_params, batch) -> {name: (sum, count)}` for held-out metrics:
-    span-corruption cross-entropy of the student and, when distilling, every distillation term."""
+def make_eval_step(spec: DistillSpec, student: nn.Module, teacher: nn.Module | None):
+    """Returns `eval_step(params, teacher_params, batch) -> {name: (sum, count)}` for held-out metrics.
+
+    The metrics are the span-corruption cross-entropy of the student (`eval/ground_truth`) and, when
+    distilling, every distillation term (`eval/<term>`), without dropout and with `alpha = 1`.
+
+    Args:
+      spec: the distillation objective; `ground_truth` is added with weight 1.
+      student, teacher: models of the `models/interface.py` seam (`teacher` None when not needed).
+
+    Returns:
+      `eval_step`; each value is (float32 scalar term * valid decoder positions, float32 scalar valid
+      decoder positions), so sums over batches divided give the per-token mean.
+    """
     eval_spec = dataclasses.replace(spec, weights=spec.weights + (("ground_truth", 1.0),))
 
     def eval_step(params, teacher_params, batch):

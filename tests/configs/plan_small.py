@@ -1,4 +1,4 @@
-"""A distillation step large enough that its memory is measurable on a CPU (tests/test_plan.py)."""
+"""A distillation step large enough that its memory is measurable on a CPU (tests/modes/test_plan.py)."""
 
 from tests.configs import tiny
 

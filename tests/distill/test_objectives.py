@@ -11,7 +11,7 @@ from miniend_jax.distill import objectives, relations
 from miniend_jax.distill.objectives import DistillSpec, compute_terms, denominators, total_loss
 from miniend_jax.errors import ConfigError
 from miniend_jax.models import T5, T5Config, init_params
-from miniend_jax.models.t5 import AttentionTap, T5Output
+from miniend_jax.models.interface import AttentionTap, Seq2SeqOutput
 
 R = 4
 VOCAB = 11
@@ -108,8 +108,8 @@ def _random_output(rng, batch, width):
     ld = batch["decoder_target_tokens"].shape[1]
     x = lambda *shape: jnp.asarray(rng.normal(size=shape) * 2.0, jnp.float32)
     tap = lambda lq, lk: AttentionTap(x(b, lq, width), x(b, lk, width), x(b, lk, width))
-    return T5Output(x(b, ld, VOCAB), {"encoder_self": {-1: tap(le, le)}, "decoder_self": {-1: tap(ld, ld)},
-                                       "cross": {-1: tap(ld, le)}})
+    return Seq2SeqOutput(x(b, ld, VOCAB), {"encoder_self": {-1: tap(le, le)}, "decoder_self": {-1: tap(ld, ld)},
+                                            "cross": {-1: tap(ld, le)}})
 
 
 ALL_TERMS = ("logit", "encoder_self", "decoder_self", "cross", "ground_truth")

@@ -113,11 +113,12 @@ def test_undefined_scores_are_left_out_of_the_aggregates_and_named():
     """A constant STS-B prediction has no Pearson correlation (NaN): the aggregates leave the task out and
     say so instead of turning into NaN."""
     from miniend_jax.evaluation.evaluator import aggregates, markdown_table
+    from tasks.glue import results_by_glue_task
     stsb = {**metrics.pearson_corrcoef([1.0, 2.0, 3.0], [2.5, 2.5, 2.5]),
             **metrics.spearman_corrcoef([1.0, 2.0, 3.0], [2.5, 2.5, 2.5])}
     assert np.isnan(stsb["pearson_corrcoef"])
     results = {"glue_sst2": {"accuracy": 90.0}, "glue_stsb": stsb, "glue_rte": {"accuracy": 60.0}}
-    summary = aggregates(results)
+    summary = aggregates(results_by_glue_task(results))
     assert summary["glue_average"] == pytest.approx(75.0)
     assert summary["paper_glue_score"] == pytest.approx(75.0)
     assert "stsb/spearman_corrcoef" in summary["paper_glue_score_missing"]

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from miniend_jax.checkpoints.hf import load_hf_checkpoint
-from miniend_jax.models.t5 import T5, Taps, relative_position_bucket
+from miniend_jax.models.interface import Taps
+from miniend_jax.models.t5 import T5, relative_position_bucket
 from tests.conftest import assert_close_to_float64, padded_batch, torch_logits
 
 

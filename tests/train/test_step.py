@@ -70,8 +70,10 @@ def test_encoder_and_decoder_gradient_norms_are_reported_separately():
     state = TrainState.create(nn.unbox(init_params(STUDENT, jax.random.PRNGKey(1))), optimizer)
     step = jax.jit(make_train_step(spec, T5(STUDENT), T5(TEACHER), optimizer, schedule))
     _, metrics = step(state, teacher_params, _batch(np.random.default_rng(1)))
+    assert {k for k in metrics if k.startswith("grad_norm/")} == {
+        "grad_norm/encoder", "grad_norm/decoder", "grad_norm/token_embedder"}  # the parameter tree's keys
     enc, dec, emb, total = (float(metrics[k]) for k in ("grad_norm/encoder", "grad_norm/decoder",
-                                                         "grad_norm/embedding", "grad_norm"))
+                                                         "grad_norm/token_embedder", "grad_norm"))
     assert enc > 0 and dec > 0
     np.testing.assert_allclose(total ** 2, enc ** 2 + dec ** 2 + emb ** 2, rtol=1e-4)
 

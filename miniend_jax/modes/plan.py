@@ -3,8 +3,8 @@ per-device memory, FLOPs and whether it fits the accelerator's memory.
 
 The step is lowered from `jax.ShapeDtypeStruct`s carrying the run's `NamedSharding`s (state, teacher,
 batch) and compiled by XLA for `plan.devices` devices; `python -m miniend_jax.main` simulates that many
-CPU devices when the mode is `plan` (`--xla_force_host_platform_device_count`), so a laptop can plan a
-pod run. No weights are read and no data is loaded: only shapes.
+CPU devices when the mode is `plan` (`simulate_devices`), so a laptop can plan a pod run. No weights are
+read and no data is loaded: only shapes.
 
 The figures come from the compiled executable (`memory_analysis`, `cost_analysis`). They are those of
 XLA's CPU backend: TPU and GPU compilers fuse and lay out differently, so treat them as an estimate of
@@ -17,10 +17,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 
 import numpy as np
 
+from miniend_jax import build, config_checks
 from miniend_jax.errors import ConfigError
 
 GIB = 2 ** 30
@@ -79,15 +81,29 @@ def required_devices(config) -> int:
     return int(np.prod(sizes))
 
 
-def _models(config):
+def simulate_devices(config) -> None:
+    """mode=plan compiles for `required_devices(config)` devices: simulate them on the CPU. Must run
+    before JAX's backend starts; does nothing for other modes or once it has started."""
+    if config.mode != "plan" or ("jax" in sys.modules and _jax_backend_started()):
+        return
+    flag = f"--xla_force_host_platform_device_count={required_devices(config)}"
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+    os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+def _jax_backend_started() -> bool:
+    from jax._src import xla_bridge
+    return xla_bridge.backends_are_initialized()
+
+
+def plan_models(config):
     """The `Models` of the run, from configs only (no weights are read)."""
-    from miniend_jax import main as m
     from miniend_jax.train.loop import Models
-    spec = m.distill_spec(config)
+    spec = build.distill_spec(config)
     if config.mode == "finetune":
-        student = m.source_config(config.model, "model", dropout_rate=config.model.dropout_rate)
+        student = build.model_config(config.model, "model", dropout_rate=config.model.dropout_rate)
         return Models(spec=spec, student_config=student)
-    student = m.student_config(config)
+    student = build.student_config(config)
     teacher = _teacher_config(config) if spec.needs_teacher else None
     return Models(spec=spec, student_config=student, teacher_config=teacher)
 
@@ -95,17 +111,16 @@ def _models(config):
 def _teacher_config(config):
     """The teacher's shape: from its checkpoint's config when the path exists, else from `teacher.preset`
     (a plan is often made before the weights are on the machine)."""
-    from miniend_jax import main as m
     from miniend_jax.models.presets import get_preset
     t = config.teacher
     if t.source == "preset" or os.path.isdir(t.path):
-        return m.teacher_config(config)
+        return build.teacher_config(config)
     print(f"plan: teacher.path={t.path!r} is not here; planning with the shape of teacher.preset={t.preset!r}",
           flush=True)
     return get_preset(t.preset, dtype=t.dtype, param_dtype=t.param_dtype, scan_layers=t.scan_layers, dropout_rate=0.0)
 
 
-def _feature_lengths(config) -> tuple[int, int, bool]:
+def feature_lengths(config) -> tuple[int, int, bool]:
     """(inputs length, targets length, packed) of the run's batches."""
     if config.mode == "finetune":
         t = config.tasks
@@ -134,7 +149,6 @@ def plan(config, mesh=None) -> Plan:
     """Compiles `config`'s train step over `mesh` (default: the config's mesh over all devices)."""
     import flax.linen as nn
     import jax
-    from miniend_jax import main as m
     from miniend_jax import parallel
     from miniend_jax.train import flops
     from miniend_jax.train.loop import step_layout
@@ -142,13 +156,13 @@ def plan(config, mesh=None) -> Plan:
     if config.mode not in ("distill", "pretrain", "finetune"):
         raise ConfigError(f"mode={config.mode!r} has no train step to plan.")
     if mesh is None:
-        shape = m.validate_layout(config, 1, jax.device_count())
+        shape = config_checks.validate_layout(config, 1, jax.device_count())
         mesh = parallel.make_mesh(*shape)
-    models = _models(config)
+    models = plan_models(config)
     models.spec.check_models(models.teacher_config, models.student_config)
-    m.check_models_divide(config, tuple(mesh.shape[a] for a in parallel.MESH_AXES),
+    config_checks.check_models_divide(config, tuple(mesh.shape[a] for a in parallel.MESH_AXES),
                           [("student", models.student_config), ("teacher", models.teacher_config)])
-    inputs_length, targets_length, packed = _feature_lengths(config)
+    inputs_length, targets_length, packed = feature_lengths(config)
     rules = parallel.rules_from_config(config.mesh.get("rules", {}))
     layout = step_layout(config, models, mesh, rules)
     with_sharding = lambda tree, shardings: jax.tree.map(
@@ -178,8 +192,14 @@ def plan(config, mesh=None) -> Plan:
                 scanned=any(c is not None and c.scan_layers for c in (models.student_config, models.teacher_config)))
 
 
-def run_plan(config, workdir: str) -> Plan:
-    """`mode=plan`: the plan of `config.plan.step`'s step, printed and written to `<workdir>/plan.json`."""
+def run(config, workdir: str) -> Plan:
+    """`mode=plan`: the plan of `config.plan.step`'s train step, printed and written to `<workdir>/plan.json`
+    (process 0). Reads no weights and no data.
+
+    Raises:
+      ConfigError: JAX has another number of devices than the plan needs, or the config cannot be planned
+        (the mesh does not fit, a dimension does not divide over it).
+    """
     import jax
     needed = required_devices(config)
     if jax.device_count() != needed:

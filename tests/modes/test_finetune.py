@@ -7,7 +7,7 @@ import os
 import pytest
 
 from miniend_jax.errors import ConfigError
-from miniend_jax.main import run
+from miniend_jax.modes import run
 from tests.conftest import ROOT, config_with
 
 
@@ -116,7 +116,7 @@ def test_a_nan_score_is_never_the_best_checkpoint(tmp_path):
     is 40, then 80, also across a restart; a best.json holding NaN from an older run is not kept as best."""
     import jax
     import flax.linen as nn
-    from miniend_jax.main import BestCheckpoint
+    from miniend_jax.modes.finetune import BestCheckpoint
     from miniend_jax.models import T5Config, init_params
     config = _config(**{"tasks.eval": "glue_stsb", "tasks.best_metric": "glue_stsb/pearson_corrcoef"})
     model_config = T5Config(vocab_size=32128, d_model=8, d_kv=4, num_heads=2, d_ff=16, num_encoder_layers=1,

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from miniend_jax.errors import ConfigError
-from miniend_jax.main import run
+from miniend_jax.modes import run
 from tests.conftest import ROOT, config_with
 
 

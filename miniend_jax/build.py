@@ -1,0 +1,201 @@
+"""Config -> objects: model configs, parameters on the host and on the mesh, the distillation spec, and
+the decoding settings. Used by the modes, `plan`, the benchmarks, the demo, the experiment and the tests.
+
+Nothing here trains or writes. Weights are read only by `load_model` / `load_teacher` /
+`restore_workdir`; every other function works from shapes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from miniend_jax.errors import CheckpointError, ConfigError, check
+
+MODEL_SOURCES = ("hf", "miniend", "preset")
+
+
+def check_model_source(section, role: str) -> None:
+    """A model section's `source` is one `model_config` reads.
+
+    Raises:
+      ConfigError: naming `<role>.source` and the sources there are.
+    """
+    check(section.source in MODEL_SOURCES, f"{role}.source", section.source, f"use one of {', '.join(MODEL_SOURCES)}.")
+
+
+def distill_spec(config):
+    """The run's `DistillSpec` (`config.distill`; finetuning trains on cross-entropy: objective `pretrain`).
+
+    Raises:
+      ConfigError: an unknown objective or term, or a non-positive temperature or relation-head count.
+    """
+    from miniend_jax.distill.objectives import DistillSpec
+    d = config.distill
+    objective = d.objective if config.mode == "distill" else "pretrain"
+    return DistillSpec(objective=objective, relation_heads=d.relation_heads,
+                       teacher_encoder_layer=d.teacher_layers.encoder,
+                       teacher_decoder_layer=d.teacher_layers.decoder,
+                       student_encoder_layer=d.student_layers.encoder,
+                       student_decoder_layer=d.student_layers.decoder, temperature=d.temperature,
+                       weights=tuple(sorted(d.weights.to_dict().items())),
+                       interpolation_space=d.interpolation.space)
+
+
+def student_config(config):
+    """The student's `T5Config`: `student.preset` with its overrides and dtypes.
+
+    Raises:
+      ConfigError: an unknown preset or override.
+    """
+    from miniend_jax.models.presets import get_preset
+    s = config.student
+    return get_preset(s.preset, **{**s.overrides.to_dict(), "dtype": s.dtype, "param_dtype": s.param_dtype,
+                                   "scan_layers": s.scan_layers})
+
+
+def model_config(section, role: str, dropout_rate: float = 0.0):
+    """The `T5Config` of a model section (`teacher` or `model`: source, path, preset, overrides, dtypes),
+    from its preset, HF `config.json` or miniend checkpoint meta, without reading weights.
+
+    Raises:
+      ConfigError: an unknown source or preset, or a path that holds no checkpoint.
+      CheckpointError: the checkpoint's config cannot be read.
+    """
+    from miniend_jax.checkpoints import hf
+    from miniend_jax.models.presets import get_preset
+    check_model_source(section, role)
+    dtypes = {"dtype": section.dtype, "param_dtype": section.param_dtype, "dropout_rate": dropout_rate,
+              "scan_layers": section.scan_layers}
+    if section.source == "preset":
+        return get_preset(section.preset, **{**section.overrides.to_dict(), **dtypes})
+    if section.source == "hf":
+        return hf.config_from_hf(hf.read_config(section.path), **dtypes)
+    return saved_model_config(section.path, role, **dtypes)
+
+
+def teacher_config(config):
+    """The teacher's `T5Config` from its source, without reading weights (see `model_config`)."""
+    return model_config(config.teacher, "teacher")
+
+
+def saved_model_config(workdir: str, role: str = "workdir", **changes):
+    """The `T5Config` (with `changes`) that the newest checkpoint of a miniend workdir records.
+
+    Raises:
+      ConfigError: `workdir` holds no checkpoint, or one of another model family.
+      CheckpointError: its config is not one this version reads.
+    """
+    from miniend_jax.checkpoints.state import check_family, read_meta
+    from miniend_jax.models.config import T5Config
+    try:
+        meta = read_meta(workdir)
+    except FileNotFoundError:
+        raise ConfigError(f"{role}.path={workdir!r} holds no miniend_jax checkpoint; point it at the workdir of a "
+                          "finished pretrain, distill or finetune run.") from None
+    check_family(meta, f"{role}.path={workdir!r}")
+    try:
+        return T5Config(**{**meta["model"], **changes})
+    except (TypeError, KeyError) as error:
+        raise CheckpointError(f"{workdir}: the checkpoint's model config cannot be read ({error}); it was written by "
+                              "another version of miniend_jax or is damaged.") from None
+
+
+def host_abstract(model_config):
+    """The unboxed parameter tree of `model_config` as `jax.ShapeDtypeStruct`s (allocates nothing)."""
+    import flax.linen as nn
+    import jax
+    from miniend_jax.models.t5 import init_params
+    return nn.unbox(jax.eval_shape(lambda: init_params(model_config, jax.random.PRNGKey(0))))
+
+
+def restore_workdir(workdir: str, model_config=None, step: int | None = None):
+    """The parameters of a miniend workdir's newest (or `step`'s) checkpoint, on the host.
+
+    Args:
+      workdir: a pretrain, distill or finetune workdir.
+      model_config: the `T5Config` to restore into (its `scan_layers` may differ from the saved layout;
+        the parameters are converted and cast to its `param_dtype`); default: the saved config.
+      step: a checkpoint step; default the newest.
+
+    Returns:
+      `(model_config, params, meta)`: params a nested dict of numpy arrays; meta the checkpoint's
+      step, model config and family.
+
+    Raises:
+      ConfigError: `workdir` holds no checkpoint.
+      CheckpointError: the checkpoint is damaged, of another family, or unreadable by this version.
+    """
+    import jax
+    from miniend_jax.checkpoints.state import restore_params
+    from miniend_jax.models.t5 import to_layout
+    saved = saved_model_config(workdir)
+    if model_config is None:
+        model_config = saved
+    else:  # restored in the layout it was saved in, then converted to the one asked for
+        saved = model_config.replace(scan_layers=saved.scan_layers)
+    abstract = host_abstract(saved)
+    host = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    params, meta = restore_params(workdir, abstract, jax.tree.map(lambda _: host, abstract), step=step)
+    dtype = jax.numpy.dtype(model_config.param_dtype)
+    params = jax.tree.map(lambda x: np.asarray(x).astype(dtype), params)
+    return model_config, to_layout(params, model_config), meta
+
+
+def load_model(section, expected, seed: int, role: str = "model"):
+    """`(config, host params)` of a model section: random init of a preset, a HF directory, or a miniend
+    workdir. `expected` is its `model_config`; the loaded parameters are checked against its shapes.
+
+    Raises:
+      ConfigError: the parameters do not have the shapes of `expected`.
+      CheckpointError: the checkpoint cannot be read.
+    """
+    import flax.linen as nn
+    import jax
+    from miniend_jax.models.t5 import init_params
+    if section.source == "preset":
+        params = nn.unbox(init_params(expected, jax.random.PRNGKey(seed)))
+        return expected, jax.tree.map(np.asarray, params)
+    if section.source == "hf":
+        from miniend_jax.checkpoints.hf import load_hf_checkpoint
+        loaded, params = load_hf_checkpoint(section.path, dtype=section.dtype, param_dtype=section.param_dtype,
+                                            dropout_rate=expected.dropout_rate, scan_layers=section.scan_layers)
+    else:
+        loaded, params, _ = restore_workdir(section.path, expected)
+    check_loaded(params, loaded, role, section.path)
+    return loaded, params
+
+
+def load_teacher(config, expected):
+    """`(config, host params)` of the teacher; `expected` is `teacher_config(config)`."""
+    return load_model(config.teacher, expected, config.seed + 1, role="teacher")
+
+
+def check_loaded(params, model_config, role: str, path: str) -> None:
+    """Raises `ConfigError` unless `params` have exactly the shapes `model_config` builds."""
+    import jax
+    expected = jax.tree.map(lambda x: x.shape, host_abstract(model_config))
+    got = jax.tree.map(lambda x: x.shape, params)
+    if expected != got:
+        raise ConfigError(f"{role}.path={path!r}: the parameters do not have the shapes of the model's config; "
+                          "the checkpoint is damaged or of another architecture.")
+
+
+def placed_params(model_config, params, mesh, rules):
+    """Host `params` placed on `mesh` with the `NamedSharding`s of their logical axes under `rules`."""
+    import jax
+    from miniend_jax import parallel
+    from miniend_jax.models.t5 import init_params
+    boxed = jax.eval_shape(lambda: init_params(model_config, jax.random.PRNGKey(0)))
+    return jax.device_put(params, parallel.logical_sharding(boxed, mesh, rules))
+
+
+def decode_settings(config):
+    """The `DecodeSettings` of `config.decode` (beams, batch size, maximum length)."""
+    from miniend_jax.evaluation.evaluator import DecodeSettings
+    return DecodeSettings(**config.decode.to_dict())
+
+
+def model_name(config) -> str:
+    """How results name `config.model`: its path, or `random <preset>`."""
+    m = config.model
+    return m.path if m.source in ("hf", "miniend") else f"random {m.preset}"

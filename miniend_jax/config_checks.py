@@ -1,0 +1,255 @@
+"""Every check of a config that needs no weights and no data, run before anything is read, compiled or
+written; and the workdir's `config.json` (the resolved config, written once the checks have passed).
+
+Each rule lives here once, next to the settings it checks, unless the object that owns the setting checks
+it when it is built (`DistillSpec` checks the objective's weights and temperature, `learning_rate_schedule`
+the decay, `parallel.mesh_shape` the mesh); `validate_config` builds those objects so that their checks
+also run first. Every error is a `ConfigError` naming the field, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from miniend_jax.errors import ConfigError, check
+
+MODES = ("distill", "pretrain", "finetune", "evaluate", "export", "plan")
+# Fields that may change when a run in an existing workdir is continued.
+RESUMABLE_CHANGES = ("mode", "train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
+                     "export.path", "export.at_end", "overwrite_config", "distributed.enabled",
+                     "distributed.coordinator_address", "distributed.num_processes", "distributed.process_id",
+                     "distributed.cpu_collectives", "distributed.timeout_seconds",
+                     # The layout over devices: orbax restores the state into the new shardings.
+                     "mesh.data", "mesh.fsdp", "mesh.tensor")
+
+
+def validate_config(config) -> None:
+    """Checks field types, ranges, names and paths of `config` for its `mode`.
+
+    Reads only small files (the SentencePiece model, a checkpoint's meta); starts no JAX computation, so it
+    may run before `jax.distributed.initialize`.
+
+    Raises:
+      ConfigError: naming the field, the value and the fix.
+    """
+    check(config.mode in MODES, "mode", config.mode, f"use one of {', '.join(MODES)}.")
+    if config.mode == "export":
+        return
+    if config.mode == "plan":
+        _validate_plan(config.plan)
+        return
+    if config.mode in ("finetune", "evaluate"):
+        _validate_downstream(config)
+        if config.mode == "evaluate":
+            return
+    else:
+        _validate_pretraining(config)
+    _validate_training(config)
+
+
+def _validate_plan(p) -> None:
+    check(p.step in ("distill", "pretrain", "finetune"), "plan.step", p.step,
+          "use 'distill', 'pretrain' or 'finetune': the mode whose train step to plan.")
+    check(isinstance(p.devices, int) and p.devices >= 0, "plan.devices", p.devices,
+          "use the number of devices (chips) to plan for, or 0 for the product of the mesh sizes.")
+    check(p.hbm_gib > 0, "plan.hbm_gib", p.hbm_gib, "use the accelerator's memory per device in GiB.")
+
+
+def validate_model_section(section, role: str) -> None:
+    """A model section (`teacher` or `model`): its source, and its path or preset."""
+    from miniend_jax.build import check_model_source
+    from miniend_jax.models.presets import get_preset
+    check_model_source(section, role)
+    if section.source in ("hf", "miniend"):
+        check(bool(section.path) and os.path.isdir(section.path), f"{role}.path", section.path,
+              "point it at an existing directory (a HF checkpoint or a miniend_jax workdir).")
+    else:
+        get_preset(section.preset)
+
+
+def _validate_pretraining(config) -> None:
+    """distill and pretrain: the teacher, the student, the span-corruption data and the distillation spec."""
+    from miniend_jax.distill.objectives import OBJECTIVES, check_interpolation
+    from miniend_jax.distill.student_init import INIT_MODES
+    from miniend_jax.models.presets import get_preset
+    s, d = config.student, config.data
+    if config.mode == "distill":
+        check(config.distill.objective != "pretrain", "distill.objective", config.distill.objective,
+              f"use one of {', '.join(o for o in OBJECTIVES if o != 'pretrain')} (or mode=pretrain).")
+        validate_model_section(config.teacher, "teacher")
+    get_preset(s.preset)
+    check(s.init in INIT_MODES, "student.init", s.init, f"use one of {', '.join(INIT_MODES)}.")
+    if s.init == "teacher_layers":
+        check(config.mode == "distill", "student.init", s.init,
+              "'teacher_layers' needs a teacher; use mode=distill or student.init='random'.")
+    check(d.source in ("files", "c4"), "data.source", d.source, "use 'files' or 'c4'.")
+    check(d.format in ("auto", "text", "jsonl", "wikiextractor"), "data.format", d.format,
+          "use 'auto', 'text', 'jsonl' or 'wikiextractor'.")
+    check(d.on_bad_input in ("skip", "error"), "data.on_bad_input", d.on_bad_input, "use 'skip' or 'error'.")
+    check(isinstance(d.inputs_length, int) and d.inputs_length >= 8, "data.inputs_length", d.inputs_length,
+          "use an integer >= 8.")
+    check(0 < d.noise_density < 1, "data.noise_density", d.noise_density, "use a value in (0, 1), T5: 0.15.")
+    check(d.mean_noise_span_length >= 1, "data.mean_noise_span_length", d.mean_noise_span_length,
+          "use a value >= 1 (tokens per noise span), T5: 3.")
+    from tasks.lengths import lengths_for_inputs
+    _, produced = lengths_for_inputs(d.inputs_length, d.noise_density, d.mean_noise_span_length)
+    check(d.targets_length <= 0 or d.targets_length >= produced, "data.targets_length", d.targets_length,
+          f"span corruption of data.inputs_length={d.inputs_length} makes targets of {produced} tokens (with EOS); "
+          f"use data.targets_length >= {produced}, or 0 for exactly that.")
+    from miniend_jax.build import distill_spec
+    distill_spec(config)  # the objective, its weights and the temperature (DistillSpec checks them)
+    interp = config.distill.interpolation
+    check_interpolation(interp.start, interp.steps, interp.schedule)
+
+
+def _validate_training(config) -> None:
+    """Every mode that trains: the vocabulary, the loop's counts and the optimizer."""
+    from miniend_jax.train.state import make_optimizer
+    tr = config.train
+    check_vocab_file(config.data.vocab)
+    for field in ("steps", "batch_size", "microbatches", "log_every", "checkpoint_every", "keep_checkpoints",
+                  "max_consecutive_nonfinite"):
+        check(isinstance(tr[field], int) and tr[field] > 0, f"train.{field}", tr[field], "use a positive integer.")
+    check(tr.batch_size % tr.microbatches == 0, "train.microbatches", tr.microbatches,
+          f"must divide train.batch_size={tr.batch_size}.")
+    check(config.optim.learning_rate > 0, "optim.learning_rate", config.optim.learning_rate, "use a positive value.")
+    make_optimizer(config.optim, tr.steps)  # the decay and warm-up (learning_rate_schedule checks them)
+
+
+def _validate_downstream(config) -> None:
+    """finetune and evaluate: the model, the Tasks and the decoding settings."""
+    from miniend_jax.inputs import classification_dirs, eval_task_names
+    m, t, dec = config.model, config.tasks, config.decode
+    validate_model_section(m, "model")
+    check(isinstance(m.dropout_rate, float) and 0.0 <= m.dropout_rate < 1.0, "model.dropout_rate", m.dropout_rate,
+          "use a value in [0, 1); T5 finetunes with 0.1.")
+    check_vocab_file(config.data.vocab)
+    check(bool(eval_task_names(config)), "tasks.eval", t.eval, "name at least one Task, e.g. 'glue_sst2'.")
+    if config.mode == "finetune":
+        check(bool(t.train), "tasks.train", t.train, "name the Task or Mixture to finetune on, e.g. 'glue_sst2'.")
+    for field in ("inputs_length", "targets_length"):
+        check(isinstance(t[field], int) and t[field] >= 2, f"tasks.{field}", t[field], "use an integer >= 2.")
+    check(isinstance(t.eval_examples, int) and t.eval_examples >= 0, "tasks.eval_examples", t.eval_examples,
+          "use 0 (the whole split) or a positive number of examples.")
+    for directory in classification_dirs(config):
+        check(os.path.isfile(os.path.join(directory, "train.tsv")), "tasks.classification_dirs", directory,
+              "each directory needs train.tsv and dev.tsv of `text<TAB>label` lines.")
+    from tasks.pretraining import check_downstream_source
+    for field in ("glue_source", "summarization_source"):
+        check_downstream_source(t[field], f"tasks.{field}")
+    check(not t.best_metric or t.best_metric.count("/") == 1, "tasks.best_metric", t.best_metric,
+          "use 'task/metric', e.g. 'glue_sst2/accuracy', or '' for the first eval task's main metric.")
+    check(isinstance(dec.num_beams, int) and dec.num_beams >= 1, "decode.num_beams", dec.num_beams,
+          "use 1 (greedy) or more beams.")
+    check(isinstance(dec.batch_size, int) and dec.batch_size >= 1, "decode.batch_size", dec.batch_size,
+          "use a positive integer.")
+    check(isinstance(dec.max_length, int) and dec.max_length >= 0, "decode.max_length", dec.max_length,
+          "use 0 (the targets length) or a positive number of tokens.")
+
+
+def check_vocab_file(path: str) -> None:
+    """`data.vocab` is a SentencePiece model that loads (not only a file that exists).
+
+    Raises:
+      ConfigError: the file is missing or is not a SentencePiece model.
+    """
+    check(os.path.isfile(path), "data.vocab", path, "point it at a SentencePiece model file.")
+    import sentencepiece
+    try:
+        sentencepiece.SentencePieceProcessor(model_file=path)
+    except (OSError, RuntimeError) as error:
+        raise ConfigError(f"data.vocab={path!r} is not a SentencePiece model ({str(error)[:120]}); point it at "
+                          "a spiece.model file (e.g. ../shared/data/t5_spiece/spiece.model).") from None
+
+
+def check_vocab(config, models) -> None:
+    """Each `(role, model config or None)` has room for every id of the tokenizer (`data.vocab` plus
+    `data.extra_ids` sentinels).
+
+    Raises:
+      ConfigError: a model's `vocab_size` is smaller than the tokenizer's.
+    """
+    from miniend_jax.checkpoints.tokenizer import vocab_size
+    tokens = vocab_size(config.data.vocab, config.data.extra_ids)
+    for role, model in models:
+        if model is not None and model.vocab_size < tokens:
+            raise ConfigError(f"{role} vocab_size={model.vocab_size} is smaller than the tokenizer's {tokens} ids "
+                              f"(data.vocab={config.data.vocab!r}); use a model with vocab_size >= {tokens}.")
+
+
+def validate_layout(config, process_count: int, device_count: int) -> tuple[int, int, int]:
+    """The mesh shape `(data, fsdp, tensor)` of `config.mesh` over `device_count` devices, checking that each
+    microbatch divides over the batch axes and the batch over the processes.
+
+    Raises:
+      ConfigError: the mesh does not fit the devices, an axis rule is malformed, or the batch does not divide.
+    """
+    from miniend_jax import parallel
+    mesh = config.mesh
+    shape = parallel.mesh_shape(mesh.data, mesh.fsdp, mesh.tensor, device_count)
+    parallel.rules_from_config(mesh.rules)
+    tr = config.train
+    batch_shards = shape[0] * shape[1]
+    micro = tr.batch_size // tr.microbatches
+    check(micro % batch_shards == 0, "train.batch_size", tr.batch_size,
+          f"each microbatch ({micro} examples) must divide over data*fsdp={batch_shards} devices.")
+    check(tr.batch_size % process_count == 0, "train.batch_size", tr.batch_size,
+          f"must divide over {process_count} processes.")
+    return shape
+
+
+def check_models_divide(config, shape, models) -> None:
+    """Every sharded parameter dimension of each `(role, T5Config or None)` divides over the mesh `shape`
+    under the run's axis rules (`parallel.check_divisible`).
+
+    Raises:
+      ConfigError: before any compile, naming the parameter, the dimension and the mesh axis.
+    """
+    from miniend_jax import parallel
+    from miniend_jax.models.t5 import abstract_params
+    rules = parallel.rules_from_config(config.mesh.get("rules", {}))
+    for role, model_config in models:
+        if model_config is not None:
+            parallel.check_divisible(abstract_params(model_config), shape, rules, role)
+
+
+def check_workdir(config, workdir: str) -> None:
+    """Refuses a workdir that holds another run's config (unless `overwrite_config`); writes nothing.
+
+    Raises:
+      ConfigError: naming the first differing field and the fix.
+    """
+    path = os.path.join(workdir, "config.json")
+    resolved = json.loads(config.to_json_best_effort())
+    if os.path.exists(path) and not config.get("overwrite_config", False):
+        with open(path) as f:
+            previous = json.load(f)
+        from flax import traverse_util
+        old = traverse_util.flatten_dict(previous, sep=".")
+        new = traverse_util.flatten_dict(resolved, sep=".")
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+                         and not k.startswith("mesh.rules."))
+        if changed:
+            key = changed[0]
+            raise ConfigError(f"workdir {workdir} holds a different run (config.json has {key}={old.get(key)!r}, "
+                              f"this run {new.get(key)!r}); use a new --workdir, or set "
+                              "--config.overwrite_config=True to continue it with the new config.")
+
+
+def write_resolved_config(config, workdir: str) -> None:
+    """Writes `<workdir>/config.json` (process 0), after `check_workdir`; call it only once everything that
+    can be checked (config, data, weights) has been, so that a failed start leaves the workdir as it was.
+
+    Raises:
+      ConfigError: from `check_workdir`.
+    """
+    check_workdir(config, workdir)
+    path = os.path.join(workdir, "config.json")
+    resolved = json.loads(config.to_json_best_effort())
+    os.makedirs(workdir, exist_ok=True)
+    import jax
+    if jax.process_index() == 0:
+        with open(path + ".tmp", "w") as f:
+            json.dump(resolved, f, indent=2, sort_keys=True)
+        os.replace(path + ".tmp", path)

@@ -1,0 +1,155 @@
+"""The run's inputs from its config: the span-corruption Task and the loop's `Data` for pretraining and
+distillation; the GLUE, summarization and local classification Tasks, their checks and the loop's `Data`
+for finetuning; which Tasks are scored and which score picks the best checkpoint.
+"""
+
+from __future__ import annotations
+
+from miniend_jax.errors import ConfigError, check
+
+
+def build_data(config, process_index: int, process_count: int):
+    """Registers the Task, checks it yields examples, and returns the loop's `Data`."""
+    from miniend_jax.train.loop import Data
+    from tasks import pretraining as tp
+    d = config.data
+    kwargs = dict(noise_density=d.noise_density, mean_noise_span_length=d.mean_noise_span_length,
+                  extra_ids=d.extra_ids)
+    if d.source == "files":
+        scan = tp.scan_files(tp.resolve_files(d.files), max_line_chars=d.max_line_chars, on_bad_input=d.on_bad_input,
+                             file_format=d.format, text_field=d.text_field)
+        if process_index == 0:
+            print(f"input: {scan.summary()}", flush=True)
+        name = tp.register_local_span_corruption(scan.files, d.vocab, file_format=d.format, text_field=d.text_field,
+                                                 validation_files=d.validation_files,
+                                                 max_line_chars=d.max_line_chars, **kwargs)
+    else:
+        name = tp.register_c4_span_corruption(d.vocab, tfds_name=d.tfds_name, data_dir=d.tfds_data_dir or None,
+                                              **kwargs)
+    lengths = tp.task_feature_lengths(d.inputs_length, d.targets_length, d.noise_density, d.mean_noise_span_length)
+    per_host = config.train.batch_size // process_count
+    common = dict(pack=d.pack, shard_index=process_index, num_shards=process_count)
+    probe = tp.get_dataset(name, lengths, split="train", batch_size=1, shuffle=False, seed=0, num_epochs=1, **common)
+    if not any(True for _ in probe.take(1)):
+        raise ConfigError(f"data.files={d.files!r} yields no training examples (empty or unreadable files, or "
+                          f"data.format={d.format!r} does not match them); fix the corpus or the format.")
+    train = iter(tp.get_dataset(name, lengths, split="train", batch_size=per_host, shuffle=True, seed=config.seed,
+                                num_epochs=None, shuffle_buffer_size=d.shuffle_buffer, **common))
+    make_eval = lambda: iter(tp.get_dataset(name, lengths, split="validation", batch_size=per_host, shuffle=False,
+                                            seed=0, num_epochs=1, **common))
+    return Data(train=train, make_eval=make_eval, inputs_length=lengths["inputs"],
+                targets_length=lengths["targets"])
+
+
+def register_tasks(config) -> list[str]:
+    """Registers the GLUE, summarization and local classification Tasks (and the `glue` Mixture); returns
+    the Task names."""
+    from tasks import classification, glue, summarization
+    t, d = config.tasks, config.data
+    tfds_dir = t.tfds_data_dir or None
+    names = glue.register(d.vocab, source=t.glue_source, data_dir=t.glue_dir, tfds_data_dir=tfds_dir,
+                          extra_ids=d.extra_ids)
+    names += summarization.register(d.vocab, source=t.summarization_source, data_dir=t.summarization_dir,
+                                    tfds_data_dir=tfds_dir, extra_ids=d.extra_ids)
+    names += [classification.register(directory, d.vocab, extra_ids=d.extra_ids)
+              for directory in classification_dirs(config)]
+    return names
+
+
+def classification_dirs(config) -> list[str]:
+    return [p.strip() for p in config.tasks.classification_dirs.split(",") if p.strip()]
+
+
+def eval_task_names(config) -> list[str]:
+    return [n.strip() for n in config.tasks.eval.split(",") if n.strip()]
+
+
+def check_tasks(config, names: list[str]) -> None:
+    """Every named Task (or Mixture) is registered and its files for the splits used are on disk."""
+    import seqio
+    from tasks import classification, glue, summarization
+    t = config.tasks
+    wanted = [("tasks.eval", n, t.eval_split) for n in eval_task_names(config)]
+    if config.mode == "finetune":
+        wanted.insert(0, ("tasks.train", t.train, "train"))
+    for field, name, split in wanted:
+        if name not in seqio.TaskRegistry.names() and name not in seqio.MixtureRegistry.names():
+            glue.check_split(name, split, source=t.glue_source, data_dir=t.glue_dir)  # names a missing file
+            raise ConfigError(f"{field}={name!r} is not a registered Task or Mixture; use one of "
+                              f"{', '.join(sorted(names + list(seqio.MixtureRegistry.names())))}.")
+        glue.check_split(name, split, source=t.glue_source, data_dir=t.glue_dir)
+        for task_name in task_names(name):
+            glue.check_targets_length(task_name, config.data.vocab, t.targets_length, config.data.extra_ids)
+            for directory in classification_dirs(config):
+                if classification.task_name(directory) == task_name:
+                    classification.check_labels_fit(classification.labels_of(directory), config.data.vocab,
+                                                    t.targets_length, config.data.extra_ids, task_name)
+        summarization.check_split(name, split, source=t.summarization_source, data_dir=t.summarization_dir)
+        task = seqio.get_mixture_or_task(name)
+        if split not in task.splits:
+            raise ConfigError(f"{field}={name!r} has no split {split!r} (it has {', '.join(task.splits)}); "
+                              "choose another task or split.")
+    if config.mode == "finetune":
+        check_best_metric(config)
+
+
+def check_best_metric(config) -> None:
+    """`tasks.best_metric` names an evaluated Task and one of its scores (checked before training)."""
+    from miniend_jax.evaluation.metrics import ROUGE_TYPES
+    from tasks import glue
+    task, metric = best_metric(config)
+    scored = scored_task_names(config)
+    check(task in scored, "tasks.best_metric", config.tasks.best_metric,
+           f"name one of the evaluated Tasks ({', '.join(scored)}; a Mixture is scored as its Tasks) before the '/'.")
+    glue_task = glue.task_of(task)
+    known = (glue_task.metric_names if glue_task else list(ROUGE_TYPES) if task.startswith("summ_")
+             else ["accuracy", "f1_macro"] if task.startswith("cls_") else None)
+    check(known is None or metric in known, "tasks.best_metric", f"{task}/{metric}",
+           f"{task} reports {', '.join(known or [])}; choose one of them.")
+
+
+def scored_task_names(config) -> list[str]:
+    """The Tasks `tasks.eval` scores: each named Task, and each Task of a named Mixture."""
+    return [task for name in eval_task_names(config) for task in task_names(name)]
+
+
+def task_names(name: str) -> list[str]:
+    """The Tasks of a Task or Mixture name."""
+    import seqio
+    if name in seqio.MixtureRegistry.names():
+        return [task.name for task in seqio.get_mixture_or_task(name).tasks]
+    return [name]
+
+
+def build_task_data(config, process_index: int, process_count: int):
+    """The loop's `Data` for finetuning: `tasks.train` (shuffled, repeated) and its validation loss."""
+    import seqio
+    from miniend_jax.train.loop import Data
+    from tasks import pretraining as tp
+    t = config.tasks
+    lengths = {"inputs": t.inputs_length, "targets": t.targets_length}
+    per_host = config.train.batch_size // process_count
+    common = dict(pack=config.data.pack, shard_index=process_index, num_shards=process_count)
+    train = iter(tp.get_dataset(t.train, lengths, split="train", batch_size=per_host, shuffle=True,
+                                seed=config.seed, num_epochs=None, shuffle_buffer_size=config.data.shuffle_buffer,
+                                **common))
+    make_eval = None
+    if t.eval_split in seqio.get_mixture_or_task(t.train).splits:
+        make_eval = lambda: iter(tp.get_dataset(t.train, lengths, split=t.eval_split, batch_size=per_host,
+                                                shuffle=False, seed=0, num_epochs=1, **common))
+    return Data(train=train, make_eval=make_eval, inputs_length=t.inputs_length, targets_length=t.targets_length)
+
+
+def best_metric(config) -> tuple[str, str]:
+    """(task, metric) that picks the best finetuning checkpoint."""
+    from tasks import glue
+    if config.tasks.best_metric:
+        task, _, metric = config.tasks.best_metric.partition("/")
+        return task, metric
+    task = scored_task_names(config)[0]
+    glue_task = glue.task_of(task)
+    if glue_task:
+        return task, glue_task.main_metric
+    return task, ("accuracy" if task.startswith("cls_") else "rougeL")
+
+

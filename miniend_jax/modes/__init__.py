@@ -1,0 +1,42 @@
+"""One module per mode, each with one public `run(config, workdir)`; `run` below dispatches on
+`config.mode` after checking the config.
+
+| mode       | module                      | writes to the workdir                                        |
+|------------|-----------------------------|--------------------------------------------------------------|
+| `distill`  | `modes/distill.py`          | config.json, checkpoints, metrics.jsonl (hf_student at end)  |
+| `pretrain` | `modes/distill.py`          | the same, without a teacher                                  |
+| `finetune` | `modes/finetune.py`         | the same, and best/, best.json, results.json/.md             |
+| `evaluate` | `modes/evaluate.py`         | results.json, results.md                                     |
+| `export`   | `modes/export.py`           | hf_student/ (or export.path)                                 |
+| `plan`     | `modes/plan.py`             | plan.json                                                    |
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from miniend_jax.config_checks import validate_config
+from miniend_jax.errors import ConfigError
+
+_MODULES = {"distill": "distill", "pretrain": "distill", "finetune": "finetune", "evaluate": "evaluate",
+            "export": "export", "plan": "plan"}
+
+
+def run(config, workdir: str):
+    """Checks `config` and runs its mode in `workdir`.
+
+    Returns:
+      What the mode returns: the final `TrainState` (distill, pretrain, finetune), the results payload
+      (evaluate), the HF directory (export) or the `Plan` (plan).
+
+    Raises:
+      ConfigError: no workdir, or a config value is wrong (before anything is read or written).
+      MiniEndError: whatever the mode raises for bad input.
+    """
+    if not workdir:
+        raise ConfigError("--workdir is required: the directory for checkpoints, metrics and the config.")
+    validate_config(config)
+    if config.mode != "plan":  # a plan compiles for simulated devices; every other mode may be multi-host
+        from miniend_jax.parallel import initialize_distributed
+        initialize_distributed(config)
+    return importlib.import_module(f"miniend_jax.modes.{_MODULES[config.mode]}").run(config, workdir)

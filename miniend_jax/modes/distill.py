@@ -1,0 +1,58 @@
+"""`mode=distill` (a student from a frozen teacher, with one of the objectives of
+`distill/objectives.py`) and `mode=pretrain` (a model from scratch on span corruption: the from-scratch
+baseline, or a teacher). One function for both: pretraining is distillation without a teacher."""
+
+from __future__ import annotations
+
+from miniend_jax import build, config_checks, inputs
+
+
+def run(config, workdir: str):
+    """Trains the student of `config` on span corruption, against the teacher when `mode=distill`.
+
+    Reads the teacher (`config.teacher`, distill only), the corpus (`config.data`) and `workdir`'s
+    checkpoints (to resume). Writes to `workdir`: `config.json`, orbax checkpoints with the input
+    positions, `metrics.jsonl`; and, when `export.at_end` and the run reaches `train.steps`, the student as
+    a HF directory (see `modes/export.py`).
+
+    Returns:
+      The final `TrainState` (the student's parameters and optimizer state, replicated or sharded on the
+      mesh).
+
+    Raises:
+      ConfigError, CheckpointError: bad input, before anything is written.
+      TrainingError: training cannot continue (the last good checkpoint is kept).
+    """
+    import jax
+    from miniend_jax import parallel
+    from miniend_jax.checkpoints.state import check_resumable
+    from miniend_jax.distill.student_init import check_copyable, copy_teacher_layers
+    from miniend_jax.modes import export
+    from miniend_jax.train.loop import Models, Trainer
+
+    shape = config_checks.validate_layout(config, jax.process_count(), jax.device_count())
+    spec = build.distill_spec(config)
+    student = build.student_config(config)
+    teacher = build.teacher_config(config) if spec.needs_teacher else None
+    spec.check_models(teacher, student)
+    config_checks.check_vocab(config, [("student", student), ("teacher", teacher)])
+    config_checks.check_models_divide(config, shape, [("student", student), ("teacher", teacher)])
+    if config.student.init == "teacher_layers":
+        check_copyable(teacher, student)
+    config_checks.check_workdir(config, workdir)
+    data = inputs.build_data(config, jax.process_index(), jax.process_count())
+    teacher_params = None
+    if teacher is not None:
+        teacher, teacher_params = build.load_teacher(config, teacher)
+    check_resumable(workdir, student)
+    config_checks.write_resolved_config(config, workdir)
+    init = None
+    if config.student.init == "teacher_layers":
+        init = lambda abstract: copy_teacher_layers(teacher_params, teacher, student, abstract)
+    models = Models(spec=spec, student_config=student, teacher_config=teacher, teacher_params=teacher_params,
+                    student_init=init)
+    mesh = parallel.make_mesh(*shape)
+    state = Trainer(config, workdir, models, data, mesh).run()
+    if config.export.at_end and int(state.step) == config.train.steps:  # not after a preemption stop
+        export.run(config, workdir)
+    return state

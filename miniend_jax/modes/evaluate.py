@@ -1,0 +1,44 @@
+"""`mode=evaluate`: a model (random, HF or a miniend workdir) decoded on the validation (or chosen) split of
+seqio Tasks and scored; `results.json` and a markdown table."""
+
+from __future__ import annotations
+
+from miniend_jax import build, config_checks, inputs
+
+
+def run(config, workdir: str) -> dict:
+    """Scores `config.model` on the `tasks.eval_split` of each of `tasks.eval`.
+
+    Reads the model and the Tasks' files. Writes `<workdir>/results.json` and `results.md` (process 0) and
+    prints the table.
+
+    Returns:
+      The written payload: per-Task scores (GLUE metrics in percent, ROUGE F-measures x 100) and aggregates.
+
+    Raises:
+      ConfigError, CheckpointError: bad input, before any weight is read.
+    """
+    import jax
+    from miniend_jax import parallel
+    from miniend_jax.evaluation.evaluator import TaskEvaluator, markdown_table, write_results
+    from miniend_jax.models.t5 import T5
+    from tasks.glue import results_by_glue_task
+    shape = parallel.mesh_shape(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, jax.device_count())
+    model_config = build.model_config(config.model, "model")
+    config_checks.check_vocab(config, [("model", model_config)])
+    config_checks.check_models_divide(config, shape, [("model", model_config)])
+    inputs.check_tasks(config, inputs.register_tasks(config))
+    model_config, params = build.load_model(config.model, model_config, config.seed)
+    mesh = parallel.make_mesh(*shape)
+    rules = parallel.rules_from_config(config.mesh.rules)
+    params = build.placed_params(model_config, params, mesh, rules)
+    t = config.tasks
+    evaluator = TaskEvaluator(inputs.eval_task_names(config), t.eval_split, T5(model_config), mesh, rules,
+                              inputs_length=t.inputs_length, targets_length=t.targets_length,
+                              decode=build.decode_settings(config), num_examples=t.eval_examples)
+    results = evaluator.evaluate(params)
+    name = build.model_name(config)
+    payload = write_results(workdir, results, step=None, model=name, glue=results_by_glue_task(results))
+    if jax.process_index() == 0:
+        print(markdown_table(results, payload, title=name), flush=True)
+    return payload

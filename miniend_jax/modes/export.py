@@ -1,0 +1,37 @@
+"""`mode=export`: the newest checkpoint of a miniend workdir as a HF T5 directory."""
+
+from __future__ import annotations
+
+import os
+
+from miniend_jax import build
+from miniend_jax.errors import ConfigError
+
+
+def run(config, workdir: str) -> str:
+    """Writes the newest checkpoint of `workdir` as a HF directory (`export.path`, default
+    `<workdir>/hf_student`): `model.safetensors`, `config.json` and, when `data.vocab` is a file, the
+    tokenizer (`spiece.model` with `data.extra_ids` sentinels). Every host restores; process 0 writes.
+
+    Returns:
+      The HF directory's path.
+
+    Raises:
+      ConfigError: `workdir` holds no checkpoint.
+      CheckpointError: the checkpoint cannot be read.
+    """
+    import jax
+    from miniend_jax.checkpoints.hf import save_hf_checkpoint
+    from miniend_jax.checkpoints.state import read_meta
+    try:
+        read_meta(workdir)
+    except FileNotFoundError:
+        raise ConfigError(f"--workdir={workdir!r} holds no checkpoint to export; train first or fix the "
+                          "path.") from None
+    model_config, params, meta = build.restore_workdir(workdir)
+    path = config.export.path or os.path.join(workdir, "hf_student")
+    if jax.process_index() == 0:
+        vocab = config.data.vocab if os.path.isfile(config.data.vocab) else None
+        save_hf_checkpoint(path, model_config, params, spiece_model=vocab, extra_ids=config.data.extra_ids)
+        print(f"exported step {meta['step']} to {path}", flush=True)
+    return path

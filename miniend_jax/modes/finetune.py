@@ -1,0 +1,119 @@
+"""`mode=finetune`: a model (random, HF or a miniend workdir) trained on a seqio Task or Mixture, its
+validation set scored by decoding every `train.eval_every` steps, the best checkpoint kept as a HF
+directory."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from miniend_jax import build, config_checks, inputs
+from miniend_jax.build import decode_settings, model_name
+from miniend_jax.errors import CheckpointError, ConfigError
+from miniend_jax.inputs import best_metric, eval_task_names
+
+
+def run(config, workdir: str):
+    """Finetunes `config.model` on `tasks.train` with cross-entropy.
+
+    Reads the model (`config.model`), the Tasks' files and `workdir`'s checkpoints (to resume). Writes to
+    `workdir`: `config.json`, orbax checkpoints, `metrics.jsonl`, and on each better score of
+    `tasks.best_metric` the HF directory `best/`, `best.json` and `results.json`/`results.md`.
+
+    Returns:
+      The final `TrainState`.
+
+    Raises:
+      ConfigError, CheckpointError: bad input, before anything is written.
+      TrainingError: training cannot continue (the last good checkpoint is kept).
+    """
+    import jax
+    from miniend_jax import parallel
+    from miniend_jax.checkpoints.state import check_resumable
+    from miniend_jax.train.loop import Models, Trainer
+    shape = config_checks.validate_layout(config, jax.process_count(), jax.device_count())
+    model_config = build.model_config(config.model, "model", dropout_rate=config.model.dropout_rate)
+    config_checks.check_vocab(config, [("model", model_config)])
+    config_checks.check_models_divide(config, shape, [("model", model_config)])
+    inputs.check_tasks(config, inputs.register_tasks(config))
+    config_checks.check_workdir(config, workdir)
+    data = inputs.build_task_data(config, jax.process_index(), jax.process_count())
+    model_config, params = build.load_model(config.model, model_config, config.seed)
+    check_resumable(workdir, model_config)
+    config_checks.write_resolved_config(config, workdir)
+    models = Models(spec=build.distill_spec(config), student_config=model_config, student_init=lambda abstract: params)
+    mesh = parallel.make_mesh(*shape)
+    trainer = Trainer(config, workdir, models, data, mesh, on_evaluate=BestCheckpoint(config, workdir, model_config))
+    return trainer.run()
+
+
+class BestCheckpoint:
+    """`Trainer.on_evaluate` for finetuning: scores the validation split of `tasks.eval` by decoding and
+    keeps the best parameters as a HF directory `<workdir>/best` with `best.json` (and the results of that
+    evaluation as `results.json` / `results.md`). Survives restarts: the best so far is read back."""
+
+    def __init__(self, config, workdir: str, model_config):
+        self.config, self.workdir, self.model_config = config, workdir, model_config
+        self.task, self.metric = best_metric(config)
+        self.evaluator = None
+        self.best = None
+        path = os.path.join(workdir, "best.json")
+        if os.path.exists(path):
+            try:
+                with open(path) as f:
+                    saved = json.load(f)
+                value = saved["value"]
+            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
+                raise CheckpointError(f"{path} is damaged ({type(error).__name__}: {error}); delete it to choose "
+                                      "the best checkpoint afresh from the next evaluation.") from None
+            if (saved.get("task"), saved.get("metric")) not in ((None, None), (self.task, self.metric)):
+                raise ConfigError(f"{path} holds the best {saved.get('task')}/{saved.get('metric')}, this run "
+                                  f"chooses by {self.task}/{self.metric}; set tasks.best_metric to match, or use a "
+                                  "new --workdir.")
+            self.best = value if value is not None and np.isfinite(value) else None  # a NaN is never best
+
+    def __call__(self, trainer, params, step: int) -> dict:
+        import jax
+        from miniend_jax.checkpoints.hf import save_hf_checkpoint
+        from miniend_jax.evaluation.evaluator import TaskEvaluator, write_results
+        from tasks.glue import results_by_glue_task
+        t = self.config.tasks
+        if self.evaluator is None:
+            self.evaluator = TaskEvaluator(eval_task_names(self.config), t.eval_split, trainer.student, trainer.mesh,
+                                           trainer.rules, inputs_length=t.inputs_length,
+                                           targets_length=t.targets_length, decode=decode_settings(self.config),
+                                           num_examples=t.eval_examples)
+        results = self.evaluator.evaluate(params, step)
+        if self.task not in results or self.metric not in results[self.task]:
+            raise ConfigError(f"tasks.best_metric: {self.task}/{self.metric} is not among the scores "
+                              f"{sorted(f'{k}/{m}' for k, v in results.items() for m in v)}; set it to one of them.")
+        value = results[self.task][self.metric]
+        if not np.isfinite(value):  # e.g. the Pearson correlation of a constant prediction
+            print(f"{self.task}/{self.metric} is undefined at step {step} (NaN); the best checkpoint stays "
+                  f"{'unset' if self.best is None else f'at {self.best:.2f}'}", flush=True)
+        elif self.best is None or value > self.best:
+            self.best = value
+            host = jax.tree.map(np.asarray, _gather(params))
+            if jax.process_index() == 0:
+                vocab = self.config.data.vocab if os.path.isfile(self.config.data.vocab) else None
+                save_hf_checkpoint(os.path.join(self.workdir, "best"), self.model_config, host, spiece_model=vocab,
+                                   extra_ids=self.config.data.extra_ids)
+                write_results(self.workdir, results, step=step, model=model_name(self.config),
+                              glue=results_by_glue_task(results))
+                path = os.path.join(self.workdir, "best.json")
+                with open(path + ".tmp", "w") as f:  # written whole or not at all: a kill never leaves half
+                    json.dump({"step": step, "task": self.task, "metric": self.metric, "value": value}, f)
+                os.replace(path + ".tmp", path)
+                print(f"best {self.task}/{self.metric} {value:.2f} at step {step}: saved to "
+                      f"{os.path.join(self.workdir, 'best')}", flush=True)
+        return {f"{task}/{name}": v for task, scores in results.items() for name, v in scores.items()}
+
+
+def _gather(params):
+    import jax
+    if jax.process_count() == 1:
+        return jax.device_get(params)
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(params, tiled=True)

@@ -110,24 +110,17 @@ def test_missing_directory_and_missing_config(tmp_path):
         load_hf_checkpoint(str(tmp_path))
 
 
-def test_weight_shape_mismatch(tmp_path):
+@pytest.mark.parametrize("field,value,message", [
+    ("d_ff", 128, r"DenseReluDense.wi.weight has shape \(64, 32\) but the config implies \(128, 32\)"),
+    ("num_layers", 3, "lacks .* weight"),
+], ids=["weight_shape", "layer_count"])
+def test_config_that_does_not_match_the_weights(tmp_path, field, value, message):
     _hf_reference("v1_0", tmp_path)
     path = tmp_path / "ref" / "config.json"
     config = json.loads(path.read_text())
-    config["d_ff"] = 128
+    config[field] = value
     path.write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"DenseReluDense.wi.weight has shape \(64, 32\) but the config "
-                                              r"implies \(128, 32\)"):
-        load_hf_checkpoint(str(tmp_path / "ref"))
-
-
-def test_layer_count_mismatch(tmp_path):
-    _hf_reference("v1_0", tmp_path)
-    path = tmp_path / "ref" / "config.json"
-    config = json.loads(path.read_text())
-    config["num_layers"] = 3
-    path.write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="lacks .* weight"):
+    with pytest.raises(CheckpointError, match=message):
         load_hf_checkpoint(str(tmp_path / "ref"))
 
 

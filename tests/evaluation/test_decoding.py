@@ -53,12 +53,16 @@ def test_greedy_decode_stops_at_eos_and_pads(tmp_path):
         assert np.all(row[eos_at + 1:] == config.pad_token_id)
 
 
+def _model_and_inputs(golden, seed: int):
+    """(T5 module, its parameters, encoder tokens) of the golden HF checkpoint."""
+    config, params = load_hf_checkpoint(golden[2])
+    enc, _, _ = padded_batch(config.vocab_size, seed=seed)
+    return T5(config), params, enc
+
+
 def test_cached_decoding_equals_teacher_forcing(golden):
     """Each cached step's logits equal the full teacher-forced pass over the decoded prefix."""
-    _, _, directory = golden
-    config, params = load_hf_checkpoint(directory)
-    enc, _, _ = padded_batch(config.vocab_size, seed=4)
-    model = T5(config)
+    model, params, enc = _model_and_inputs(golden, seed=4)
     tokens = np.asarray(greedy_decode(model, params, jnp.asarray(enc), 8))
     dec_inputs = np.concatenate([np.zeros((enc.shape[0], 1), np.int32), tokens[:, :-1]], axis=1)
     logits = np.asarray(model.apply({"params": params}, enc, dec_inputs).logits)
@@ -90,21 +94,16 @@ def _assert_same_hypotheses(ours, theirs, pad=0):
 
 
 def test_beam_search_with_one_beam_is_greedy(golden):
-    _, _, directory = golden
-    config, params = load_hf_checkpoint(directory)
-    enc, _, _ = padded_batch(config.vocab_size, seed=3)
-    model = T5(config)
+    model, params, enc = _model_and_inputs(golden, seed=3)
     greedy = np.asarray(greedy_decode(model, params, jnp.asarray(enc), 12))
     beam = np.asarray(beam_search(model, params, jnp.asarray(enc), 12, num_beams=1))
     np.testing.assert_array_equal(beam, greedy)
 
 
 def test_beam_search_matches_generate(golden):
-    _, hf_model, directory = golden
-    config, params = load_hf_checkpoint(directory)
-    enc, _, _ = padded_batch(config.vocab_size, seed=6)
-    ours = np.asarray(beam_search(T5(config), params, jnp.asarray(enc), 10, num_beams=4))
-    _assert_same_hypotheses(ours, _hf_beam(hf_model, enc, 10, 4))
+    model, params, enc = _model_and_inputs(golden, seed=6)
+    ours = np.asarray(beam_search(model, params, jnp.asarray(enc), 10, num_beams=4))
+    _assert_same_hypotheses(ours, _hf_beam(golden[1], enc, 10, 4))
 
 
 def test_beam_search_with_eos_and_length_penalty_matches_generate(tmp_path):

@@ -15,7 +15,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.mode = "distill"                 # distill | pretrain | finetune | evaluate | export
+    c.mode = "distill"                 # distill | pretrain | finetune | evaluate | export | plan
     c.seed = 0
     c.overwrite_config = False         # continue a workdir whose config.json differs from this config
 

@@ -3,7 +3,7 @@
 
 | mode       | module                      | writes to the workdir                                        |
 |------------|-----------------------------|--------------------------------------------------------------|
-| `distill`  | `modes/distill.py`          | config.json, checkpoints, metrics.jsonl (hf_student at end)  |
+| `distill`  | `modes/distill.py`          | config.json, checkpoints, metrics.jsonl (hf_student: at_end)  |
 | `pretrain` | `modes/distill.py`          | the same, without a teacher                                  |
 | `finetune` | `modes/finetune.py`         | the same, and best/, best.json, results.json/.md             |
 | `evaluate` | `modes/evaluate.py`         | results.json, results.md                                     |

@@ -52,7 +52,8 @@ def run(config, workdir: str):
 class BestCheckpoint:
     """`Trainer.on_evaluate` for finetuning: scores the validation split of `tasks.eval` by decoding and
     keeps the best parameters as a HF directory `<workdir>/best` with `best.json` (and the results of that
-    evaluation as `results.json` / `results.md`). Survives restarts: the best so far is read back."""
+    evaluation as `results.json` / `results.md`; while no score is defined, those of the latest
+    evaluation). Survives restarts: the best so far is read back."""
 
     def __init__(self, config, workdir: str, model_config):
         self.config, self.workdir, self.model_config = config, workdir, model_config
@@ -93,6 +94,9 @@ class BestCheckpoint:
         if not np.isfinite(value):  # e.g. the Pearson correlation of a constant prediction
             print(f"{self.task}/{self.metric} is undefined at step {step} (NaN); the best checkpoint stays "
                   f"{'unset' if self.best is None else f'at {self.best:.2f}'}", flush=True)
+            if self.best is None and jax.process_index() == 0:  # the scores exist even with no best yet
+                write_results(self.workdir, results, step=step, model=model_name(self.config),
+                              glue=results_by_glue_task(results))
         elif self.best is None or value > self.best:
             self.best = value
             host = jax.tree.map(np.asarray, _gather(params))

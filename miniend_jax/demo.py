@@ -80,18 +80,6 @@ def build_corpus(root: str, documents: list[tuple[str, str]]) -> str:
     return corpus
 
 
-def train_vocabulary(corpus: str, model_path: str, pieces: int) -> None:
-    if os.path.exists(model_path):
-        return
-    import sentencepiece as spm
-    prefix = model_path[: -len(".model")]
-    # T5's conventions: pad 0, EOS 1, UNK 2, no BOS; the 100 sentinels are added by the vocabulary wrapper.
-    spm.SentencePieceTrainer.train(
-        input=os.path.join(corpus, "a_train.txt"), model_prefix=prefix, vocab_size=pieces, model_type="unigram",
-        character_coverage=1.0, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, input_sentence_size=200_000,
-        shuffle_input_sentence=True, num_threads=2, minloglevel=2)
-
-
 def build_package_task(documents: list[tuple[str, str]], folder: str, packages: int = 6) -> tuple[int, int, list]:
     """A classification task in `folder` (train.tsv / dev.tsv, `text<TAB>label`): which standard-library
     package a docstring documents, over the `packages` packages with the most docstrings; every 5th
@@ -148,6 +136,7 @@ def main() -> int:
     os.chdir(ROOT_DIR)
     sys.path.insert(0, ROOT_DIR)
     from configs import demo as demo_configs
+    from miniend_jax.checkpoints.tokenizer import train_sentencepiece
     from miniend_jax.models.presets import get_preset
     from miniend_jax.plot import plot
     from miniend_jax.train import flops
@@ -160,7 +149,7 @@ def main() -> int:
     corpus = build_corpus(root, documents)
     sizes = {n: os.path.getsize(os.path.join(corpus, n)) for n in sorted(os.listdir(corpus))}
     log(f"corpus: CPython documentation, {sizes} bytes")
-    train_vocabulary(corpus, demo_configs.VOCAB, demo_configs.SPM_PIECES)
+    train_sentencepiece(os.path.join(corpus, "a_train.txt"), demo_configs.VOCAB, demo_configs.SPM_PIECES)
     log(f"vocabulary: {demo_configs.VOCAB} ({demo_configs.SPM_PIECES} pieces + 100 sentinels)")
     n_train, n_dev, labels = build_package_task(documents, demo_configs.TASK_DIR)
     log(f"downstream task: which package a docstring documents ({', '.join(labels)}), "

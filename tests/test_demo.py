@@ -4,6 +4,7 @@ tested elsewhere; `make demo` runs them)."""
 import os
 
 from miniend_jax import demo
+from miniend_jax.checkpoints.tokenizer import train_sentencepiece
 from tasks import classification
 
 
@@ -17,7 +18,7 @@ def test_corpus_vocabulary_and_downstream_task(tmp_path):
     assert not set(heldout) & set(train)
 
     model = str(tmp_path / "spm.model")
-    demo.train_vocabulary(corpus, model, 500)
+    train_sentencepiece(os.path.join(corpus, "a_train.txt"), model, 500)
     import sentencepiece as spm
     processor = spm.SentencePieceProcessor(model_file=model)
     assert processor.get_piece_size() == 500

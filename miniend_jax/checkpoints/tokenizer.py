@@ -127,3 +127,31 @@ def save_hf_tokenizer(spiece_model: str, directory: str, extra_ids: int = DEFAUL
     target = os.path.join(directory, SPIECE_NAME)
     if os.path.abspath(spiece_model) != os.path.abspath(target):
         shutil.copy(spiece_model, target)
+
+
+def train_sentencepiece(text_file: str, model_path: str, pieces: int, *, input_sentence_size: int = 200_000,
+                        threads: int = 2) -> None:
+    """Trains a unigram SentencePiece model with T5's conventions (pad 0, EOS 1, UNK 2, no BOS; the
+    sentinels are added by the vocabulary wrappers above) on `text_file` (one sentence or paragraph per
+    line), written to `model_path` (`<prefix>.model` and `<prefix>.vocab`). Does nothing when it exists.
+
+    Args:
+      text_file: UTF-8 text.
+      model_path: ends in `.model`.
+      pieces: vocabulary size without sentinels.
+      input_sentence_size: lines sampled from `text_file` for training.
+      threads: trainer threads.
+
+    Raises:
+      ValueError: `model_path` does not end in `.model`.
+    """
+    if os.path.exists(model_path):
+        return
+    if not model_path.endswith(".model"):
+        raise ValueError(f"{model_path}: a SentencePiece model path ends in .model")
+    import sentencepiece as spm
+    os.makedirs(os.path.dirname(model_path) or ".", exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        input=text_file, model_prefix=model_path[: -len(".model")], vocab_size=pieces, model_type="unigram",
+        character_coverage=1.0, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, input_sentence_size=input_sentence_size,
+        shuffle_input_sentence=True, num_threads=threads, minloglevel=2)

@@ -8,6 +8,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 
 from miniend_jax import experiment
@@ -18,10 +19,27 @@ from tests.conftest import ROOT
 
 NAMES = sorted(os.path.basename(p)[:-3] for p in glob.glob(str(ROOT / "configs" / "experiments" / "*.py"))
                if not p.endswith(("__init__.py", "common.py")))
+COMMON = importlib.import_module("configs.experiments.common")
+CONFIGS = [(name, task) for name in NAMES for task in (COMMON.DOWNSTREAM if name == "finetune" else [None])]
 
 
-def _one_step(config):
+@pytest.fixture(scope="module")
+def small_vocab(tmp_path_factory):
+    """A 500-piece SentencePiece model of a few Wikipedia paragraphs, in place of the runner's 8k one."""
+    import gzip
+
+    from miniend_jax.checkpoints.tokenizer import train_sentencepiece
+    folder = tmp_path_factory.mktemp("vocab")
+    with gzip.open(ROOT.parent / "shared/data/enwiki_2015_extract/AA/wiki_00.gz", "rt", encoding="utf-8") as f:
+        lines = [line for line in f if len(line) > 40 and not line.startswith("<")][:3000]
+    (folder / "text.txt").write_text("".join(lines), encoding="utf-8")
+    train_sentencepiece(str(folder / "text.txt"), str(folder / "spm.model"), 500)
+    return str(folder / "spm.model")
+
+
+def _one_step(config, vocab: str):
     """The same config, one step on 2 short sequences, models of the same shapes with random weights."""
+    config.data.vocab = vocab
     config.train.steps = 1
     config.train.batch_size = 2
     config.train.log_every = 1
@@ -33,7 +51,8 @@ def _one_step(config):
     if config.mode == "finetune":
         config.model.source = "preset"   # a student-shaped model in place of a trained workdir
         config.model.preset = "t5-v1_1-small"
-        config.model.overrides.update(importlib.import_module("configs.experiments.common").STUDENT_SHAPE)
+        config.model.overrides.update(COMMON.STUDENT_SHAPE)
+        config.tasks.glue_dir = str(ROOT.parent / "shared/data/glue")  # the runner writes the SST-2 subset
         config.tasks.eval_examples = 2
         config.tasks.inputs_length = min(config.tasks.inputs_length, 64)
         config.decode.max_length = 4
@@ -45,10 +64,11 @@ def _one_step(config):
     return config
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_experiment_config_runs_one_step(name, tmp_path, monkeypatch):
+@pytest.mark.parametrize("name,task", CONFIGS, ids=[n if t is None else f"{n}:{t}" for n, t in CONFIGS])
+def test_experiment_config_runs_one_step(name, task, small_vocab, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    config = _one_step(importlib.import_module(f"configs.experiments.{name}").get_config())
+    module = importlib.import_module(f"configs.experiments.{name}")
+    config = _one_step(module.get_config() if task is None else module.get_config(task), small_vocab)
     run(config, str(tmp_path))
     metrics = read_metrics(str(tmp_path))
     train = [r for r in metrics if "loss" in r]
@@ -68,14 +88,24 @@ def test_experiment_config_runs_one_step(name, tmp_path, monkeypatch):
 def test_runner_covers_every_experiment_config():
     used = set()
     for _, args in experiment.stages("root"):
-        config = args[0].removeprefix("--config=")
+        config = args[0].removeprefix("--config=").split(":")[0]
         assert os.path.isfile(ROOT / config), config
         used.add(os.path.basename(config)[:-3])
     assert used == set(NAMES)
-    names = [name for name, _ in experiment.stages("root")]
+    stages = experiment.stages("root")
+    names = [name for name, _ in stages]
     assert names.index("teacher") == 0 and len(names) == len(set(names))
-    assert all("--config.teacher.path=root/teacher" in args for name, args in experiment.stages("root")
+    assert all("--config.teacher.path=root/teacher" in args for name, args in stages
                if name in dict(experiment.ROWS) and name != "scratch")
+    assert all("--config.data.vocab=root/spm8k.model" in args for _, args in stages)
+    # Every model, the random-init row too, on every task with every seed; each after its model's stage.
+    for model, _ in experiment.MODELS:
+        runs = [n for n in names if n.startswith(f"downstream/{model}/")]
+        assert len(runs) == len(COMMON.DOWNSTREAM) * len(COMMON.FINETUNE_SEEDS) >= 3 * len(COMMON.DOWNSTREAM)
+        if model != experiment.RANDOM_INIT[0]:
+            assert names.index(model) < min(names.index(n) for n in runs)
+    random_init = [args for name, args in stages if name.startswith("downstream/random_init/")]
+    assert all("--config.model.source=preset" in args for args in random_init)
 
 
 def test_runner_skips_done_stages_and_stops_on_a_failed_one(tmp_path, monkeypatch):
@@ -93,36 +123,69 @@ def test_runner_skips_done_stages_and_stops_on_a_failed_one(tmp_path, monkeypatc
     assert experiment.stage_times(root) == {"bad": attempt["seconds"]}
 
 
+def _finished(root, stage, **files):
+    (root / stage).mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (root / stage / f"{name}.json").write_text(json.dumps(content))
+    (root / stage / "done.json").write_text("{}")
+
+
 def test_report_tables_what_the_stages_wrote(tmp_path, monkeypatch):
-    """The table holds each finished stage's numbers; unfinished stages show '-'; both figures are written."""
+    """Each model's scores over seeds (mean, std, n), the paired difference to scratch with its interval,
+    the instrument check, held-out losses and times; unfinished stages show '-'; both figures are written."""
+    from scipy import stats as scipy_stats
     monkeypatch.chdir(ROOT)
     root = tmp_path / "experiment"
-    for name, loss in (("teacher", 5.25), ("l_imp", 6.125), ("miniend_d", 5.875), ("miniend_e", 5.625)):
-        (root / name).mkdir(parents=True)
+    for name, loss in (("teacher", 5.25), ("scratch", 6.5), ("l_imp", 6.125), ("miniend_d", 5.875),
+                       ("miniend_e", 5.625)):
         rows = [{"step": s, "grad_norm/encoder": 0.1 * s, "grad_norm/decoder": 0.2 * s} for s in (5, 10)]
         rows.append({"step": 10, "eval/ground_truth": loss})
+        (root / name).mkdir(parents=True)
         (root / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         (root / name / "done.json").write_text("{}")
-    glue = {"results": {"glue_cola": {"matthews_corrcoef": 3.25}, "glue_sst2": {"accuracy": 61.5},
-                        "glue_mrpc": {"f1": 80.5, "accuracy": 67.5},
-                        "glue_stsb": {"pearson_corrcoef": 12.5, "spearman_corrcoef": 11.5},
-                        "glue_rte": {"accuracy": 53.5}}, "paper_glue_score": 51.75}
-    (root / "downstream" / "miniend_e_glue").mkdir(parents=True)
-    (root / "downstream" / "miniend_e_glue" / "results.json").write_text(json.dumps(glue))
-    (root / "downstream" / "miniend_e_glue" / "done.json").write_text("{}")
+    sst2 = {"teacher": [80.0, 81.0, 79.0], "random_init": [60.0, 62.0, 61.0], "scratch": [66.0, 65.0, 68.0],
+            "miniend_e": [70.0, 69.5, 72.0]}
+    stsb = {"teacher": [40.0, 42.0, 41.0], "random_init": [float("nan"), 5.0, 4.0], "scratch": [20.0, 22.0, 18.0]}
+    for model, scores in sst2.items():
+        for seed, value in enumerate(scores):
+            _finished(root, f"downstream/{model}/sst2_2k_s{seed}",
+                      results={"results": {"glue_sst2": {"accuracy": value}}})
+    for model, scores in stsb.items():
+        for seed, value in enumerate(scores):
+            _finished(root, f"downstream/{model}/stsb_s{seed}",
+                      results={"results": {"glue_stsb": {"pearson_corrcoef": value, "spearman_corrcoef": value}}})
     (root / "times.jsonl").write_text(json.dumps({"stage": "miniend_e", "seconds": 90.0, "rc": 0}) + "\n"
                                       + json.dumps({"stage": "miniend_e", "seconds": 30.0, "rc": 0}) + "\n")
     experiment.report(str(root), str(tmp_path / "figures"))
-    lines = {line.split(" | ")[0].strip("| "): line for line in (root / "results.md").read_text().splitlines()}
-    e = lines["MiniEnD-E"].split(" | ")
-    assert e[3:11] == ["5.625", "3.2", "61.5", "80.5 / 67.5", "12.5 / 11.5", "53.5", "51.8", "- / - / -"]
-    assert e[11] == "2.0"  # minutes over both attempts
-    assert "6.125" in lines["L_Imp"] and "5.250" in lines["teacher"]
-    assert lines["from scratch"].split(" | ")[3] == "-"
-    assert "constant prediction" in (root / "results.md").read_text()
-    records = json.loads((root / "results.json").read_text())
-    assert [r["name"] for r in records] == [name for name, _ in experiment.MODELS]
-    teacher, student = records[0], records[-1]
-    assert 7 < teacher["forward_flops"] / student["forward_flops"] < 9
+
+    collected = json.loads((root / "results.json").read_text())
+    models = {m["name"]: m for m in collected["models"]}
+    assert list(models) == [name for name, _ in experiment.MODELS]
+    assert 6 < models["teacher"]["forward_flops"] / models["scratch"]["forward_flops"] < 7  # half width, depth
+    assert models["random_init"]["params"] == models["scratch"]["params"]
+    e = models["miniend_e"]["downstream"]["sst2_2k"]
+    assert e["scores"] == sst2["miniend_e"] and e["n"] == 3
+    assert e["mean"] == pytest.approx(70.5) and e["std"] == pytest.approx(np.std([70.0, 69.5, 72.0], ddof=1))
+    reference = scipy_stats.ttest_rel(sst2["miniend_e"], sst2["scratch"]).confidence_interval(0.95)
+    assert (e["vs_scratch"]["low"], e["vs_scratch"]["high"]) == (pytest.approx(reference.low),
+                                                                pytest.approx(reference.high))
+    assert e["vs_scratch"]["significant"]
+    random_stsb = models["random_init"]["downstream"]["stsb"]
+    assert random_stsb["scores"] == [0.0, 5.0, 4.0]  # a constant prediction's undefined correlation: no skill
+    assert models["l_imp"]["downstream"]["sst2_2k"]["vs_scratch"] is None  # no finetuning finished
+    check = collected["instrument"]
+    assert check["sst2_2k"]["teacher_minus_random"] == pytest.approx(19.0)
+    assert check["sst2_2k"]["scratch_minus_random"] == pytest.approx(5.3333333)
+    pooled = np.sqrt(np.mean([np.var(sst2[m], ddof=1) for m in ("teacher", "random_init", "scratch")]))
+    assert check["sst2_2k"]["pooled_std"] == pytest.approx(pooled)
+
+    text = (root / "results.md").read_text()
+    lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()}
+    cells = lines["MiniEnD-E"].split(" | ")
+    assert cells[3] == "5.625" and cells[4] == "70.5 ± 1.3 (n=3)" and cells[5].endswith("*")
+    assert cells[-2] == "2.0"  # pretraining minutes over both attempts
+    assert "6.125" in lines["L_Imp"] and "5.250" in lines["teacher"] and lines["L_Imp"].split(" | ")[4] == "-"
+    assert "constant prediction" in text and "| sst2_2k | +19.0 | +5.3 |" in text
     assert (tmp_path / "figures" / "results_grad_norms.png").stat().st_size > 10_000
     assert (tmp_path / "figures" / "results_heldout.png").stat().st_size > 10_000
+

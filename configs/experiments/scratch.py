@@ -1,9 +1,9 @@
 """The student shape pretrained from scratch on span corruption (no teacher): the floor every distilled row must beat.
 
-A student row (d_model 80, 2+2 layers) of the miniature comparison (configs/experiments/common.py; docs/results.md).
+A student row (d_model 128, 2+2 layers) of the miniature comparison (configs/experiments/common.py; docs/results.md).
 Command (the runner `python -m miniend_jax.experiment` runs every row after the teacher):
   python -m miniend_jax.main --config=configs/experiments/scratch.py --workdir=workdirs/experiment/scratch
-Expected: a few minutes on 2 CPU cores (100 steps of 32 x 128 tokens); its held-out span-corruption loss
+Expected: a few minutes on 2 CPU cores (400 steps of 32 x 128 tokens); its held-out span-corruption loss
 is in docs/results.md.
 """
 

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from miniend_jax.errors import ConfigError
 from miniend_jax.evaluation import metrics
+from tasks import registry
 from tasks.pretraining import text_to_text_features, vocabulary
 
 SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
@@ -76,8 +77,6 @@ def labels_of(directory: str) -> tuple[str, ...]:
 def register(directory: str, spiece_model: str, *, extra_ids: int = 100) -> str:
     """Registers the Task of `directory` (once) and returns its name."""
     name = task_name(directory)
-    if name in seqio.TaskRegistry.names():
-        return name
     labels = labels_of(directory)
     splits = [s for s, f in SPLIT_FILES.items() if os.path.isfile(os.path.join(directory, f))]
 
@@ -86,8 +85,9 @@ def register(directory: str, spiece_model: str, *, extra_ids: int = 100) -> str:
         rows = read_split(directory, split)
         return tf.data.Dataset.from_tensor_slices({"text": [t for t, _ in rows], "label": [l for _, l in rows]})
 
-    seqio.TaskRegistry.add(
-        name, source=seqio.FunctionDataSource(dataset_fn, splits=splits),
+    registry.add_task(
+        name, [registry.vocabulary_key(spiece_model, extra_ids), os.path.abspath(directory), labels, splits],
+        source=seqio.FunctionDataSource(dataset_fn, splits=splits),
         preprocessors=[seqio.map_over_dataset(functools.partial(_format, name=name[4:])),
                        seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
         output_features=text_to_text_features(spiece_model, extra_ids),

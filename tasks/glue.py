@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from miniend_jax.errors import ConfigError
 from miniend_jax.evaluation import metrics
+from tasks import registry
 from tasks.pretraining import check_downstream_source, text_to_text_features
 
 csv.field_size_limit(1 << 24)
@@ -219,16 +220,16 @@ def register(spiece_model: str, *, source: str = "local", data_dir: str = "../sh
     with no file on disk are not registered (`check_split` names the file to provide)."""
     check_downstream_source(source, "tasks.glue_source")
     features = text_to_text_features(spiece_model, extra_ids)
+    definition = [registry.vocabulary_key(spiece_model, extra_ids), source,
+                  os.path.abspath(data_dir) if source == "local" else tfds_data_dir]
     names = []
     for task in TASKS.values():
         name = f"{prefix}_{task.name}"
         if source == "local" and not any(_exists(data_dir, task, s) for s in task.splits):
             continue  # nothing of it on disk (e.g. QQP offline); `check_split` names the missing file
         names.append(name)
-        if name in seqio.TaskRegistry.names():
-            continue
-        seqio.TaskRegistry.add(
-            name, source=_source(task, source, data_dir, tfds_data_dir),
+        registry.add_task(
+            name, definition + [name], source=_source(task, source, data_dir, tfds_data_dir),
             preprocessors=_preprocessors(task),
             output_features=features, postprocess_fn=functools.partial(postprocess, task=task),
             metric_fns=list(task.metric_fns))
@@ -238,24 +239,22 @@ def register(spiece_model: str, *, source: str = "local", data_dir: str = "../sh
         if source == "local" and not _exists(data_dir, task, split):
             continue
         names.append(name)
-        if name in seqio.TaskRegistry.names():
-            continue
         if source == "tfds":
             data = seqio.TfdsDataSource(tfds_name="glue/mnli:2.0.0", tfds_data_dir=tfds_data_dir,
                                         splits={"validation": split})
         else:
             data = _local_source(data_dir, task, rename={"validation": split})
-        seqio.TaskRegistry.add(
-            name, source=data,
+        registry.add_task(
+            name, definition + [name], source=data,
             preprocessors=_preprocessors(task),
             output_features=features, postprocess_fn=functools.partial(postprocess, task=task),
             metric_fns=list(task.metric_fns))
     trainable = [n for n in names if "train" in seqio.get_mixture_or_task(n).splits]
-    if trainable and prefix not in seqio.MixtureRegistry.names():
-        seqio.MixtureRegistry.add(prefix, trainable, default_rate=seqio.mixing_rate_num_examples)
+    if trainable:
+        registry.add_mixture(prefix, trainable, default_rate=seqio.mixing_rate_num_examples)
     equal = [n for n in trainable if n != f"{prefix}_wnli"]
-    if equal and f"{prefix}_equal" not in seqio.MixtureRegistry.names():
-        seqio.MixtureRegistry.add(f"{prefix}_equal", equal, default_rate=1.0)
+    if equal:
+        registry.add_mixture(f"{prefix}_equal", equal, default_rate=1.0)
     return names
 
 

@@ -25,6 +25,7 @@ import seqio
 import tensorflow as tf
 
 from miniend_jax.errors import ConfigError
+from tasks import registry
 from tasks.lengths import task_feature_lengths  # noqa: F401 - part of this module's interface
 from tasks.span_corruption import span_corruption
 
@@ -287,14 +288,12 @@ def register_local_span_corruption(files: str | Sequence[str], spiece_model: str
     key = json.dumps([paths, spiece_model, formats, text_field, validation_files, noise_density,
                       mean_noise_span_length, extra_ids, max_line_chars])
     name = name or "span_corruption_" + hashlib.sha1(key.encode()).hexdigest()[:12]
-    if name not in seqio.TaskRegistry.names():
-        seqio.TaskRegistry.add(
-            name,
-            source=seqio.FileDataSource(make_reader(formats, text_field, max_line_chars),
-                                        split_to_filepattern=splits),
-            preprocessors=_preprocessors(noise_density, mean_noise_span_length),
-            output_features=_output_features(vocabulary(spiece_model, extra_ids)),
-            metric_fns=[])
+    registry.add_task(
+        name, [key, registry.vocabulary_key(spiece_model, extra_ids)],
+        source=seqio.FileDataSource(make_reader(formats, text_field, max_line_chars), split_to_filepattern=splits),
+        preprocessors=_preprocessors(noise_density, mean_noise_span_length),
+        output_features=_output_features(vocabulary(spiece_model, extra_ids)),
+        metric_fns=[])
     return name
 
 
@@ -302,13 +301,13 @@ def register_c4_span_corruption(spiece_model: str, *, tfds_name: str = "c4/en:3.
                                 noise_density: float = 0.15, mean_noise_span_length: float = 3.0,
                                 extra_ids: int = 100, name: str = "c4_span_corruption") -> str:
     """Registers T5's C4 span-corruption Task from TFDS (needs the prepared TFDS data at run time)."""
-    if name not in seqio.TaskRegistry.names():
-        seqio.TaskRegistry.add(
-            name,
-            source=seqio.TfdsDataSource(tfds_name=tfds_name, tfds_data_dir=data_dir),
-            preprocessors=_preprocessors(noise_density, mean_noise_span_length),
-            output_features=_output_features(vocabulary(spiece_model, extra_ids)),
-            metric_fns=[])
+    registry.add_task(
+        name, [tfds_name, data_dir, noise_density, mean_noise_span_length,
+               registry.vocabulary_key(spiece_model, extra_ids)],
+        source=seqio.TfdsDataSource(tfds_name=tfds_name, tfds_data_dir=data_dir),
+        preprocessors=_preprocessors(noise_density, mean_noise_span_length),
+        output_features=_output_features(vocabulary(spiece_model, extra_ids)),
+        metric_fns=[])
     return name
 
 

@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from miniend_jax.errors import ConfigError
 from miniend_jax.evaluation import metrics
+from tasks import registry
 from tasks.pretraining import check_downstream_source, text_to_text_features
 
 csv.field_size_limit(1 << 24)
@@ -135,10 +136,10 @@ def register(spiece_model: str, *, source: str = "local", data_dir: str = "../sh
             data = seqio.TfdsDataSource(tfds_name=task.tfds_name, tfds_data_dir=tfds_data_dir)
             keys = (task.tfds_document, task.tfds_summary)
         names.append(name)
-        if name in seqio.TaskRegistry.names():
-            continue
-        seqio.TaskRegistry.add(
-            name, source=data,
+        registry.add_task(
+            name, [registry.vocabulary_key(spiece_model, extra_ids), source,
+                   os.path.abspath(data_dir) if source == "local" else tfds_data_dir, name],
+            source=data,
             preprocessors=[seqio.map_over_dataset(functools.partial(summarize, document=keys[0], summary=keys[1])),
                            seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
             output_features=features, postprocess_fn=postprocess, metric_fns=[metrics.rouge])

@@ -135,6 +135,8 @@ def _heldout_loss(workdir: str) -> float:
 def main() -> int:
     os.chdir(ROOT_DIR)
     sys.path.insert(0, ROOT_DIR)
+    from miniend_jax.console import quiet_console
+    quiet_console()
     from configs import demo as demo_configs
     from miniend_jax.checkpoints.tokenizer import train_sentencepiece
     from miniend_jax.models.presets import get_preset

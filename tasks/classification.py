@@ -14,8 +14,9 @@ import functools
 import os
 
 import numpy as np
+from tasks.runtime import tf  # noqa: I001 - before seqio: TensorFlow on the host, quiet
+
 import seqio
-import tensorflow as tf
 
 from miniend_jax.errors import ConfigError
 from miniend_jax.evaluation import metrics

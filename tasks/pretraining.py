@@ -21,8 +21,9 @@ import json
 import os
 from typing import Mapping, Sequence
 
+from tasks.runtime import tf  # noqa: I001 - before seqio: TensorFlow on the host, quiet
+
 import seqio
-import tensorflow as tf
 
 from miniend_jax.errors import ConfigError
 from tasks import registry

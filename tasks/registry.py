@@ -15,6 +15,8 @@ import json
 import os
 from typing import Any, Sequence
 
+from tasks import runtime  # noqa: F401,I001 - before seqio: TensorFlow on the host, quiet
+
 import seqio
 
 _TASKS: dict[str, str] = {}      # Task name -> its definition, as registered here

@@ -16,8 +16,9 @@ seed and its tf.data iterator can be checkpointed.
 
 from __future__ import annotations
 
+from tasks.runtime import tf  # noqa: I001 - before seqio: TensorFlow on the host, quiet
+
 import seqio
-import tensorflow as tf
 
 from tasks.lengths import lengths_for_inputs  # noqa: F401 - part of this module's interface
 

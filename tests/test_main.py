@@ -21,10 +21,10 @@ def _command(workdir, *overrides):
     return [sys.executable, "-m", "miniend_jax.main", f"--config={TINY}", f"--workdir={workdir}", *overrides]
 
 
-def _run(workdir, *overrides, timeout=300):
+def _run(workdir, *overrides, timeout=300, with_stderr=False):
     result = subprocess.run(_command(workdir, *overrides), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    return (result.stdout, result.stderr) if with_stderr else result.stdout
 
 
 def _losses(workdir):
@@ -41,12 +41,12 @@ def _complete_steps(workdir):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("uninterrupted"))
-    stdout = _run(workdir, "--config.export.at_end=True")
-    return workdir, stdout
+    stdout, stderr = _run(workdir, "--config.export.at_end=True", with_stderr=True)
+    return workdir, stdout, stderr
 
 
 def test_short_run_lowers_the_loss_and_checkpoints(uninterrupted):
-    workdir, stdout = uninterrupted
+    workdir, stdout, _ = uninterrupted
     losses = _losses(workdir)
     assert sorted(losses) == list(range(1, 31))
     early = np.mean([losses[s] for s in range(1, 6)])
@@ -61,6 +61,16 @@ def test_short_run_lowers_the_loss_and_checkpoints(uninterrupted):
         assert key in row and np.isfinite(row[key])
     assert "eval/ground_truth" in stdout
     assert os.listdir(os.path.join(workdir, "tensorboard"))
+
+
+# What TensorFlow, XLA, seqio and orbax print unasked on a machine without GPU (miniend_jax/console.py).
+NOISE = ("cuda", "cuInit", "oneDNN", "cpu_feature_guard", "absl::InitializeLog", "W0000", "I0000", "E0000",
+         "WARNING:absl", "logger_cls", "features_length", "read only")
+
+
+def test_the_console_shows_no_library_noise(uninterrupted):
+    _, stdout, stderr = uninterrupted
+    assert not [word for word in NOISE if word.lower() in (stdout + stderr).lower()], stderr[-3000:]
 
 
 def test_small_cpu_config_distills_and_checkpoints(tmp_path):

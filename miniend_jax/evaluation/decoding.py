@@ -35,8 +35,9 @@ def _decoder_step(model: T5, params, encoder_input_tokens: jax.Array, max_decode
     return step
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_decode_length"))
-def greedy_decode(model: T5, params, encoder_input_tokens: jax.Array, max_decode_length: int) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("model", "max_decode_length", "return_scores"))
+def greedy_decode(model: T5, params, encoder_input_tokens: jax.Array, max_decode_length: int,
+                  return_scores: bool = False):
     """Greedy decoding, as HF `generate(num_beams=1, do_sample=False)` does it.
 
     Args:
@@ -44,46 +45,52 @@ def greedy_decode(model: T5, params, encoder_input_tokens: jax.Array, max_decode
       params: its (unboxed) parameters, in the layout `model.config.scan_layers` names.
       encoder_input_tokens: int `[batch, enc_len]`, 0 = padding.
       max_decode_length: number of tokens to generate (HF `max_new_tokens`), static.
+      return_scores: also return each hypothesis's log-probability, static.
 
     Returns:
       int32 `[batch, max_decode_length]`: generated tokens without the start token; after a sequence's
-      EOS every position holds the pad id. Stops early once every sequence has ended.
+      EOS every position holds the pad id. Stops early once every sequence has ended. With
+      `return_scores`, also float32 `[batch]`: the natural-log probability of the generated tokens up to
+      and including EOS (the sum of HF's `compute_transition_scores(..., normalize_logits=True)` over them).
     """
     cfg = model.config
     batch = encoder_input_tokens.shape[0]
     step = _decoder_step(model, params, encoder_input_tokens, max_decode_length)
 
-    def choose(logits, done):
+    def choose(logits, done, score):
         token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=-1)[:, 0]
+        score = score + jnp.where(done, 0.0, log_prob)
         token = jnp.where(done, cfg.pad_token_id, token)
-        return token, done | (token == cfg.eos_token_id)
+        return token, done | (token == cfg.eos_token_id), score
 
     # The first step builds the cache (self-attention buffers, cross-attention keys/values).
     start = jnp.full((batch,), cfg.decoder_start_token_id, jnp.int32)
     logits, cache = step(None, start, 0)
-    token, done = choose(logits, jnp.zeros((batch,), bool))
+    token, done, score = choose(logits, jnp.zeros((batch,), bool), jnp.zeros((batch,), jnp.float32))
     output = jnp.full((batch, max_decode_length), cfg.pad_token_id, jnp.int32).at[:, 0].set(token)
 
     def cond(state):
-        position, _, _, done = state
+        position, _, _, done, _ = state
         return (position < max_decode_length) & ~jnp.all(done)
 
     def body(state):
-        position, output, cache, done = state
+        position, output, cache, done, score = state
         logits, cache = step(cache, output[:, position - 1], position)
-        token, done = choose(logits, done)
-        return position + 1, output.at[:, position].set(token), cache, done
+        token, done, score = choose(logits, done, score)
+        return position + 1, output.at[:, position].set(token), cache, done, score
 
-    _, output, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), output, cache, done))
-    return output
+    _, output, _, _, score = jax.lax.while_loop(cond, body, (jnp.int32(1), output, cache, done, score))
+    return (output, score) if return_scores else output
 
 
 _NEG = -1.0e9  # the masking constant `generate` uses, kept so that ties and orderings agree with it
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_decode_length", "num_beams", "early_stopping"))
+@functools.partial(jax.jit, static_argnames=("model", "max_decode_length", "num_beams", "early_stopping",
+                                             "return_scores"))
 def beam_search(model: T5, params, encoder_input_tokens: jax.Array, max_decode_length: int, num_beams: int = 4,
-                length_penalty: float = 1.0, early_stopping: bool = False) -> jax.Array:
+                length_penalty: float = 1.0, early_stopping: bool = False, return_scores: bool = False):
     """Beam search with the key/value cache, as HF `generate(num_beams=k)` does it.
 
     At each step the 2k best continuations over all beams are scored by their summed log-probability;
@@ -102,9 +109,12 @@ def beam_search(model: T5, params, encoder_input_tokens: jax.Array, max_decode_l
       num_beams: k, static.
       length_penalty: exponent of the generated length dividing a finished hypothesis's score.
       early_stopping: HF's `early_stopping` (True or False; HF's "never" is not offered), static.
+      return_scores: also return the best hypothesis's score, static.
 
     Returns:
-      int32 `[batch, max_decode_length]`: each example's best hypothesis, pad id after its EOS.
+      int32 `[batch, max_decode_length]`: each example's best hypothesis, pad id after its EOS. With
+      `return_scores`, also float32 `[batch]`: its score `sum_logprob / generated_length ** length_penalty`
+      (HF's `sequences_scores`).
     """
     cfg = model.config
     batch, k = encoder_input_tokens.shape[0], num_beams
@@ -168,5 +178,6 @@ def beam_search(model: T5, params, encoder_input_tokens: jax.Array, max_decode_l
         state, _ = carry
         return search_step(state)
 
-    (_, _, _, finished_seqs, _, _, _, _), _ = jax.lax.while_loop(lambda carry: carry[1], body, (state, go_on))
-    return finished_seqs[:, 0]
+    (_, _, _, finished_seqs, finished_scores, _, _, _), _ = jax.lax.while_loop(lambda carry: carry[1], body,
+                                                                               (state, go_on))
+    return (finished_seqs[:, 0], finished_scores[:, 0]) if return_scores else finished_seqs[:, 0]

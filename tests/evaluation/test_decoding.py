@@ -123,3 +123,61 @@ def test_beam_search_with_eos_and_length_penalty_matches_generate(tmp_path):
         _assert_same_hypotheses(ours, _hf_beam(hf_model, enc, 10, 4, penalty))
         lengths |= {len(_until_eos(row)) for row in ours}
     assert len(lengths) > 2, "the fixture should end hypotheses at several lengths"
+
+
+def _float64_log_prob(hf_model, enc, hypotheses):
+    """log P(hypothesis | input) up to and including EOS, teacher-forced in float64 (the reference)."""
+    import copy
+
+    import scipy.special
+    model64 = copy.deepcopy(hf_model).double()
+    rows = [_until_eos(h) for h in hypotheses]
+    width = max(len(r) for r in rows)
+    labels = np.zeros((len(rows), width), np.int64)
+    for i, r in enumerate(rows):
+        labels[i, : len(r)] = r
+    with torch.no_grad():
+        logits = model64(input_ids=torch.tensor(enc, dtype=torch.long),
+                         attention_mask=torch.tensor(enc > 0, dtype=torch.long),
+                         labels=torch.tensor(labels)).logits.numpy()
+    log_probs = scipy.special.log_softmax(logits, axis=-1)
+    picked = np.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+    return np.array([picked[i, : len(r)].sum() for i, r in enumerate(rows)]), [len(r) for r in rows]
+
+
+def test_hypothesis_scores_match_generate_and_a_float64_reference(tmp_path):
+    """Greedy: the hypothesis's log-probability (HF: the sum of `compute_transition_scores` with normalized
+    logits); beam search: HF's `sequences_scores` (log-probability / length ** length_penalty). Both
+    against the float64 teacher-forced log-probability, within float32's distance of PyTorch's."""
+    from tests.conftest import assert_close_to_float64, build_hf_model
+    hf_model = build_hf_model("v1_1", seed=1)
+    with torch.no_grad():
+        hf_model.lm_head.weight[1] *= 6.0  # hypotheses of several lengths
+    hf_model.save_pretrained(tmp_path)
+    config, params = load_hf_checkpoint(str(tmp_path))
+    enc, _, _ = padded_batch(config.vocab_size, seed=5)
+    model, kwargs = T5(config), dict(input_ids=torch.tensor(enc, dtype=torch.long),
+                                     attention_mask=torch.tensor(enc > 0, dtype=torch.long), do_sample=False,
+                                     max_new_tokens=10, min_length=0, output_scores=True,
+                                     return_dict_in_generate=True)
+
+    tokens, scores = greedy_decode(model, params, jnp.asarray(enc), 10, return_scores=True)
+    tokens, scores = np.asarray(tokens), np.asarray(scores)
+    with torch.no_grad():
+        out = hf_model.generate(num_beams=1, **kwargs)
+    transition = hf_model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).numpy()
+    reference, lengths = _float64_log_prob(hf_model, enc, tokens)
+    assert len(set(lengths)) > 1
+    peer = np.array([transition[i, :n].sum() for i, n in enumerate(lengths)])
+    assert_close_to_float64(scores, reference, peer, err_msg="greedy log-probability")
+
+    penalty = 0.6
+    tokens, scores = beam_search(model, params, jnp.asarray(enc), 10, num_beams=4, length_penalty=penalty,
+                                 return_scores=True)
+    tokens, scores = np.asarray(tokens), np.asarray(scores)
+    with torch.no_grad():
+        out = hf_model.generate(num_beams=4, length_penalty=penalty, early_stopping=False, **kwargs)
+    _assert_same_hypotheses(tokens, out.sequences[:, 1:].numpy())
+    reference, lengths = _float64_log_prob(hf_model, enc, tokens)
+    reference = reference / np.asarray(lengths, np.float64) ** penalty
+    assert_close_to_float64(scores, reference, out.sequences_scores.numpy(), err_msg="beam score")

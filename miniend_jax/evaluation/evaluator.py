@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -27,44 +27,75 @@ class DecodeSettings:
     batch_size: int = 32
 
 
+def decode_rows(model: T5, params, mesh, rules, inputs: np.ndarray, decode: DecodeSettings, max_length: int, *,
+                return_scores: bool = False, on_batch: Callable[[int], None] | None = None):
+    """Decodes `inputs` (int32 `[n, enc_len]`, 0 = padding) in batches of `decode.batch_size` rounded up to
+    a multiple of the mesh's batch shards (the last batch padded with empty rows), greedy or beam search.
+
+    Returns:
+      `(tokens, scores)`: int32 `[n, max_length]` (pad id after EOS) and, with `return_scores`, float32
+      `[n]` (greedy: the hypothesis's log-probability; beams: HF's `sequences_scores`), else None.
+      `on_batch(done)` is called after each batch with the number of rows decoded so far.
+    """
+    import flax.linen as nn
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    batch_size = -(-decode.batch_size // shards) * shards
+    sharding = parallel.batch_sharding(mesh, 2)
+    tokens, scores = [], []
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start:start + batch_size]
+            batch = np.zeros((batch_size, inputs.shape[1]), np.int32)
+            batch[:len(chunk)] = chunk
+            batch = jax.device_put(jnp.asarray(batch), sharding)
+            if decode.num_beams > 1:
+                out = beam_search(model, params, batch, max_length, num_beams=decode.num_beams,
+                                  length_penalty=decode.length_penalty, return_scores=return_scores)
+            else:
+                out = greedy_decode(model, params, batch, max_length, return_scores=return_scores)
+            decoded, score = out if return_scores else (out, None)
+            tokens.append(np.asarray(jax.device_get(decoded))[:len(chunk)])
+            if return_scores:
+                scores.append(np.asarray(jax.device_get(score))[:len(chunk)])
+            if on_batch is not None:
+                on_batch(start + len(chunk))
+    empty = np.zeros((0, max_length), np.int32)
+    return (np.concatenate(tokens) if tokens else empty,
+            (np.concatenate(scores) if scores else np.zeros((0,), np.float32)) if return_scores else None)
+
+
 class TaskEvaluator:
     """Decodes the `split` of each Task with `model` and returns `{task: {metric: value}}`."""
 
     def __init__(self, task_names: Sequence[str], split: str, model: T5, mesh, rules, *, inputs_length: int,
-                 targets_length: int, decode: DecodeSettings, num_examples: int | None = None):
+                 targets_length: int, decode: DecodeSettings, num_examples: int | None = None,
+                 log_dir: str | None = None):
+        """`log_dir` (t5x: `<workdir>/inference_eval`): where seqio's loggers write, from process 0, for
+        every Task and step `<task>-<step:06>.jsonl` (each example's input, target and prediction),
+        `<task>-metrics.jsonl`, and the scores as TensorBoard summaries under `<task>/`. None: no log."""
+        from tasks import runtime  # noqa: F401,I001 - before seqio: TensorFlow on the host, quiet
         import seqio
         self.model, self.mesh, self.rules, self.decode = model, mesh, rules, decode
         self.max_length = decode.max_length or targets_length
-        shards = mesh.shape["data"] * mesh.shape["fsdp"]
-        self.batch_size = -(-decode.batch_size // shards) * shards  # a multiple of the batch shards
         lengths = {"inputs": inputs_length, "targets": targets_length}
+        log = log_dir is not None and jax.process_index() == 0
+        if log:
+            os.makedirs(log_dir, exist_ok=True)  # seqio's loggers write into it, creating nothing
         self.evaluators = [
             seqio.Evaluator(name, seqio.EncDecFeatureConverter(pack=False), eval_split=split,
-                            sequence_length=lengths, num_examples=num_examples or None, logger_cls=(),
-                            use_memory_cache=True)
+                            sequence_length=lengths, num_examples=num_examples or None,
+                            logger_cls=(seqio.JSONLogger, seqio.TensorBoardLogger) if log else (),
+                            log_dir=log_dir if log else None, use_memory_cache=True)
             for name in task_names]
 
     def _predict(self, params, dataset) -> list[tuple[int, np.ndarray]]:
         """seqio's `predict_fn`: (index, generated tokens) of every example of an enumerated dataset."""
-        import flax.linen as nn
         examples = [(int(i), np.asarray(x["encoder_input_tokens"])) for i, x in dataset.as_numpy_iterator()]
-        out = []
-        sharding = parallel.batch_sharding(self.mesh, 2)
-        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-            for start in range(0, len(examples), self.batch_size):
-                chunk = examples[start:start + self.batch_size]
-                tokens = np.zeros((self.batch_size, chunk[0][1].shape[0]), np.int32)
-                for row, (_, x) in enumerate(chunk):
-                    tokens[row] = x
-                tokens = jax.device_put(jnp.asarray(tokens), sharding)
-                if self.decode.num_beams > 1:
-                    decoded = beam_search(self.model, params, tokens, self.max_length,
-                                          num_beams=self.decode.num_beams, length_penalty=self.decode.length_penalty)
-                else:
-                    decoded = greedy_decode(self.model, params, tokens, self.max_length)
-                decoded = np.asarray(jax.device_get(decoded))
-                out.extend((index, decoded[row]) for row, (index, _) in enumerate(chunk))
-        return out
+        if not examples:
+            return []
+        tokens, _ = decode_rows(self.model, params, self.mesh, self.rules, np.stack([x for _, x in examples]),
+                                self.decode, self.max_length)
+        return [(index, row) for (index, _), row in zip(examples, tokens)]
 
     def evaluate(self, params, step: int | None = None) -> dict:
         results = {}

@@ -3,6 +3,8 @@ seqio Tasks and scored; `results.json` and a markdown table."""
 
 from __future__ import annotations
 
+import os
+
 from miniend_jax import build, config_checks, inputs
 
 
@@ -35,8 +37,9 @@ def run(config, workdir: str) -> dict:
     t = config.tasks
     evaluator = TaskEvaluator(inputs.eval_task_names(config), t.eval_split, T5(model_config), mesh, rules,
                               inputs_length=t.inputs_length, targets_length=t.targets_length,
-                              decode=build.decode_settings(config), num_examples=t.eval_examples)
-    results = evaluator.evaluate(params)
+                              decode=build.decode_settings(config), num_examples=t.eval_examples,
+                              log_dir=os.path.join(workdir, "inference_eval"))
+    results = evaluator.evaluate(params, step=0)  # logged as step 0: the model as loaded
     name = build.model_name(config)
     payload = write_results(workdir, results, step=None, model=name, glue=results_by_glue_task(results))
     if jax.process_index() == 0:

@@ -85,7 +85,8 @@ class BestCheckpoint:
             self.evaluator = TaskEvaluator(eval_task_names(self.config), t.eval_split, trainer.student, trainer.mesh,
                                            trainer.rules, inputs_length=t.inputs_length,
                                            targets_length=t.targets_length, decode=decode_settings(self.config),
-                                           num_examples=t.eval_examples)
+                                           num_examples=t.eval_examples,
+                                           log_dir=os.path.join(self.workdir, "inference_eval"))
         results = self.evaluator.evaluate(params, step)
         if self.task not in results or self.metric not in results[self.task]:
             raise ConfigError(f"tasks.best_metric: {self.task}/{self.metric} is not among the scores "

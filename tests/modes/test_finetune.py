@@ -44,6 +44,29 @@ def test_finetuning_lowers_validation_loss_and_writes_results(finetuned):
     assert "| glue_sst2 | accuracy |" in open(os.path.join(finetuned, "results.md")).read()
 
 
+def test_every_evaluation_is_logged_in_t5x_layout(finetuned):
+    """seqio's loggers under `inference_eval/`: per step a JSONL of every scored example whose predictions
+    give the step's accuracy, the metrics as JSONL and as TensorBoard scalars."""
+    import glob
+
+    import tensorflow as tf
+    log_dir = os.path.join(finetuned, "inference_eval")
+    rows = [json.loads(line) for line in open(os.path.join(finetuned, "metrics.jsonl"))]
+    scores = {r["step"]: r["glue_sst2/accuracy"] for r in rows if "glue_sst2/accuracy" in r}
+    logged = [json.loads(line) for line in open(os.path.join(log_dir, "glue_sst2-metrics.jsonl"))]
+    assert {r["step"]: r["accuracy"] for r in logged} == pytest.approx(scores)
+    for step, accuracy in scores.items():
+        examples = [json.loads(line) for line in open(os.path.join(log_dir, f"glue_sst2-{step:06}.jsonl"))]
+        assert len(examples) == _config().tasks.eval_examples
+        assert all(e["input"]["inputs_pretokenized"].startswith("sst2 sentence: ") for e in examples)
+        assert 100.0 * sum(e["prediction"] == e["target"] for e in examples) / len(examples) == pytest.approx(accuracy)
+    events = glob.glob(os.path.join(log_dir, "glue_sst2", "events.out.tfevents.*"))
+    summaries = {(event.step, value.tag): float(tf.make_ndarray(value.tensor))
+                 for path in events for event in tf.compat.v1.train.summary_iterator(path)
+                 for value in event.summary.value}
+    assert {step: summaries[(step, "eval/accuracy")] for step in scores} == pytest.approx(scores)
+
+
 def test_evaluate_mode_reproduces_the_best_checkpoints_score(finetuned, tmp_path):
     cwd = os.getcwd()
     os.chdir(ROOT)
@@ -55,6 +78,7 @@ def test_evaluate_mode_reproduces_the_best_checkpoints_score(finetuned, tmp_path
     best = json.load(open(os.path.join(finetuned, "best.json")))
     assert payload["results"]["glue_sst2"]["accuracy"] == pytest.approx(best["value"])
     assert os.path.exists(tmp_path / "results.json") and os.path.exists(tmp_path / "results.md")
+    assert os.path.exists(tmp_path / "inference_eval" / "glue_sst2-000000.jsonl")
 
 
 @pytest.mark.parametrize("changes,message", [

@@ -15,7 +15,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.mode = "distill"                 # distill | pretrain | finetune | evaluate | export | plan
+    c.mode = "distill"                 # distill | pretrain | finetune | evaluate | infer | export | plan
     c.seed = 0
     c.overwrite_config = False         # continue a workdir whose config.json differs from this config
 
@@ -87,6 +87,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.decode.length_penalty = 0.6      # beam search only: score / length ** penalty
     c.decode.max_length = 0            # generated tokens; 0: tasks.targets_length
     c.decode.batch_size = 32
+
+    # mode=infer: decode a Task's tasks.eval_split split or a file with config.model (decode.* as above).
+    c.infer = ml_collections.ConfigDict()
+    c.infer.input = ""                 # a Task or Mixture name, or a file: .jsonl (field infer.field) or one input per line
+    c.infer.field = "inputs"           # .jsonl: the field holding the input text
+    c.infer.output = ""                # "": <workdir>/predictions.jsonl
+    c.infer.examples = 0               # 0: every input
 
     c.distill = ml_collections.ConfigDict()
     c.distill.objective = "miniend_e"

@@ -14,7 +14,7 @@ import os
 
 from miniend_jax.errors import ConfigError, check
 
-MODES = ("distill", "pretrain", "finetune", "evaluate", "export", "plan")
+MODES = ("distill", "pretrain", "finetune", "evaluate", "infer", "export", "plan")
 # Fields that may change when a run in an existing workdir is continued.
 RESUMABLE_CHANGES = ("mode", "train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
                      "export.path", "export.at_end", "overwrite_config", "distributed.enabled",
@@ -38,6 +38,9 @@ def validate_config(config) -> None:
         return
     if config.mode == "plan":
         _validate_plan(config.plan)
+        return
+    if config.mode == "infer":
+        _validate_infer(config)
         return
     if config.mode in ("finetune", "evaluate"):
         _validate_downstream(config)
@@ -140,6 +143,30 @@ def _validate_downstream(config) -> None:
         check_downstream_source(t[field], f"tasks.{field}")
     check(not t.best_metric or t.best_metric.count("/") == 1, "tasks.best_metric", t.best_metric,
           "use 'task/metric', e.g. 'glue_sst2/accuracy', or '' for the first eval task's main metric.")
+    _validate_decode(dec)
+
+
+def _validate_infer(config) -> None:
+    """infer: the model, the input (a file that exists, or a Task name checked once registered), lengths
+    and decoding."""
+    from miniend_jax.modes.infer import is_file_input
+    i, t = config.infer, config.tasks
+    validate_model_section(config.model, "model")
+    check_vocab_file(config.data.vocab)
+    check(bool(i.input), "infer.input", i.input,
+          "give a file of inputs (.jsonl or one per line) or a registered Task name, e.g. 'glue_sst2'.")
+    if is_file_input(i.input):
+        check(os.path.isfile(i.input), "infer.input", i.input,
+              "no such file; give a .jsonl or text file of inputs, or a registered Task name.")
+    check(isinstance(i.field, str) and bool(i.field), "infer.field", i.field, "name the jsonl field of the input text.")
+    check(isinstance(i.examples, int) and i.examples >= 0, "infer.examples", i.examples,
+          "use 0 (every input) or a positive number.")
+    for field in ("inputs_length", "targets_length"):
+        check(isinstance(t[field], int) and t[field] >= 2, f"tasks.{field}", t[field], "use an integer >= 2.")
+    _validate_decode(config.decode)
+
+
+def _validate_decode(dec) -> None:
     check(isinstance(dec.num_beams, int) and dec.num_beams >= 1, "decode.num_beams", dec.num_beams,
           "use 1 (greedy) or more beams.")
     check(isinstance(dec.batch_size, int) and dec.batch_size >= 1, "decode.batch_size", dec.batch_size,

@@ -64,14 +64,18 @@ def eval_task_names(config) -> list[str]:
     return [n.strip() for n in config.tasks.eval.split(",") if n.strip()]
 
 
-def check_tasks(config, names: list[str]) -> None:
-    """Every named Task (or Mixture) is registered and its files for the splits used are on disk."""
+def check_tasks(config, names: list[str], wanted: list[tuple[str, str, str]] | None = None) -> None:
+    """Every named Task (or Mixture) is registered and its files for the splits used are on disk.
+
+    `wanted`: (config field, Task or Mixture name, split) to check; default those of `tasks.eval` (and
+    `tasks.train` when finetuning)."""
+    from tasks import classification, glue, summarization  # noqa: I001 - before seqio (tasks/runtime.py)
     import seqio
-    from tasks import classification, glue, summarization
     t = config.tasks
-    wanted = [("tasks.eval", n, t.eval_split) for n in eval_task_names(config)]
-    if config.mode == "finetune":
-        wanted.insert(0, ("tasks.train", t.train, "train"))
+    if wanted is None:
+        wanted = [("tasks.eval", n, t.eval_split) for n in eval_task_names(config)]
+        if config.mode == "finetune":
+            wanted.insert(0, ("tasks.train", t.train, "train"))
     for field, name, split in wanted:
         if name not in seqio.TaskRegistry.names() and name not in seqio.MixtureRegistry.names():
             glue.check_split(name, split, source=t.glue_source, data_dir=t.glue_dir)  # names a missing file
@@ -123,9 +127,9 @@ def task_names(name: str) -> list[str]:
 
 def build_task_data(config, process_index: int, process_count: int):
     """The loop's `Data` for finetuning: `tasks.train` (shuffled, repeated) and its validation loss."""
-    import seqio
     from miniend_jax.train.loop import Data
-    from tasks import pretraining as tp
+    from tasks import pretraining as tp  # noqa: I001 - before seqio (tasks/runtime.py)
+    import seqio
     t = config.tasks
     lengths = {"inputs": t.inputs_length, "targets": t.targets_length}
     per_host = config.train.batch_size // process_count

@@ -1,14 +1,15 @@
 """One module per mode, each with one public `run(config, workdir)`; `run` below dispatches on
 `config.mode` after checking the config.
 
-| mode       | module                      | writes to the workdir                                        |
-|------------|-----------------------------|--------------------------------------------------------------|
-| `distill`  | `modes/distill.py`          | config.json, checkpoints, metrics.jsonl (hf_student: at_end)  |
-| `pretrain` | `modes/distill.py`          | the same, without a teacher                                  |
-| `finetune` | `modes/finetune.py`         | the same, and best/, best.json, results.json/.md             |
-| `evaluate` | `modes/evaluate.py`         | results.json, results.md                                     |
-| `export`   | `modes/export.py`           | hf_student/ (or export.path)                                 |
-| `plan`     | `modes/plan.py`             | plan.json                                                    |
+| mode       | module               | writes to the workdir                                          |
+|------------|----------------------|----------------------------------------------------------------|
+| `distill`  | `modes/distill.py`   | config.json, checkpoints, metrics.jsonl (hf_student: at_end)   |
+| `pretrain` | `modes/distill.py`   | the same, without a teacher                                    |
+| `finetune` | `modes/finetune.py`  | the same, best/, best.json, results.json/.md, inference_eval/  |
+| `evaluate` | `modes/evaluate.py`  | results.json, results.md, inference_eval/ (seqio's logs)       |
+| `infer`    | `modes/infer.py`     | predictions.jsonl (or infer.output)                            |
+| `export`   | `modes/export.py`    | hf_student/ (or export.path)                                   |
+| `plan`     | `modes/plan.py`      | plan.json                                                      |
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from miniend_jax.config_checks import validate_config
 from miniend_jax.errors import ConfigError
 
 _MODULES = {"distill": "distill", "pretrain": "distill", "finetune": "finetune", "evaluate": "evaluate",
-            "export": "export", "plan": "plan"}
+            "infer": "infer", "export": "export", "plan": "plan"}
 
 
 def run(config, workdir: str):
@@ -27,7 +28,7 @@ def run(config, workdir: str):
 
     Returns:
       What the mode returns: the final `TrainState` (distill, pretrain, finetune), the results payload
-      (evaluate), the HF directory (export) or the `Plan` (plan).
+      (evaluate), the predictions file (infer), the HF directory (export) or the `Plan` (plan).
 
     Raises:
       ConfigError: no workdir, or a config value is wrong (before anything is read or written).

@@ -1,0 +1,159 @@
+"""`mode=infer`: a model (a miniend workdir, a HF directory, or a preset) decodes a seqio Task's split or a
+file of inputs, greedy or with beams, batched over the mesh, into JSONL.
+
+Inputs (`infer.input`):
+- a registered Task or Mixture name (`glue_sst2`, `summ_xsum`, a `cls_<dir>` Task): its
+  `tasks.eval_split` split, preprocessed as for evaluation (each row also gets the Task and the target);
+- a `.jsonl` file: the text of field `infer.field` of each line;
+- any other file: one input per line, as given (no Task prefix is added).
+
+Each input is tokenized with `data.vocab` and cut to `tasks.inputs_length` tokens (EOS kept, seqio's
+`append_eos_after_trim`); `decode.*` sets greedy or beam search and the batch; `decode.max_length` (or
+`tasks.targets_length`) the generated tokens. Output (`infer.output`, default `<workdir>/predictions.jsonl`),
+one line per input in input order: `{"index", "input", "prediction", "score"}` (+ `"task"`, `"target"` for a
+Task), where `score` is the hypothesis's natural-log probability for greedy decoding and HF's
+`sequences_scores` (log-probability / length ** `decode.length_penalty`) for beams.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from miniend_jax import build, config_checks, inputs
+from miniend_jax.errors import ConfigError
+
+
+def is_file_input(value: str) -> bool:
+    """`infer.input` names a file (a path that exists, or one with a directory or a suffix), not a Task."""
+    return os.path.exists(value) or os.sep in value or value.endswith((".jsonl", ".txt", ".tsv"))
+
+
+def read_file_inputs(path: str, field: str) -> list[str]:
+    """The input texts of a `.jsonl` file (field `field` of each line) or a text file (one per line).
+
+    Raises:
+      ConfigError: the file is missing or empty, a line is not JSON, or lacks `field` or holds a non-string.
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(f"infer.input={path!r} is not a file; give a .jsonl or text file of inputs, or a "
+                          "registered Task name.")
+    texts = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if not path.endswith(".jsonl"):
+                texts.append(line)
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"{path} line {number} is not JSON ({error.msg}); write one JSON object "
+                                  "per line.") from None
+            value = row.get(field) if isinstance(row, dict) else None
+            if not isinstance(value, str):
+                found = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise ConfigError(f"{path} line {number} has no string field {field!r} (found {found}); "
+                                  "set infer.field to the field holding the input text.")
+            texts.append(value)
+    if not texts:
+        raise ConfigError(f"infer.input={path!r} holds no input; write one input per line.")
+    return texts
+
+
+def _task_inputs(config, name: str) -> list[dict]:
+    """Every example of the Tasks of `name` in `tasks.eval_split`: task, input and target text, token ids."""
+    from tasks import runtime  # noqa: F401,I001 - before seqio: TensorFlow on the host, quiet
+    import seqio
+    t = config.tasks
+    rows = []
+    for task_name in inputs.task_names(name):
+        task = seqio.get_mixture_or_task(task_name)
+        dataset = task.get_dataset({"inputs": t.inputs_length, "targets": t.targets_length}, split=t.eval_split,
+                                   shuffle=False, num_epochs=1, use_cached=False)
+        for example in dataset.as_numpy_iterator():
+            rows.append({"task": task_name, "input": example["inputs_pretokenized"].decode(),
+                         "target": example["targets_pretokenized"].decode(), "ids": example["inputs"]})
+    return rows
+
+
+def _progress(total: int):
+    """`on_batch(done)` printing examples decoded, rate and ETA (at most every 10 s, and at the end)."""
+    start, last = time.time(), [0.0]
+
+    def on_batch(done: int) -> None:
+        now = time.time()
+        if now - last[0] < 10.0 and done < total:
+            return
+        last[0] = now
+        rate = done / max(now - start, 1e-9)
+        eta = time.strftime("%H:%M:%S", time.gmtime((total - done) / rate if rate else 0))
+        print(f"infer: {done}/{total} examples ({100.0 * done / total:.0f}%) | {rate:.1f} examples/s | "
+              f"ETA {eta}", flush=True)
+
+    return on_batch
+
+
+def run(config, workdir: str) -> str:
+    """Decodes `infer.input` with `config.model`; returns the JSONL path written (see the module docstring).
+
+    Raises:
+      ConfigError, CheckpointError: bad input (a missing file, an unknown Task, a model that does not
+        load), before any decoding.
+    """
+    import jax
+    from miniend_jax import parallel
+    from miniend_jax.checkpoints.tokenizer import seqio_vocabulary
+    from miniend_jax.evaluation.evaluator import decode_rows
+    from miniend_jax.models.t5 import T5
+    i, t = config.infer, config.tasks
+    shape = parallel.mesh_shape(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, jax.device_count())
+    model_config = build.model_config(config.model, "model")
+    config_checks.check_vocab(config, [("model", model_config)])
+    config_checks.check_models_divide(config, shape, [("model", model_config)])
+    if is_file_input(i.input):
+        texts = read_file_inputs(i.input, i.field)
+        vocab = seqio_vocabulary(config.data.vocab, config.data.extra_ids)
+        rows = [{"input": text, "ids": np.asarray(vocab.encode(text)[: t.inputs_length - 1] + [1], np.int32)}
+                for text in texts]
+    else:
+        inputs.check_tasks(config, inputs.register_tasks(config), [("infer.input", i.input, t.eval_split)])
+        rows = _task_inputs(config, i.input)
+        if not rows:
+            raise ConfigError(f"infer.input={i.input!r} has no examples in split {t.eval_split!r}.")
+    if i.examples:
+        rows = rows[: i.examples]
+    output = i.output or os.path.join(workdir, "predictions.jsonl")
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+
+    model_config, params = build.load_model(config.model, model_config, config.seed)
+    mesh = parallel.make_mesh(*shape)
+    rules = parallel.rules_from_config(config.mesh.rules)
+    params = build.placed_params(model_config, params, mesh, rules)
+    tokens = np.zeros((len(rows), t.inputs_length), np.int32)
+    for n, row in enumerate(rows):
+        tokens[n, : len(row["ids"])] = row["ids"]
+    decode = build.decode_settings(config)
+    print(f"infer: {len(rows)} inputs from {i.input} with {build.model_name(config)} "
+          f"({'greedy' if decode.num_beams == 1 else f'{decode.num_beams} beams'})", flush=True)
+    decoded, scores = decode_rows(T5(model_config), params, mesh, rules, tokens, decode,
+                                  decode.max_length or t.targets_length, return_scores=True,
+                                  on_batch=_progress(len(rows)))
+    if jax.process_index() == 0:
+        vocab = seqio_vocabulary(config.data.vocab, config.data.extra_ids)
+        with open(output + ".tmp", "w", encoding="utf-8") as f:
+            for n, (row, ids, score) in enumerate(zip(rows, decoded, scores)):
+                ids = ids.tolist()
+                ids = ids[: ids.index(1)] if 1 in ids else ids
+                line = {"index": n, **{k: v for k, v in row.items() if k != "ids"},
+                        "prediction": vocab.decode(ids), "score": float(score)}
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+        os.replace(output + ".tmp", output)
+        print(f"infer: {len(rows)} predictions in {output}", file=sys.stdout, flush=True)
+    return output

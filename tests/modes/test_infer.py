@@ -1,0 +1,116 @@
+"""mode=infer: a HF checkpoint decodes a file of inputs and a Task's split into JSONL; predictions and
+hypothesis scores equal PyTorch `transformers` `generate` on the same tokens (greedy and beams, with
+a padded last batch), and bad input stops with an error naming the field and the fix."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import sentencepiece
+import torch
+
+from miniend_jax.errors import ConfigError
+from miniend_jax.modes import run
+from tests.conftest import SPIECE, assert_close_to_float64, config_with
+
+LINES = ["The cat sat on the mat.", "translate English to German: That is good.",
+         "a somewhat longer input about the weather in the mountains, which changes quickly in spring", "hi",
+         "summarize: the quick brown fox jumps over the lazy dog"]
+
+
+@pytest.fixture(scope="module")
+def hf_model(tmp_path_factory):
+    """A random tiny T5 over T5's vocabulary, saved with `save_pretrained`."""
+    import transformers
+    torch.manual_seed(0)
+    config = transformers.T5Config(vocab_size=32128, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
+                                   feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
+                                   decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    model = transformers.T5ForConditionalGeneration(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+        model.lm_head.weight[1] *= 4.0  # EOS wins at some steps: hypotheses of several lengths
+    directory = tmp_path_factory.mktemp("hf_infer")
+    model.eval().save_pretrained(directory)
+    return model, str(directory)
+
+
+def _config(directory, **changes):
+    base = {"mode": "infer", "model.source": "hf", "model.path": directory, "data.vocab": str(SPIECE),
+            "tasks.inputs_length": 16, "tasks.targets_length": 6, "decode.batch_size": 2}
+    return config_with("tiny_finetune", **{**base, **changes})
+
+
+def _generate(model, ids, num_beams, max_new_tokens=6, length_penalty=0.6):
+    """(token rows without the start token, scores) from `generate`; greedy scores are the summed
+    normalized transition scores up to EOS, beam scores `sequences_scores`."""
+    kwargs = dict(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(ids > 0, dtype=torch.long),
+                  num_beams=num_beams, do_sample=False, max_new_tokens=max_new_tokens, min_length=0,
+                  length_penalty=length_penalty, early_stopping=False, output_scores=True,
+                  return_dict_in_generate=True)
+    with torch.no_grad():
+        out = model.generate(**kwargs)
+    tokens = out.sequences[:, 1:].numpy()
+    if num_beams > 1:
+        return tokens, out.sequences_scores.numpy()
+    transition = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).numpy()
+    ends = [list(row).index(1) + 1 if 1 in row else len(row) for row in tokens]
+    return tokens, np.array([transition[i, :n].sum() for i, n in enumerate(ends)])
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_infer_on_a_text_file_equals_generate(hf_model, num_beams, tmp_path):
+    import copy
+
+    import seqio
+    model, directory = hf_model
+    (tmp_path / "inputs.txt").write_text("\n".join(LINES) + "\n")
+    output = run(_config(directory, **{"infer.input": str(tmp_path / "inputs.txt"), "decode.num_beams": num_beams,
+                                       "decode.length_penalty": 0.6}), str(tmp_path / "work"))
+    assert output == str(tmp_path / "work" / "predictions.jsonl")
+    rows = [json.loads(line) for line in open(output)]
+    assert [r["input"] for r in rows] == LINES and [r["index"] for r in rows] == list(range(len(LINES)))
+
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(SPIECE))
+    ids = np.zeros((len(LINES), 16), np.int64)
+    for n, line in enumerate(LINES):
+        row = sp.encode(line)[:15] + [1]  # cut to the inputs length, EOS kept
+        ids[n, :len(row)] = row
+    tokens, peer = _generate(model, ids, num_beams)
+    _, reference = _generate(copy.deepcopy(model).double(), ids, num_beams)
+    vocab = seqio.SentencePieceVocabulary(str(SPIECE))
+    until_eos = lambda row: list(row)[: list(row).index(1)] if 1 in row else list(row)
+    assert [r["prediction"] for r in rows] == [vocab.decode(until_eos(t)) for t in tokens]
+    assert len({len(until_eos(t)) for t in tokens}) > 1, "the fixture should end hypotheses at several lengths"
+    assert_close_to_float64([r["score"] for r in rows], reference, peer, err_msg="hypothesis scores")
+
+
+def test_infer_on_a_task_split_keeps_task_and_target(hf_model, tmp_path):
+    import csv
+    model, directory = hf_model
+    output = run(_config(directory, **{"infer.input": "glue_sst2", "infer.examples": 5,
+                                       "infer.output": str(tmp_path / "out" / "sst2.jsonl")}), str(tmp_path / "w"))
+    rows = [json.loads(line) for line in open(output)]
+    assert output == str(tmp_path / "out" / "sst2.jsonl") and len(rows) == 5
+    with open(SPIECE.parents[1] / "glue" / "SST-2" / "dev.tsv", encoding="utf-8") as f:
+        dev = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[:5]
+    assert [r["input"] for r in rows] == [f"sst2 sentence: {d['sentence']}" for d in dev]
+    assert [r["target"] for r in rows] == [("negative", "positive")[int(d["label"])] for d in dev]
+    assert all(r["task"] == "glue_sst2" and np.isfinite(r["score"]) for r in rows)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"infer.input": ""}, r"infer.input='': give a file"),
+    ({"infer.input": "/nonexistent/inputs.jsonl"}, r"no such file"),
+    ({"infer.input": "glue_nope"}, r"infer.input='glue_nope' is not a registered Task or Mixture"),
+    ({"infer.field": "text"}, r"line 1 has no string field 'text' \(found \['inputs'\]\); set infer.field"),
+    ({"decode.num_beams": 0}, r"decode.num_beams"),
+])
+def test_bad_infer_input_stops_before_loading(hf_model, changes, message, tmp_path):
+    (tmp_path / "inputs.jsonl").write_text(json.dumps({"inputs": "hello"}) + "\n")
+    changes = {"infer.input": str(tmp_path / "inputs.jsonl"), **changes}
+    with pytest.raises(ConfigError, match=message):
+        run(_config(hf_model[1], **changes), str(tmp_path / "w"))
+    assert not os.path.exists(tmp_path / "w" / "predictions.jsonl")

@@ -1,5 +1,6 @@
-"""The miniature comparison (configs/experiments/, miniend_jax/experiment.py): every config constructs and runs
-one real step (teachers and checkpoints replaced by random models of the same shapes, short sequences), and
+"""The miniature comparison (configs/experiments/, miniend_jax/experiment.py): every config builds its train
+step, one config of each kind runs one real step (teachers and checkpoints replaced by random models of the
+same shapes, short sequences), and
 the runner covers every config, skips finished stages, and stops on a failed one."""
 
 import glob
@@ -64,11 +65,52 @@ def _one_step(config, vocab: str):
     return config
 
 
+def _config(name, task, vocab):
+    module = importlib.import_module(f"configs.experiments.{name}")
+    return _one_step(module.get_config() if task is None else module.get_config(task), vocab)
+
+
+def _traced_step_metrics(config) -> dict:
+    """The train step's metrics as shapes: the config's models, objective and schedule traced, not run."""
+    import flax.linen as nn
+    import jax
+    from miniend_jax import config_checks, parallel
+    from miniend_jax.modes.plan import abstract_batch, feature_lengths, plan_models
+    from miniend_jax.train.loop import step_layout
+    config_checks.validate_config(config)
+    mesh = parallel.make_mesh(*config_checks.validate_layout(config, 1, jax.device_count()))
+    rules = parallel.rules_from_config(config.mesh.rules)
+    models = plan_models(config)
+    models.spec.check_models(models.teacher_config, models.student_config)
+    layout = step_layout(config, models, mesh, rules)
+    batch = abstract_batch(mesh, config.train.batch_size, *feature_lengths(config))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        return jax.eval_shape(layout.step_fn, layout.abstract_state, layout.abstract_teacher, batch)[1]
+
+
 @pytest.mark.parametrize("name,task", CONFIGS, ids=[n if t is None else f"{n}:{t}" for n, t in CONFIGS])
+def test_experiment_config_builds_its_train_step(name, task, small_vocab):
+    """Every config validates and its train step traces with the config's objective: its loss terms are
+    those of `OBJECTIVES`."""
+    config = _config(name, task, small_vocab)
+    metrics = _traced_step_metrics(config)
+    terms = {k.split("/")[1] for k in metrics if k.startswith("loss/")}
+    if config.mode == "distill":
+        assert terms == set(OBJECTIVES[config.distill.objective])
+    else:
+        assert terms <= {"ground_truth"} and "loss" in metrics
+
+
+# One real step for each kind of run (pretraining, interpolated distillation with every term kind, and
+# finetuning on each downstream task); the other configs differ from these only in the objective's terms,
+# which the trace above checks and tests/distill runs.
+RUN = [("teacher", None), ("miniend_e_interp", None)] + [("finetune", task) for task in COMMON.DOWNSTREAM]
+
+
+@pytest.mark.parametrize("name,task", RUN, ids=[n if t is None else f"{n}:{t}" for n, t in RUN])
 def test_experiment_config_runs_one_step(name, task, small_vocab, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    module = importlib.import_module(f"configs.experiments.{name}")
-    config = _one_step(module.get_config() if task is None else module.get_config(task), small_vocab)
+    config = _config(name, task, small_vocab)
     run(config, str(tmp_path))
     metrics = read_metrics(str(tmp_path))
     train = [r for r in metrics if "loss" in r]

@@ -39,6 +39,19 @@ EXTRAS_REQUIRE = {
         "pytest-xdist==3.8.0",
         # The local CPU wheel; the reference implementation for golden tests.
         "torch==2.13.0",
+        # What `t5==0.9.4` (the reference for span corruption, GLUE formats and metrics) imports. t5 itself
+        # is installed by `make test` (Makefile: T5_REFERENCE) with `pip install --no-deps`: its declared
+        # dependencies include seqio-nightly and tfds-nightly, which would silently overwrite the pinned
+        # seqio and tensorflow-datasets above.
+        "gin-config==0.5.0",
+        "babel==2.19.0",
+        "sacrebleu==2.6.0",
+        "portalocker==4.4.2",
+        "tabulate==0.10.0",
+        "colorama==0.4.6",
+        "lxml==6.1.3",
+        "editdistance==0.8.1",
+        "immutabledict==4.3.1",
     ],
 }
 

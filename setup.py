@@ -25,6 +25,9 @@ INSTALL_REQUIRES = [
     "tensorflow-text==2.21.1",
     "tensorflow-datasets==4.9.10",
     "rouge-score==0.1.2",
+    # HF datasets as a pretraining source (tasks/hf_text.py).
+    "datasets==5.2.0",
+    "pyarrow==26.0.1",
     # GLUE metrics (Matthews correlation, F1, Pearson and Spearman).
     "scipy==1.17.1",
     "scikit-learn==1.9.1",
@@ -39,6 +42,8 @@ EXTRAS_REQUIRE = {
         "pytest-xdist==3.8.0",
         # The local CPU wheel; the reference implementation for golden tests.
         "torch==2.13.0",
+        # Parquet files for the HF-dataset tests.
+        "pandas==3.1.1",
         # What `t5==0.9.4` (the reference for span corruption, GLUE formats and metrics) imports. t5 itself
         # is installed by `make test` (Makefile: T5_REFERENCE) with `pip install --no-deps`: its declared
         # dependencies include seqio-nightly and tfds-nightly, which would silently overwrite the pinned

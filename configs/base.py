@@ -48,10 +48,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.student.scan_layers = False      # checkpoints keep this layout; HF export/import convert either way
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "files"            # files | c4 (TFDS, for pod runs)
+    c.data.source = "files"            # files | hf (a HF dataset: tasks/hf_text.py) | c4 (TFDS, for pod runs)
     c.data.files = "../shared/data/enwiki_2015_extract/AA/wiki_*.gz"
     c.data.format = "auto"             # auto | text | jsonl | wikiextractor
-    c.data.text_field = "text"
+    c.data.text_field = "text"         # jsonl field, or the HF dataset's text column
+    c.data.hf_path = ""                # source=hf: a save_to_disk directory, or .parquet/.jsonl/.arrow globs
+    c.data.hf_split = "train"
+    c.data.hf_shards = 16              # jsonl files the text is written to (per-host sharding, validation_files)
     c.data.validation_files = 2        # last N files (sorted) held out
     c.data.vocab = "../shared/data/t5_spiece/spiece.model"
     c.data.extra_ids = 100

@@ -86,7 +86,13 @@ def _validate_pretraining(config) -> None:
     if s.init == "teacher_layers":
         check(config.mode == "distill", "student.init", s.init,
               "'teacher_layers' needs a teacher; use mode=distill or student.init='random'.")
-    check(d.source in ("files", "c4"), "data.source", d.source, "use 'files' or 'c4'.")
+    check(d.source in ("files", "hf", "c4"), "data.source", d.source, "use 'files', 'hf' or 'c4'.")
+    if d.source == "hf":
+        check(bool(d.hf_path), "data.hf_path", d.hf_path,
+              "point it at a save_to_disk directory or at .parquet/.jsonl/.arrow files.")
+        check(isinstance(d.hf_shards, int) and d.hf_shards > d.validation_files, "data.hf_shards", d.hf_shards,
+              f"use more files than data.validation_files={d.validation_files} (at least one for training).")
+        check(bool(d.text_field), "data.text_field", d.text_field, "name the dataset's text column.")
     check(d.format in ("auto", "text", "jsonl", "wikiextractor"), "data.format", d.format,
           "use 'auto', 'text', 'jsonl' or 'wikiextractor'.")
     check(d.on_bad_input in ("skip", "error"), "data.on_bad_input", d.on_bad_input, "use 'skip' or 'error'.")

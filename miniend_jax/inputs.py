@@ -8,19 +8,24 @@ from __future__ import annotations
 from miniend_jax.errors import ConfigError, check
 
 
-def build_data(config, process_index: int, process_count: int):
-    """Registers the Task, checks it yields examples, and returns the loop's `Data`."""
+def build_data(config, process_index: int, process_count: int, workdir: str):
+    """Registers the Task, checks it yields examples, and returns the loop's `Data`. With
+    `data.source="hf"`, first writes the dataset's text under `workdir` (`tasks/hf_text.py`)."""
     from miniend_jax.train.loop import Data
     from tasks import pretraining as tp
     d = config.data
     kwargs = dict(noise_density=d.noise_density, mean_noise_span_length=d.mean_noise_span_length,
                   extra_ids=d.extra_ids)
-    if d.source == "files":
-        scan = tp.scan_files(tp.resolve_files(d.files), max_line_chars=d.max_line_chars, on_bad_input=d.on_bad_input,
-                             file_format=d.format, text_field=d.text_field)
+    if d.source in ("files", "hf"):
+        if d.source == "files":
+            files, file_format, text_field = tp.resolve_files(d.files), d.format, d.text_field
+        else:  # the dataset's text, written as jsonl files of {"text": ...}
+            files, file_format, text_field = _hf_text_files(config, process_index, process_count, workdir), "jsonl", "text"
+        scan = tp.scan_files(files, max_line_chars=d.max_line_chars, on_bad_input=d.on_bad_input,
+                             file_format=file_format, text_field=text_field)
         if process_index == 0:
             print(f"input: {scan.summary()}", flush=True)
-        name = tp.register_local_span_corruption(scan.files, d.vocab, file_format=d.format, text_field=d.text_field,
+        name = tp.register_local_span_corruption(scan.files, d.vocab, file_format=file_format, text_field=text_field,
                                                  validation_files=d.validation_files,
                                                  max_line_chars=d.max_line_chars, **kwargs)
     else:
@@ -39,6 +44,19 @@ def build_data(config, process_index: int, process_count: int):
                                             seed=0, num_epochs=1, **common))
     return Data(train=train, make_eval=make_eval, inputs_length=lengths["inputs"],
                 targets_length=lengths["targets"])
+
+
+def _hf_text_files(config, process_index: int, process_count: int, workdir: str) -> list[str]:
+    """The jsonl files of a HF dataset's text column: process 0 writes them (once per workdir and source),
+    the others wait for it."""
+    from tasks import hf_text
+    d = config.data
+    if process_index == 0:
+        files = hf_text.export_text(d.hf_path, d.hf_split, d.text_field, hf_text.export_dir(workdir), d.hf_shards)
+    if process_count > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("hf_text export")
+    return files if process_index == 0 else list(hf_text.exported_files(workdir, d.hf_shards))
 
 
 def register_tasks(config) -> list[str]:

@@ -40,7 +40,7 @@ def run(config, workdir: str):
     if config.student.init == "teacher_layers":
         check_copyable(teacher, student)
     config_checks.check_workdir(config, workdir)
-    data = inputs.build_data(config, jax.process_index(), jax.process_count())
+    data = inputs.build_data(config, jax.process_index(), jax.process_count(), workdir)
     teacher_params = None
     if teacher is not None:
         teacher, teacher_params = build.load_teacher(config, teacher)

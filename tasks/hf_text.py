@@ -1,0 +1,177 @@
+"""Pretraining text from a Hugging Face `datasets` dataset (`data.source = "hf"`).
+
+`data.hf_path` is a directory written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`, or file
+patterns (comma-separated globs) of `.parquet`, `.jsonl`/`.json` or `.arrow` files, read through `datasets`
+(files are streamed, so a corpus larger than memory passes through in bounded memory). The text column
+`data.text_field` of split `data.hf_split` is written once, before training, as `data.hf_shards` jsonl
+files (`{"text": ...}` per document, documents dealt round-robin) under `<workdir>/hf_text/`, and the run
+reads those like any local corpus: per-host sharding by file, the last `data.validation_files` files held
+out, and the tf.data input position checkpointed with the model, so a resumed run continues at the exact
+example. A resumed run reuses the export when the source is unchanged and refuses a changed one.
+
+Bad input stops before training with a `ConfigError` naming the problem and the fix: no dataset at the
+path, a split or column that does not exist (the existing ones are listed), a column that is not text, an
+empty split.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Sequence
+
+from miniend_jax.errors import ConfigError
+
+# File suffix -> the `datasets` builder that reads it.
+BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".arrow": "arrow"}
+EXPORT_DIR = "hf_text"
+
+
+def _files(path: str) -> list[str]:
+    patterns = [p.strip() for p in path.split(",") if p.strip()]
+    return sorted({f for p in patterns for f in glob.glob(os.path.expanduser(p)) if os.path.isfile(f)})
+
+
+def _is_saved_dataset(path: str) -> bool:
+    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, name))
+                                       for name in ("dataset_dict.json", "state.json", "dataset_info.json"))
+
+
+def source_key(path: str, split: str, text_field: str) -> dict:
+    """What identifies the export's source: the dataset's files (path, size, modification time), the
+    split and the column."""
+    files = (sorted(glob.glob(os.path.join(path, "**", "*"), recursive=True)) if os.path.isdir(path)
+             else _files(path))
+    stats = [[f, os.path.getsize(f), os.stat(f).st_mtime_ns] for f in files if os.path.isfile(f)]
+    return {"path": os.path.abspath(path) if os.path.isdir(path) else path, "split": split,
+            "text_field": text_field, "files": stats}
+
+
+def open_split(path: str, split: str):
+    """The split as a `datasets.Dataset` (saved to disk: memory-mapped) or `IterableDataset` (files:
+    streamed).
+
+    Raises:
+      ConfigError: nothing readable at `path`, an unknown suffix, or no split `split`.
+    """
+    import datasets
+    if _is_saved_dataset(path):
+        try:
+            loaded = datasets.load_from_disk(path)
+        except Exception as error:  # datasets raises many kinds (e.g. IndexError on a dataset of no shards)
+            raise ConfigError(f"data.hf_path={path!r}: `datasets.load_from_disk` cannot read it "
+                              f"({type(error).__name__}: {error}); write it again with save_to_disk, with at "
+                              "least one document.") from error
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ConfigError(f"data.hf_split={split!r}: the dataset at {path} has the splits "
+                                  f"{', '.join(loaded)}; set data.hf_split to one of them.")
+            return loaded[split]
+        return loaded
+    files = _files(path)
+    if not files:
+        raise ConfigError(f"data.hf_path={path!r} is neither a save_to_disk directory nor matches any file; "
+                          "point it at a directory written by save_to_disk, or at .parquet/.jsonl/.arrow files.")
+    suffixes = {os.path.splitext(f)[1] for f in files}
+    builders = {BUILDERS.get(s) for s in suffixes}
+    if None in builders or len(builders) != 1:
+        raise ConfigError(f"data.hf_path={path!r} matches files of the kinds {', '.join(sorted(suffixes))}; use "
+                          f"files of one kind among {', '.join(BUILDERS)}.")
+    if all(os.path.getsize(f) == 0 for f in files):
+        raise ConfigError(f"split {split!r} of the dataset at {path} is empty (every file has 0 bytes); point "
+                          "data.hf_path at files with documents.")
+    try:
+        return datasets.load_dataset(builders.pop(), data_files={split: files}, split=split, streaming=True)
+    except Exception as error:  # datasets and pyarrow raise their own kinds on unreadable files
+        raise ConfigError(f"data.hf_path={path!r}: `datasets` cannot read split {split!r} ({type(error).__name__}: "
+                          f"{error}); check the files (an empty or damaged file?).") from error
+
+
+def check_column(dataset, path: str, split: str, text_field: str) -> None:
+    """The split has a text column `text_field` and at least one row.
+
+    Raises:
+      ConfigError: naming the column (and the columns there are) or the empty split, and the fix.
+    """
+    import datasets
+    features = dataset.features
+    columns = list(features) if features is not None else None
+    try:
+        first = next(iter(dataset), None)
+    except Exception as error:  # pyarrow and datasets raise their own kinds on unreadable files
+        raise ConfigError(f"data.hf_path={path!r}: `datasets` cannot read split {split!r} ({type(error).__name__}: "
+                          f"{error}); check the files (an empty or damaged file?).") from error
+    if columns is None and first is not None:
+        columns = list(first)
+    if first is None:
+        raise ConfigError(f"split {split!r} of the dataset at {path} is empty; point data.hf_path/data.hf_split "
+                          "at a split with documents.")
+    if text_field not in columns:
+        raise ConfigError(f"data.text_field={text_field!r}: the dataset at {path} has no column {text_field!r} "
+                          f"(its columns: {', '.join(columns)}); set data.text_field to the text column.")
+    feature = features.get(text_field) if features is not None else None
+    is_text = (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+               if feature is not None else isinstance(first[text_field], str))
+    if not is_text:
+        kind = feature.dtype if isinstance(feature, datasets.Value) else type(feature or first[text_field]).__name__
+        raise ConfigError(f"data.text_field={text_field!r}: column {text_field!r} of the dataset at {path} holds "
+                          f"{kind}, not text; set data.text_field to a string column.")
+
+
+def export_text(path: str, split: str, text_field: str, out_dir: str, num_shards: int) -> list[str]:
+    """Writes the `text_field` column of split `split` as `num_shards` jsonl files in `out_dir` (once: an
+    export of the same source is reused); returns the files.
+
+    Raises:
+      ConfigError: bad input (see `open_split`, `check_column`), or `out_dir` holds an export of another
+        source (a resumed run whose dataset changed).
+    """
+    key = source_key(path, split, text_field)
+    key["num_shards"] = num_shards
+    files = [os.path.join(out_dir, f"part-{i:05d}-of-{num_shards:05d}.jsonl") for i in range(num_shards)]
+    done = os.path.join(out_dir, "source.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            saved = json.load(f)
+        if saved == key and all(os.path.exists(f) for f in files):
+            return files
+        raise ConfigError(f"{out_dir} holds the text of another dataset, split, column or shard count than "
+                          f"data.hf_path={path!r} (data.hf_split={split!r}, data.text_field={text_field!r}, "
+                          f"data.hf_shards={num_shards}); the checkpointed input position refers to it: restore "
+                          "those settings, or use a new --workdir.")
+    dataset = open_split(path, split)
+    check_column(dataset, path, split, text_field)
+    os.makedirs(out_dir, exist_ok=True)
+    handles = [open(f + ".tmp", "w", encoding="utf-8") for f in files]
+    written = 0
+    try:
+        for row in dataset.select_columns([text_field]) if hasattr(dataset, "select_columns") else dataset:
+            text = row[text_field]
+            if isinstance(text, str) and text.strip():
+                handles[written % num_shards].write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+                written += 1
+    finally:
+        for handle in handles:
+            handle.close()
+    if written < num_shards:
+        for f in files:
+            os.remove(f + ".tmp")
+        raise ConfigError(f"split {split!r} of the dataset at {path} has {written} non-empty document(s) in "
+                          f"{text_field!r}, fewer than data.hf_shards={num_shards}; lower data.hf_shards or "
+                          "give more text.")
+    for f in files:
+        os.replace(f + ".tmp", f)
+    with open(done + ".tmp", "w") as f:
+        json.dump(key, f)
+    os.replace(done + ".tmp", done)
+    return files
+
+
+def export_dir(workdir: str) -> str:
+    return os.path.join(workdir, EXPORT_DIR)
+
+
+def exported_files(workdir: str, num_shards: int) -> Sequence[str]:
+    """The export's files (written by process 0; other processes wait for `source.json`)."""
+    return [os.path.join(export_dir(workdir), f"part-{i:05d}-of-{num_shards:05d}.jsonl") for i in range(num_shards)]

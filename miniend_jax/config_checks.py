@@ -155,7 +155,7 @@ def _validate_downstream(config) -> None:
 def _validate_infer(config) -> None:
     """infer: the model, the input (a file that exists, or a Task name checked once registered), lengths
     and decoding."""
-    from miniend_jax.modes.infer import is_file_input
+    from miniend_jax.inputs import is_file_input
     i, t = config.infer, config.tasks
     validate_model_section(config.model, "model")
     check_vocab_file(config.data.vocab)

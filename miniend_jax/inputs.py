@@ -5,6 +5,8 @@ for finetuning; which Tasks are scored and which score picks the best checkpoint
 
 from __future__ import annotations
 
+import os
+
 from miniend_jax.errors import ConfigError, check
 
 
@@ -57,6 +59,11 @@ def _hf_text_files(config, process_index: int, process_count: int, workdir: str)
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices("hf_text export")
     return files if process_index == 0 else list(hf_text.exported_files(workdir, d.hf_shards))
+
+
+def is_file_input(value: str) -> bool:
+    """`infer.input` names a file (a path that exists, or one with a directory or a suffix), not a Task."""
+    return os.path.exists(value) or os.sep in value or value.endswith((".jsonl", ".txt", ".tsv"))
 
 
 def register_tasks(config) -> list[str]:

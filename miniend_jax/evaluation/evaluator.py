@@ -73,7 +73,6 @@ class TaskEvaluator:
         """`log_dir` (t5x: `<workdir>/inference_eval`): where seqio's loggers write, from process 0, for
         every Task and step `<task>-<step:06>.jsonl` (each example's input, target and prediction),
         `<task>-metrics.jsonl`, and the scores as TensorBoard summaries under `<task>/`. None: no log."""
-        from tasks import runtime  # noqa: F401,I001 - before seqio: TensorFlow on the host, quiet
         import seqio
         self.model, self.mesh, self.rules, self.decode = model, mesh, rules, decode
         self.max_length = decode.max_length or targets_length

@@ -28,11 +28,6 @@ from miniend_jax import build, config_checks, inputs
 from miniend_jax.errors import ConfigError
 
 
-def is_file_input(value: str) -> bool:
-    """`infer.input` names a file (a path that exists, or one with a directory or a suffix), not a Task."""
-    return os.path.exists(value) or os.sep in value or value.endswith((".jsonl", ".txt", ".tsv"))
-
-
 def read_file_inputs(path: str, field: str) -> list[str]:
     """The input texts of a `.jsonl` file (field `field` of each line) or a text file (one per line).
 
@@ -117,7 +112,7 @@ def run(config, workdir: str) -> str:
     model_config = build.model_config(config.model, "model")
     config_checks.check_vocab(config, [("model", model_config)])
     config_checks.check_models_divide(config, shape, [("model", model_config)])
-    if is_file_input(i.input):
+    if inputs.is_file_input(i.input):
         texts = read_file_inputs(i.input, i.field)
         vocab = seqio_vocabulary(config.data.vocab, config.data.extra_ids)
         rows = [{"input": text, "ids": np.asarray(vocab.encode(text)[: t.inputs_length - 1] + [1], np.int32)}

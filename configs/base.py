@@ -84,6 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.tasks.summarization_dir = "../shared/data"
     c.tasks.tfds_data_dir = ""
     c.tasks.classification_dirs = ""  # comma-separated folders of train.tsv / dev.tsv (text<TAB>label): cls_<name>
+    # HF datasets as Tasks hf_<name>: c.tasks.hf.<name> = dict(path, splits, inputs, targets, label_names, metrics)
+    # (tasks/hf_tasks.py has an example).
+    c.tasks.hf = ml_collections.ConfigDict()
 
     c.decode = ml_collections.ConfigDict()
     c.decode.num_beams = 1             # 1: greedy; T5 uses 4 beams for summarization

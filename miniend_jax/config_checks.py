@@ -147,6 +147,7 @@ def _validate_downstream(config) -> None:
     from tasks.pretraining import check_downstream_source
     for field in ("glue_source", "summarization_source"):
         check_downstream_source(t[field], f"tasks.{field}")
+    _validate_hf_tasks(config)
     check(not t.best_metric or t.best_metric.count("/") == 1, "tasks.best_metric", t.best_metric,
           "use 'task/metric', e.g. 'glue_sst2/accuracy', or '' for the first eval task's main metric.")
     _validate_decode(dec)
@@ -169,7 +170,14 @@ def _validate_infer(config) -> None:
           "use 0 (every input) or a positive number.")
     for field in ("inputs_length", "targets_length"):
         check(isinstance(t[field], int) and t[field] >= 2, f"tasks.{field}", t[field], "use an integer >= 2.")
+    _validate_hf_tasks(config)
     _validate_decode(config.decode)
+
+
+def _validate_hf_tasks(config) -> None:
+    from tasks import hf_tasks
+    for name, spec in hf_tasks.specs(config).items():
+        hf_tasks.check_spec(name, spec)
 
 
 def _validate_decode(dec) -> None:

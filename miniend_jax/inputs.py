@@ -67,9 +67,9 @@ def is_file_input(value: str) -> bool:
 
 
 def register_tasks(config) -> list[str]:
-    """Registers the GLUE, summarization and local classification Tasks (and the `glue` Mixture); returns
-    the Task names."""
-    from tasks import classification, glue, summarization
+    """Registers the GLUE, summarization, local classification and HF-dataset (`tasks.hf`) Tasks (and the
+    `glue` Mixture); returns the Task names."""
+    from tasks import classification, glue, hf_tasks, summarization
     t, d = config.tasks, config.data
     tfds_dir = t.tfds_data_dir or None
     names = glue.register(d.vocab, source=t.glue_source, data_dir=t.glue_dir, tfds_data_dir=tfds_dir,
@@ -78,6 +78,8 @@ def register_tasks(config) -> list[str]:
                                     tfds_data_dir=tfds_dir, extra_ids=d.extra_ids)
     names += [classification.register(directory, d.vocab, extra_ids=d.extra_ids)
               for directory in classification_dirs(config)]
+    names += [hf_tasks.register(name, spec, d.vocab, extra_ids=d.extra_ids)
+              for name, spec in hf_tasks.specs(config).items()]
     return names
 
 
@@ -94,7 +96,7 @@ def check_tasks(config, names: list[str], wanted: list[tuple[str, str, str]] | N
 
     `wanted`: (config field, Task or Mixture name, split) to check; default those of `tasks.eval` (and
     `tasks.train` when finetuning)."""
-    from tasks import classification, glue, summarization  # noqa: I001 - before seqio (tasks/runtime.py)
+    from tasks import classification, glue, hf_tasks, summarization  # noqa: I001 - before seqio (tasks/runtime.py)
     import seqio
     t = config.tasks
     if wanted is None:
@@ -113,6 +115,9 @@ def check_tasks(config, names: list[str], wanted: list[tuple[str, str, str]] | N
                 if classification.task_name(directory) == task_name:
                     classification.check_labels_fit(classification.labels_of(directory), config.data.vocab,
                                                     t.targets_length, config.data.extra_ids, task_name)
+            if hf_tasks.labels(task_name):
+                classification.check_labels_fit(hf_tasks.labels(task_name), config.data.vocab, t.targets_length,
+                                                config.data.extra_ids, task_name)
         summarization.check_split(name, split, source=t.summarization_source, data_dir=t.summarization_dir)
         task = seqio.get_mixture_or_task(name)
         if split not in task.splits:
@@ -125,14 +130,16 @@ def check_tasks(config, names: list[str], wanted: list[tuple[str, str, str]] | N
 def check_best_metric(config) -> None:
     """`tasks.best_metric` names an evaluated Task and one of its scores (checked before training)."""
     from miniend_jax.evaluation.metrics import ROUGE_TYPES
-    from tasks import glue
+    from tasks import glue, hf_tasks
     task, metric = best_metric(config)
     scored = scored_task_names(config)
     check(task in scored, "tasks.best_metric", config.tasks.best_metric,
            f"name one of the evaluated Tasks ({', '.join(scored)}; a Mixture is scored as its Tasks) before the '/'.")
     glue_task = glue.task_of(task)
+    hf_spec = hf_tasks.specs(config).get(task[len(hf_tasks.PREFIX):]) if task.startswith(hf_tasks.PREFIX) else None
     known = (glue_task.metric_names if glue_task else list(ROUGE_TYPES) if task.startswith("summ_")
-             else ["accuracy", "f1_macro"] if task.startswith("cls_") else None)
+             else ["accuracy", "f1_macro"] if task.startswith("cls_")
+             else hf_tasks.score_names(hf_spec) if hf_spec else None)
     check(known is None or metric in known, "tasks.best_metric", f"{task}/{metric}",
            f"{task} reports {', '.join(known or [])}; choose one of them.")
 
@@ -170,8 +177,9 @@ def build_task_data(config, process_index: int, process_count: int):
 
 
 def best_metric(config) -> tuple[str, str]:
-    """(task, metric) that picks the best finetuning checkpoint."""
-    from tasks import glue
+    """(task, metric) that picks the best finetuning checkpoint: `tasks.best_metric`, else the first scored
+    Task's main score (GLUE's, accuracy, rougeL, or the first named metric of a `tasks.hf` Task)."""
+    from tasks import glue, hf_tasks
     if config.tasks.best_metric:
         task, _, metric = config.tasks.best_metric.partition("/")
         return task, metric
@@ -179,6 +187,9 @@ def best_metric(config) -> tuple[str, str]:
     glue_task = glue.task_of(task)
     if glue_task:
         return task, glue_task.main_metric
+    hf_spec = hf_tasks.specs(config).get(task[len(hf_tasks.PREFIX):]) if task.startswith(hf_tasks.PREFIX) else None
+    if hf_spec:
+        return task, hf_tasks.score_names(hf_spec)[0]
     return task, ("accuracy" if task.startswith("cls_") else "rougeL")
 
 

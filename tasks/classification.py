@@ -13,7 +13,6 @@ import csv
 import functools
 import os
 
-import numpy as np
 from tasks.runtime import tf  # noqa: I001 - before seqio: TensorFlow on the host, quiet
 
 import seqio
@@ -36,12 +35,6 @@ def read_split(directory: str, split: str) -> list[tuple[str, str]]:
     if not rows:
         raise ConfigError(f"{path} holds no `text<TAB>label` lines.")
     return rows
-
-
-def macro_f1(targets, predictions) -> dict:
-    from sklearn.metrics import f1_score
-    t, p = np.asarray(targets), np.asarray(predictions)
-    return {"f1_macro": 100.0 * float(f1_score(t, p, average="macro", labels=sorted(set(t.tolist()))))}
 
 
 def _format(x, *, name: str):
@@ -92,5 +85,5 @@ def register(directory: str, spiece_model: str, *, extra_ids: int = 100) -> str:
         preprocessors=[seqio.map_over_dataset(functools.partial(_format, name=name[4:])),
                        seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
         output_features=text_to_text_features(spiece_model, extra_ids),
-        postprocess_fn=functools.partial(_postprocess, labels=labels), metric_fns=[metrics.accuracy, macro_f1])
+        postprocess_fn=functools.partial(_postprocess, labels=labels), metric_fns=[metrics.accuracy, metrics.f1_macro])
     return name

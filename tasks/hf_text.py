@@ -1,7 +1,7 @@
 """Pretraining text from a Hugging Face `datasets` dataset (`data.source = "hf"`).
 
 `data.hf_path` is a directory written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`, or file
-patterns (comma-separated globs) of `.parquet`, `.jsonl`/`.json` or `.arrow` files, read through `datasets`
+patterns (comma-separated globs) of `.parquet`, `.jsonl`/`.json`, `.csv` or `.arrow` files, read through `datasets`
 (files are streamed, so a corpus larger than memory passes through in bounded memory). The text column
 `data.text_field` of split `data.hf_split` is written once, before training, as `data.hf_shards` jsonl
 files (`{"text": ...}` per document, documents dealt round-robin) under `<workdir>/hf_text/`, and the run
@@ -24,16 +24,16 @@ from typing import Sequence
 from miniend_jax.errors import ConfigError
 
 # File suffix -> the `datasets` builder that reads it.
-BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".arrow": "arrow"}
+BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".arrow": "arrow", ".csv": "csv"}
 EXPORT_DIR = "hf_text"
 
 
-def _files(path: str) -> list[str]:
+def matching_files(path: str) -> list[str]:
     patterns = [p.strip() for p in path.split(",") if p.strip()]
     return sorted({f for p in patterns for f in glob.glob(os.path.expanduser(p)) if os.path.isfile(f)})
 
 
-def _is_saved_dataset(path: str) -> bool:
+def is_saved_dataset(path: str) -> bool:
     return os.path.isdir(path) and any(os.path.exists(os.path.join(path, name))
                                        for name in ("dataset_dict.json", "state.json", "dataset_info.json"))
 
@@ -42,50 +42,63 @@ def source_key(path: str, split: str, text_field: str) -> dict:
     """What identifies the export's source: the dataset's files (path, size, modification time), the
     split and the column."""
     files = (sorted(glob.glob(os.path.join(path, "**", "*"), recursive=True)) if os.path.isdir(path)
-             else _files(path))
+             else matching_files(path))
     stats = [[f, os.path.getsize(f), os.stat(f).st_mtime_ns] for f in files if os.path.isfile(f)]
     return {"path": os.path.abspath(path) if os.path.isdir(path) else path, "split": split,
             "text_field": text_field, "files": stats}
 
 
-def open_split(path: str, split: str):
+def open_split(path: str, split: str, *, field: str = "data.hf_path", split_field: str = "data.hf_split"):
     """The split as a `datasets.Dataset` (saved to disk: memory-mapped) or `IterableDataset` (files:
-    streamed).
+    streamed). `field` and `split_field` name the settings in errors.
 
     Raises:
       ConfigError: nothing readable at `path`, an unknown suffix, or no split `split`.
     """
     import datasets
-    if _is_saved_dataset(path):
+    if is_saved_dataset(path):
         try:
             loaded = datasets.load_from_disk(path)
         except Exception as error:  # datasets raises many kinds (e.g. IndexError on a dataset of no shards)
-            raise ConfigError(f"data.hf_path={path!r}: `datasets.load_from_disk` cannot read it "
+            raise ConfigError(f"{field}={path!r}: `datasets.load_from_disk` cannot read it "
                               f"({type(error).__name__}: {error}); write it again with save_to_disk, with at "
                               "least one document.") from error
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
-                raise ConfigError(f"data.hf_split={split!r}: the dataset at {path} has the splits "
-                                  f"{', '.join(loaded)}; set data.hf_split to one of them.")
+                raise ConfigError(f"{split_field}={split!r}: the dataset at {path} has the splits "
+                                  f"{', '.join(loaded)}; set {split_field} to one of them.")
             return loaded[split]
         return loaded
-    files = _files(path)
+    files = matching_files(path)
     if not files:
-        raise ConfigError(f"data.hf_path={path!r} is neither a save_to_disk directory nor matches any file; "
-                          "point it at a directory written by save_to_disk, or at .parquet/.jsonl/.arrow files.")
+        raise ConfigError(f"{field}={path!r} is neither a save_to_disk directory nor matches any file; "
+                          "point it at a directory written by save_to_disk, or at .parquet/.jsonl/.csv/.arrow files.")
     suffixes = {os.path.splitext(f)[1] for f in files}
     builders = {BUILDERS.get(s) for s in suffixes}
     if None in builders or len(builders) != 1:
-        raise ConfigError(f"data.hf_path={path!r} matches files of the kinds {', '.join(sorted(suffixes))}; use "
+        raise ConfigError(f"{field}={path!r} matches files of the kinds {', '.join(sorted(suffixes))}; use "
                           f"files of one kind among {', '.join(BUILDERS)}.")
-    if all(os.path.getsize(f) == 0 for f in files):
-        raise ConfigError(f"split {split!r} of the dataset at {path} is empty (every file has 0 bytes); point "
-                          "data.hf_path at files with documents.")
+    if all(os.path.getsize(f) == 0 for f in files) or _parquet_rows(files) == 0:
+        raise ConfigError(f"split {split!r} of the dataset at {path} is empty (its files hold no rows); point "
+                          f"{field} at files with rows.")
     try:
         return datasets.load_dataset(builders.pop(), data_files={split: files}, split=split, streaming=True)
     except Exception as error:  # datasets and pyarrow raise their own kinds on unreadable files
-        raise ConfigError(f"data.hf_path={path!r}: `datasets` cannot read split {split!r} ({type(error).__name__}: "
+        raise ConfigError(f"{field}={path!r}: `datasets` cannot read split {split!r} ({type(error).__name__}: "
                           f"{error}); check the files (an empty or damaged file?).") from error
+
+
+def _parquet_rows(files: list[str]) -> int | None:
+    """Rows in parquet files (from their footers), None for other files or unreadable footers. `datasets`
+    fails on a parquet file of no rows (ArrowInvalid "BatchSize must be greater than 0"), so an empty split
+    is told apart here."""
+    if not all(f.endswith(".parquet") for f in files):
+        return None
+    import pyarrow.parquet as pq
+    try:
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    except Exception:  # a damaged file: `datasets` names it when it reads it
+        return None
 
 
 def check_column(dataset, path: str, split: str, text_field: str) -> None:

@@ -33,6 +33,14 @@ def f1_with_invalid(targets: Sequence, predictions: Sequence) -> dict:
     return {"f1": 100.0 * float(f1_score(t, p))}
 
 
+def f1_macro(targets: Sequence, predictions: Sequence) -> dict:
+    """F1 averaged over the classes that occur in `targets` (scikit-learn's macro average); a prediction
+    that is no label (-1) counts as wrong for its target's class."""
+    from sklearn.metrics import f1_score
+    t, p = _arrays(targets, predictions)
+    return {"f1_macro": 100.0 * float(f1_score(t, p, average="macro", labels=sorted(set(t.tolist()))))}
+
+
 def matthews_corrcoef(targets: Sequence, predictions: Sequence) -> dict:
     from sklearn.metrics import matthews_corrcoef as mcc
     t, p = _arrays(targets, predictions)
@@ -105,6 +113,15 @@ def rouge(targets: Sequence[str], predictions: Sequence[str]) -> dict:
             totals[name] += scores[name].fmeasure
     n = max(len(targets), 1)
     return {name: 100.0 * value / n for name, value in totals.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics by name (tasks.hf.<name>.metrics) and the scores each reports
+# --------------------------------------------------------------------------------------------
+METRICS = {"accuracy": accuracy, "f1": f1_with_invalid, "f1_macro": f1_macro,
+           "matthews_corrcoef": matthews_corrcoef, "pearson_corrcoef": pearson_corrcoef,
+           "spearman_corrcoef": spearman_corrcoef, "rouge": rouge}
+METRIC_SCORES = {name: (ROUGE_TYPES if name == "rouge" else (name,)) for name in METRICS}
 
 
 # --------------------------------------------------------------------------------------------

@@ -81,6 +81,35 @@ def test_evaluate_mode_reproduces_the_best_checkpoints_score(finetuned, tmp_path
     assert os.path.exists(tmp_path / "inference_eval" / "glue_sst2-000000.jsonl")
 
 
+def test_a_hf_dataset_task_trains_and_scores_like_its_glue_twin(finetuned, tmp_path):
+    """SST-2's first rows as parquet, registered as `hf_sst2` from `tasks.hf`: finetuning reads it and
+    reports its named metrics; the kept checkpoint scores it exactly as it scores `glue_sst2` on the same
+    rows, and macro F1 is scikit-learn's over the logged predictions."""
+    from sklearn.metrics import f1_score
+
+    from tests.tasks.test_hf_tasks import SST2, write_sst2_parquet
+    hf = {"sst2": dict(SST2, path=write_sst2_parquet(tmp_path, 200, 64))}
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        run(_config(**{"tasks.hf": hf, "tasks.train": "hf_sst2", "tasks.eval": "hf_sst2", "train.steps": 2,
+                       "train.eval_every": 0, "train.eval_batches": 1}), str(tmp_path / "train"))
+        payload = run(_config(**{"mode": "evaluate", "model.source": "hf", "model.path": os.path.join(finetuned, "best"),
+                                 "tasks.hf": hf, "tasks.eval": "hf_sst2,glue_sst2"}), str(tmp_path / "eval"))
+    finally:
+        os.chdir(cwd)
+    best = json.load(open(tmp_path / "train" / "best.json"))
+    assert (best["task"], best["metric"]) == ("hf_sst2", "accuracy")
+    assert set(json.load(open(tmp_path / "train" / "results.json"))["results"]["hf_sst2"]) == {"accuracy", "f1_macro"}
+    results = payload["results"]
+    assert results["hf_sst2"]["accuracy"] == pytest.approx(results["glue_sst2"]["accuracy"])
+    logged = [json.loads(line) for line in open(tmp_path / "eval" / "inference_eval" / "hf_sst2-000000.jsonl")]
+    targets, predictions = [e["target"] for e in logged], [e["prediction"] for e in logged]
+    assert len(logged) == 64
+    assert results["hf_sst2"]["f1_macro"] == pytest.approx(
+        100 * f1_score(targets, predictions, average="macro", labels=sorted(set(targets))))
+
+
 @pytest.mark.parametrize("changes,message", [
     ({"tasks.train": "glue_nonexistent"}, r"tasks.train='glue_nonexistent' is not a registered Task"),
     ({"tasks.train": "glue_qqp"}, r"qqp split 'train': no train.tsv or train.jsonl"),
@@ -96,6 +125,9 @@ def test_evaluate_mode_reproduces_the_best_checkpoints_score(finetuned, tmp_path
     ({"tasks.eval": "glue_equal", "tasks.best_metric": "glue_equal/accuracy", "tasks.targets_length": 6},
      r"name one of the evaluated Tasks \(glue_cola, .*glue_stsb; a Mixture is scored as its Tasks\)"),
     ({"tasks.glue_dir": "/nonexistent"}, r"sst2 split 'train': no train.tsv .* in /nonexistent/SST-2"),
+    ({"tasks.hf": {"sst2": dict(path="/nonexistent/{split}.parquet", inputs="{sentence}", targets="{label}",
+                                metrics="accuracy")}, "tasks.train": "hf_sst2"},
+     r"tasks.hf.sst2.path='/nonexistent/\{split\}.parquet' matches no file with \{split\} = train, validation"),
 ])
 def test_bad_downstream_configs_stop_before_work(changes, message, tmp_path):
     cwd = os.getcwd()

@@ -6,6 +6,7 @@ import seqio
 from sklearn.metrics import f1_score
 
 from miniend_jax.errors import ConfigError
+from miniend_jax.evaluation import metrics
 from tasks import classification
 from tests.conftest import SPIECE
 
@@ -30,7 +31,7 @@ def test_task_format_labels_and_metrics(directory):
     assert task.postprocess_fn("markets") == 1 and task.postprocess_fn(b"animals") == 0
     assert task.postprocess_fn("plants") == -1
     targets, predictions = np.array([0, 1, 1, 0, 1]), np.array([0, 1, 0, -1, 1])
-    assert classification.macro_f1(targets, predictions)["f1_macro"] == pytest.approx(
+    assert metrics.f1_macro(targets, predictions)["f1_macro"] == pytest.approx(
         100 * f1_score(targets, predictions, average="macro", labels=[0, 1]))
 
 

@@ -18,6 +18,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.mode = "distill"                 # distill | pretrain | finetune | evaluate | infer | export | plan
     c.seed = 0
     c.overwrite_config = False         # continue a workdir whose config.json differs from this config
+    c.jax_cache_dir = ""               # JAX's persistent compilation cache (as MaxText's): "" off; a restart or a
+                                       # run of the same shapes reads compiled programs back instead of compiling
 
     c.teacher = ml_collections.ConfigDict()
     c.teacher.source = "preset"        # hf (a HF directory) | miniend (a miniend_jax workdir) | preset (random: tests)

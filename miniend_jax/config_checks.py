@@ -17,7 +17,7 @@ from miniend_jax.errors import ConfigError, check
 MODES = ("distill", "pretrain", "finetune", "evaluate", "infer", "export", "plan")
 # Fields that may change when a run in an existing workdir is continued.
 RESUMABLE_CHANGES = ("mode", "train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
-                     "export.path", "export.at_end", "overwrite_config", "distributed.enabled",
+                     "export.path", "export.at_end", "overwrite_config", "jax_cache_dir", "distributed.enabled",
                      "distributed.coordinator_address", "distributed.num_processes", "distributed.process_id",
                      "distributed.cpu_collectives", "distributed.timeout_seconds",
                      # The layout over devices: orbax restores the state into the new shardings.
@@ -34,6 +34,8 @@ def validate_config(config) -> None:
       ConfigError: naming the field, the value and the fix.
     """
     check(config.mode in MODES, "mode", config.mode, f"use one of {', '.join(MODES)}.")
+    check(isinstance(config.get("jax_cache_dir", ""), str), "jax_cache_dir", config.get("jax_cache_dir"),
+          "give a directory, or '' for no compilation cache.")
     if config.mode == "export":
         return
     if config.mode == "plan":

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 from miniend_jax.config_checks import validate_config
 from miniend_jax.errors import ConfigError
@@ -37,6 +38,9 @@ def run(config, workdir: str):
     if not workdir:
         raise ConfigError("--workdir is required: the directory for checkpoints, metrics and the config.")
     validate_config(config)
+    if config.get("jax_cache_dir"):
+        import jax
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.jax_cache_dir))
     if config.mode != "plan":  # a plan compiles for simulated devices; every other mode may be multi-host
         from miniend_jax.parallel import initialize_distributed
         initialize_distributed(config)

@@ -1,12 +1,50 @@
 """Shared fixtures: seeded random PyTorch `transformers` T5 models saved with `save_pretrained`."""
 
+import atexit
 import copy
+import os
 import pathlib
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _share_compiled_programs() -> None:
+    """One JAX persistent compilation cache for the whole test run: its xdist workers and every
+    subprocess (the CLI runs, restarts after SIGKILL, the multi-process runs) inherit the directory, so a
+    program compiled once (the tiny config's train step, say) is read back instead of compiled again.
+    XLA's cache key covers the program, the compile options and the backend, so a hit is the same
+    executable. The directory is made by the first process that loads this file (the xdist controller)
+    and removed when it exits; a `JAX_COMPILATION_CACHE_DIR` set by the caller is used as it is."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    directory = tempfile.mkdtemp(prefix="miniend-jax-test-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+    owner = os.getpid()
+    atexit.register(lambda: os.getpid() == owner and shutil.rmtree(directory, ignore_errors=True))
+
+
+_share_compiled_programs()
+
+# The test files that take longest (minutes: subprocess runs, compiles for 8 simulated devices), longest
+# first. They are collected last by name; started first, the two xdist workers (`--dist loadfile` hands
+# out whole files in collection order) end together instead of one running them alone at the end.
+LONGEST_FIRST = ("tests/test_main.py", "tests/test_multiprocess.py", "tests/test_parallel.py",
+                 "tests/test_experiment.py", "tests/test_configs.py", "tests/modes/test_plan.py",
+                 "tests/tasks/test_hf_text.py", "tests/train/test_step.py", "tests/test_bench.py",
+                 "tests/modes/test_finetune.py", "tests/models/test_t5.py")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SPIECE = SHARED_DATA / "t5_spiece" / "spiece.model"
 

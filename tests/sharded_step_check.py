@@ -1,7 +1,7 @@
 """Run in a subprocess with 8 simulated CPU devices (see tests/test_parallel.py).
 
-Usage: sharded_step_check.py REMAT {scan,loop}. One distillation step on several (data, fsdp, tensor)
-meshes; prints the max deviation of each mesh's
+Usage: sharded_step_check.py REMAT {scan,loop} MESH... (each as d,f,t, e.g. 2,2,2). One distillation step
+on each (data, fsdp, tensor) mesh and on one device; prints the max deviation of each mesh's
 loss (relative to the single-device loss) and updated parameters (absolute) from the single-device run,
 as JSON. AdamW's eps is 1e-3 so that one update is well conditioned (tests/conftest.py,
 `adam_update_tolerance`).
@@ -25,10 +25,10 @@ from miniend_jax.models import T5, T5Config, init_params  # noqa: E402
 from miniend_jax.train.state import TrainState, make_optimizer  # noqa: E402
 from miniend_jax.train.step import make_train_step  # noqa: E402
 
-MESHES = [(1, 1, 1), (8, 1, 1), (2, 2, 2), (1, 4, 2), (1, 1, 8)]
+SINGLE = (1, 1, 1)
 
 
-def main(remat: str, scan_layers: bool):
+def main(remat: str, scan_layers: bool, meshes: list[tuple[int, int, int]]):
     teacher_cfg = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_heads=4, num_encoder_layers=2,
                            num_decoder_layers=2, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
                            scale_decoder_outputs=False, dropout_rate=0.0)
@@ -52,7 +52,7 @@ def main(remat: str, scan_layers: bool):
     student_boxed = init_params(student_cfg, jax.random.PRNGKey(1))
     step_fn = make_train_step(spec, T5(student_cfg), T5(teacher_cfg), optimizer, schedule, microbatches=2)
     results = {}
-    for shape in MESHES:
+    for shape in [SINGLE, *meshes]:
         devices = jax.devices()[: int(np.prod(shape))]
         mesh = parallel.make_mesh(*shape, devices=devices)
         state_boxed = jax.eval_shape(lambda: TrainState.create(student_boxed, optimizer))
@@ -69,9 +69,9 @@ def main(remat: str, scan_layers: bool):
         kernel = layer["mlp"]["wi_0"]["kernel"]
         results[shape] = (float(metrics["loss"]), jax.device_get(new_state.params),
                           len(kernel.sharding.device_set), kernel.sharding.spec)
-    base_loss, base_params, _, _ = results[MESHES[0]]
+    base_loss, base_params, _, _ = results[SINGLE]
     report = {}
-    for shape in MESHES[1:]:
+    for shape in meshes:
         loss, params, n_devices, spec_ = results[shape]
         deviation = max(float(np.max(np.abs(a - b))) for a, b in
                         zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(base_params)))
@@ -81,4 +81,4 @@ def main(remat: str, scan_layers: bool):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] == "scan")
+    main(sys.argv[1], sys.argv[2] == "scan", [tuple(int(n) for n in m.split(",")) for m in sys.argv[3:]])

@@ -1,4 +1,4 @@
-"""`make demo`: the whole MiniEnD story at toy scale, offline, on 2 CPU cores in about 9 minutes.
+"""`make demo`: the whole MiniEnD story at toy scale, offline, on 2 CPU cores in about 12 minutes.
 
 1. Corpus: CPython's own documentation, which every Python installation carries (the language reference
    topics of `pydoc_data` and the standard library's docstrings), split into training text and held-out
@@ -7,10 +7,13 @@
 3. A teacher (T5 v1.1 shape, 3+3 layers, width 128) pretrained by span corruption.
 4. Two students of one shape (2+2 layers, width 64, about 1/5 of the teacher's forward FLOPs), trained for
    the same steps and batch: MiniEnD-E distilled from the teacher, and from scratch.
-5. Held-out span-corruption loss of all three, and a downstream score: each model finetuned on a small
-   classification task (which standard-library package a docstring documents, six packages), scored
-   by decoding its dev set (accuracy, macro-F1).
-6. A table on the console and in workdirs/demo/results.md, and the loss curves in workdirs/demo/curves.png.
+5. Held-out span-corruption loss of the three, and a downstream score: each model, and the student's
+   shape with no pretraining at all (random init), finetuned with three seeds on a small classification
+   task (which standard-library package a docstring documents, six packages), scored by decoding its dev
+   set (accuracy, macro-F1).
+6. A table on the console and in workdirs/demo/results.md: scores as mean ± std over the seeds, and each
+   row's accuracy minus the random-init and the scratch rows' (paired by seed, 95% t interval), marked
+   significant or within noise; the loss curves in workdirs/demo/curves.png.
 
 Stages that already finished are reused, so a second `make demo` only prints the results. The same
 pipeline on a real corpus, a real teacher and a pod: see README.md.
@@ -132,6 +135,47 @@ def _heldout_loss(workdir: str) -> float:
     return [r for r in rows if "eval/ground_truth" in r][-1]["eval/ground_truth"]
 
 
+ROWS = ("teacher", "miniend_e", "scratch", "random_init")
+ROW_NAMES = {"teacher": "teacher (pretrained, 3+3 x 128)", "miniend_e": "student, MiniEnD-E (2+2 x 64)",
+             "scratch": "student, from scratch (2+2 x 64)", "random_init": "student, random init (2+2 x 64)"}
+
+
+def _difference(a: dict, b: dict, metric: str) -> str:
+    from miniend_jax.evaluation.stats import paired_difference
+    d = paired_difference({s: r[metric] for s, r in a.items()}, {s: r[metric] for s, r in b.items()})
+    verdict = "significant" if d.significant else "within noise"
+    return f"{d.mean:+.1f} [{d.low:+.1f}, {d.high:+.1f}] {verdict}"
+
+
+def results_table(scores: dict, forward: dict, heldout: dict) -> str:
+    """The demo's markdown table: per row the forward GFLOPs per example, held-out loss, package accuracy
+    and macro-F1 as mean ± std over finetuning seeds, and the paired accuracy difference to the random-init
+    row and (for the students) to the scratch row with its 95% interval, marked significant or within
+    noise.
+
+    Args:
+      scores: {row: {seed: {"accuracy": float, "f1_macro": float}}} in percent.
+      forward: {row: forward FLOPs per example}. heldout: {row: held-out loss as text} (rows without one
+        show "-").
+    """
+    from miniend_jax.evaluation.stats import summarize
+    n = len(next(iter(scores.values())))
+    lines = [f"| model | forward GFLOPs / example | held-out span-corruption loss | package accuracy ({n} seeds) | "
+             "package macro-F1 | accuracy - random init (95% CI) | accuracy - scratch (95% CI) |",
+             "|---|---:|---:|---:|---:|---|---|"]
+    for row in scores:
+        cells = []
+        for metric in ("accuracy", "f1_macro"):
+            summary = summarize([r[metric] for r in scores[row].values()])
+            cells.append(f"{summary.mean:.1f} ± {summary.std:.1f}")
+        vs_random = _difference(scores[row], scores["random_init"], "accuracy") if row != "random_init" else ""
+        vs_scratch = (_difference(scores[row], scores["scratch"], "accuracy")
+                      if row in ("miniend_e", "random_init") else "")
+        lines.append(f"| {ROW_NAMES[row]} | {forward[row] / 1e9:.3f} | {heldout.get(row, '-')} | {cells[0]} | "
+                     f"{cells[1]} | {vs_random} | {vs_scratch} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     os.chdir(ROOT_DIR)
     sys.path.insert(0, ROOT_DIR)
@@ -160,29 +204,28 @@ def main() -> int:
     workdirs = {"teacher": f"{root}/teacher", "miniend_e": f"{root}/miniend_e", "scratch": f"{root}/scratch"}
     for stage in ("teacher", "miniend_e", "scratch"):
         _stage(stage, workdirs[stage], demo_configs.get_config(stage), log)
-    scores = {}
-    for stage, workdir in workdirs.items():
-        config = demo_configs.get_config("finetune")
-        config.model.path = workdir
-        target = f"{root}/ft_{stage}"
-        _stage(f"finetune {stage}", target, config, log)
-        with open(os.path.join(target, "results.json")) as f:
-            scores[stage] = json.load(f)["results"][demo_configs.TASK]
+    # Every model finetuned with the same seeds (data order); random init draws its initialisation from
+    # the seed too. Rows are compared seed by seed (paired differences).
+    scores = {stage: {} for stage in ROWS}
+    for stage in ROWS:
+        for seed in demo_configs.FINETUNE_SEEDS:
+            config = demo_configs.get_config("finetune_random_init" if stage == "random_init" else "finetune")
+            config.seed = seed
+            if stage in workdirs:
+                config.model.path = workdirs[stage]
+            target = f"{root}/ft_{stage}_s{seed}"
+            _stage(f"finetune {stage}, seed {seed}", target, config, log)
+            with open(os.path.join(target, "results.json")) as f:
+                scores[stage][seed] = json.load(f)["results"][demo_configs.TASK]
 
     teacher_config = get_preset("t5-v1_1-small", **demo_configs.TEACHER)
     student_config = get_preset("t5-v1_1-small", **demo_configs.STUDENT)
     lengths = task_feature_lengths(demo_configs.get_config("teacher").data.inputs_length)
-    forward = {"teacher": flops.forward_flops(teacher_config, 1, lengths["inputs"], lengths["targets"]),
-               "miniend_e": flops.forward_flops(student_config, 1, lengths["inputs"], lengths["targets"])}
-    forward["scratch"] = forward["miniend_e"]
-    names = {"teacher": "teacher (pretrained, 3+3 x 128)", "miniend_e": "student, MiniEnD-E (2+2 x 64)",
-             "scratch": "student, from scratch (2+2 x 64)"}
-    lines = ["| model | forward GFLOPs / example | held-out span-corruption loss | package accuracy | "
-             "package macro-F1 |", "|---|---:|---:|---:|---:|"]
-    for stage in workdirs:
-        lines.append(f"| {names[stage]} | {forward[stage] / 1e9:.3f} | {_heldout_loss(workdirs[stage]):.3f} | "
-                     f"{scores[stage]['accuracy']:.1f} | {scores[stage]['f1_macro']:.1f} |")
-    table = "\n".join(lines)
+    student_flops = flops.forward_flops(student_config, 1, lengths["inputs"], lengths["targets"])
+    forward = {stage: student_flops for stage in ROWS}
+    forward["teacher"] = flops.forward_flops(teacher_config, 1, lengths["inputs"], lengths["targets"])
+    heldout = {stage: f"{_heldout_loss(workdir):.3f}" for stage, workdir in workdirs.items()}
+    table = results_table(scores, forward, heldout)
     plot([workdirs["teacher"], workdirs["miniend_e"], workdirs["scratch"]], ["eval/ground_truth"],
          f"{root}/curves.png", title="Held-out span-corruption loss, CPython docs")
     with open(f"{root}/results.md", "w") as f:

@@ -32,3 +32,35 @@ def test_corpus_vocabulary_and_downstream_task(tmp_path):
     assert {label for _, label in dev} == set(labels)
     train_texts = {text for text, _ in classification.read_split(folder, "train")}
     assert sum(text in train_texts for text, _ in dev) < 0.05 * len(dev)
+
+
+def test_results_table_reports_seeds_and_tells_noise_from_a_difference():
+    """Mean ± sample std over seeds (numpy); paired differences with Student's t interval (scipy), marked
+    significant only when the interval excludes 0."""
+    import numpy as np
+    from scipy import stats
+
+    accuracy = {"teacher": [80.0, 82.0, 81.0], "miniend_e": [70.0, 75.0, 66.0], "scratch": [71.0, 69.0, 73.0],
+                "random_init": [60.0, 62.0, 61.5]}
+    scores = {row: {seed: {"accuracy": a, "f1_macro": a / 2} for seed, a in enumerate(values)}
+              for row, values in accuracy.items()}
+    forward = dict.fromkeys(accuracy, 2.6e7)
+    table = demo.results_table(scores, forward, {"teacher": "4.400"}).splitlines()
+    rows = {cells[0]: cells for cells in (line.strip("| ").split(" | ") for line in table[2:])}
+    assert set(rows) == {demo.ROW_NAMES[r] for r in accuracy}
+
+    def interval(a, b):
+        d = np.subtract(a, b)
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+        return d.mean(), d.mean() - half, d.mean() + half
+
+    for row, values in accuracy.items():
+        cells = rows[demo.ROW_NAMES[row]]
+        assert cells[3] == f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
+        if row != "random_init":
+            mean, low, high = interval(values, accuracy["random_init"])
+            verdict = "significant" if low > 0 or high < 0 else "within noise"
+            assert cells[5] == f"{mean:+.1f} [{low:+.1f}, {high:+.1f}] {verdict}"
+    assert rows[demo.ROW_NAMES["teacher"]][5].endswith(" significant")
+    assert rows[demo.ROW_NAMES["miniend_e"]][6].endswith("within noise")  # -0.7 with a spread of 4.5
+    assert rows[demo.ROW_NAMES["scratch"]][2] == "-" and rows[demo.ROW_NAMES["teacher"]][2] == "4.400"

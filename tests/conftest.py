@@ -32,6 +32,19 @@ def _share_compiled_programs() -> None:
 
 _share_compiled_programs()
 
+
+def _compile_for_tests() -> None:
+    """XLA's CPU backend at LLVM optimisation level 0 for the whole run (subprocesses inherit it): the
+    test programs are tiny, so compiling them is most of their cost and the matrix products run in
+    library kernels either way. XLA's graph passes (fusion, sharding, buffer assignment) are unchanged,
+    and numerical bounds come from float64 references, not from one compiler's rounding."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_backend_optimization_level" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
+
+
+_compile_for_tests()
+
 # The test files that take longest (minutes: subprocess runs, compiles for 8 simulated devices), longest
 # first. They are collected last by name; started first, the two xdist workers (`--dist loadfile` hands
 # out whole files in collection order) end together instead of one running them alone at the end.

@@ -26,7 +26,8 @@ def _free_port() -> int:
 
 
 def _start(workdir, num_processes: int, process_id: int, port: int, devices: int, log, steps: int = 4):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
     return subprocess.Popen([sys.executable, "tests/multiprocess_check.py", str(workdir), str(num_processes),
                              str(process_id), str(port), str(steps)], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)

@@ -21,7 +21,8 @@ from tests.conftest import FLOAT32_EPS, ROOT, adam_update_tolerance
     ("full", "scan", ["2,2,2"]),
 ])
 def test_sharded_step_equals_single_device(remat, layers, meshes):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, "tests/sharded_step_check.py", remat, layers, *meshes], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -100,7 +100,7 @@ def get_config(stage: str = "teacher"):
     c.optim.weight_decay = 0.0
     c.optim.warmup_steps = 0
     c.train.steps = 150
-    c.train.eval_every = 75
+    c.train.eval_every = 0               # scored once, after the last step: no checkpoint chosen on the dev set
     c.train.checkpoint_every = 150
     c.train.eval_batches = 4
     return c

@@ -52,21 +52,21 @@ def test_config_is_valid_and_consistent(path, monkeypatch):
 
 
 def test_small_cpu_config_distills_and_checkpoints(tmp_path):
-    """configs/small_cpu.py itself for 30 steps (a random teacher of its teacher's shape stands in for
+    """configs/small_cpu.py itself for 20 steps (a random teacher of its teacher's shape stands in for
     the pretrained one): every distillation term falls, checkpoints are written."""
     workdir = str(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "miniend_jax.main", "--config=configs/small_cpu.py", f"--workdir={workdir}",
-         "--config.teacher.source=preset", "--config.train.steps=30", "--config.train.batch_size=8",
-         "--config.train.log_every=1", "--config.train.checkpoint_every=15", "--config.train.eval_batches=1",
+         "--config.teacher.source=preset", "--config.train.steps=20", "--config.train.batch_size=8",
+         "--config.train.log_every=1", "--config.train.checkpoint_every=10", "--config.train.eval_batches=1",
          "--config.data.shuffle_buffer=64", "--config.data.files=../shared/data/enwiki_2015_extract/AA/wiki_0*.gz"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
     train = [r for r in rows if "loss" in r]
-    assert len(train) == 30
+    assert len(train) == 20
     for term in ("loss", "loss/logit", "loss/decoder_self", "loss/encoder_self"):
         early = np.mean([r[term] for r in train[:5]])
         late = np.mean([r[term] for r in train[-5:]])
         assert late < early, (term, early, late)
-    assert sorted(n for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit()) == ["15", "30"]
+    assert sorted(n for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit()) == ["10", "20"]

@@ -1,4 +1,4 @@
-"""`make demo`: the whole MiniEnD story at toy scale, offline, on 2 CPU cores in about 12 minutes.
+"""`make demo`: the whole MiniEnD story at toy scale, offline, on 2 CPU cores in about 11 minutes.
 
 1. Corpus: CPython's own documentation, which every Python installation carries (the language reference
    topics of `pydoc_data` and the standard library's docstrings), split into training text and held-out

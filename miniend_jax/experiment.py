@@ -55,15 +55,15 @@ def _common():
     return importlib.import_module("configs.experiments.common")
 
 
-def downstream_stages(root: str, model: str, seeds=None) -> list[tuple[str, list[str]]]:
-    """The finetuning stages of `model` (a name of MODELS): every task of DOWNSTREAM, for each of `seeds`
-    (default: every seed of FINETUNE_SEEDS)."""
+def downstream_stages(root: str, model: str, seeds=None, tasks=None) -> list[tuple[str, list[str]]]:
+    """The finetuning stages of `model` (a name of MODELS): each of `tasks` (default: every task of
+    DOWNSTREAM), for each of `seeds` (default: every seed of FINETUNE_SEEDS)."""
     common = _common()
     source = (["--config.model.source=preset"] if model == RANDOM_INIT[0]
               else [f"--config.model.path={root}/{model}"])
     out = []
     for seed in common.FINETUNE_SEEDS if seeds is None else seeds:
-        for task in common.DOWNSTREAM:
+        for task in common.DOWNSTREAM if tasks is None else tasks:
             glue_dir = ([f"--config.tasks.glue_dir={root}/data/glue_sst2_2k"]
                         if common.DOWNSTREAM[task][1] == common.SUBSET_GLUE_DIR else [])
             out.append((f"downstream/{model}/{task}_s{seed}",
@@ -76,16 +76,18 @@ def stages(root: str) -> list[tuple[str, list[str]]]:
     """(stage name, `miniend_jax.main` arguments) in run order; a stage's workdir is root/<name>.
 
     The instrument comes first: the teacher and the from-scratch student, then the downstream runs of
-    the teacher, random init and the from-scratch student seed by seed, so that the first seeds already
-    say whether the scores can see pretraining. Then each distilled row followed by its downstream runs,
-    so that an interrupted experiment holds complete rows.
+    the teacher, random init and the from-scratch student task by task and seed by seed, so that the
+    first task's seeds already say whether its scores can see pretraining. Then each distilled row
+    followed by its downstream runs, so that an interrupted experiment holds complete rows.
     """
     vocab = f"--config.data.vocab={root}/spm8k.model"
     row_args = lambda name: [f"--config={CONFIGS}/{name}.py", f"--config.teacher.path={root}/teacher", vocab]
     out = [("teacher", [f"--config={CONFIGS}/teacher.py", vocab]), ("scratch", row_args("scratch"))]
-    for seed in _common().FINETUNE_SEEDS:
-        for model in ("teacher", RANDOM_INIT[0], "scratch"):
-            out += downstream_stages(root, model, seeds=[seed])
+    common = _common()
+    for task in common.DOWNSTREAM:
+        for seed in common.FINETUNE_SEEDS:
+            for model in ("teacher", RANDOM_INIT[0], "scratch"):
+                out += downstream_stages(root, model, seeds=[seed], tasks=[task])
     for name, _ in ROWS[1:]:
         out.append((name, row_args(name)))
         out += downstream_stages(root, name)

@@ -12,9 +12,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==26.3
 
-# The stamps depend on setup.py, so a changed pin reinstalls.
+# The stamps depend on setup.py, so a changed pin reinstalls. setuptools' build backend warns on every
+# editable install that folders named like the package may shadow it (they are it, here): not shown.
+QUIET_BUILD := PYTHONWARNINGS=ignore::UserWarning
+
 $(STAMP_BASE): setup.py | $(PY)
-	$(PY) -m pip install --quiet -e .
+	$(QUIET_BUILD) $(PY) -m pip install --quiet -e .
 	@touch $@
 
 # t5 (the tests' reference for span corruption, GLUE formats and metrics) goes in without its declared
@@ -23,7 +26,7 @@ $(STAMP_BASE): setup.py | $(PY)
 T5_REFERENCE := t5==0.9.4
 
 $(STAMP_TEST): setup.py Makefile | $(PY)
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(QUIET_BUILD) $(PY) -m pip install --quiet -e ".[test]"
 	$(PY) -m pip install --quiet --no-deps "$(T5_REFERENCE)"
 	@touch $@ $(STAMP_BASE)
 

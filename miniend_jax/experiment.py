@@ -1,6 +1,6 @@
 """The paper's comparison in miniature, end to end and resumable (configs/experiments/, docs/results.md).
 
-  python -m miniend_jax.experiment [--workdir=workdirs/experiment] [--figures=docs]
+  python -m miniend_jax.experiment [--workdir=workdirs/experiment] [--docs=docs]
 
 First the inputs: a SentencePiece vocabulary trained on the Wikipedia training shards and a 2,000-sentence
 SST-2 training subset (`prepare`). Then stages, each a `python -m miniend_jax.main` run in its own directory
@@ -10,7 +10,8 @@ under --workdir:
 3. every model (the teacher, and the student's shape from random weights, too) finetuned on each task of
    configs/experiments/common.py:DOWNSTREAM with each of its seeds, and scored on the full dev set;
 4. the report: results.json (every seed's scores, mean, std, the paired difference to the from-scratch
-   student with its 95% interval) and results.md in --workdir, and the figures in --figures.
+   student with its 95% interval) in --workdir and --docs, results.md (the tables) in --workdir, and the
+   figures in --docs.
 A finished stage leaves `done.json` and is skipped on the next call; an interrupted one resumes from its
 newest checkpoint. Every attempt's wall time is appended to `times.jsonl`; a stage's time is their sum.
 """
@@ -362,22 +363,26 @@ def figures(root: str, out_dir: str) -> list[str]:
     return written
 
 
-def report(root: str, figures_dir: str) -> None:
+def report(root: str, docs_dir: str) -> None:
+    """Writes results.json (`collect`) and results.md (the tables) in `root`, and results.json and the
+    figures in `docs_dir` (docs/: what is committed)."""
     collected = collect(root)
-    with open(os.path.join(root, "results.json"), "w") as f:
-        json.dump(collected, f, indent=2)
+    os.makedirs(docs_dir, exist_ok=True)
+    for directory in (root, docs_dir):
+        with open(os.path.join(directory, "results.json"), "w") as f:
+            json.dump(collected, f, indent=2)
     text = table(collected) + constant_prediction_row(root) + "\n" + instrument_lines(collected)
     with open(os.path.join(root, "results.md"), "w") as f:
         f.write(text)
     print(text)
-    for path in figures(root, figures_dir):
+    for path in [os.path.join(docs_dir, "results.json"), *figures(root, docs_dir)]:
         print(f"[experiment] wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="workdirs/experiment")
-    parser.add_argument("--figures", default="docs", help="where the PNG figures go")
+    parser.add_argument("--docs", default="docs", help="where results.json and the PNG figures go")
     parser.add_argument("--report_only", action="store_true", help="write the table and figures of what is done")
     args = parser.parse_args(argv)
     root = args.workdir.rstrip("/")
@@ -390,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
         prepare(root)
         for name, stage_args in stages(root):
             run_stage(root, name, stage_args)
-    report(root, args.figures)
+    report(root, args.docs)
 
 
 if __name__ == "__main__":

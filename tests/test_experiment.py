@@ -201,6 +201,7 @@ def test_report_tables_what_the_stages_wrote(tmp_path, monkeypatch):
     experiment.report(str(root), str(tmp_path / "figures"))
 
     collected = json.loads((root / "results.json").read_text())
+    assert json.loads((tmp_path / "figures" / "results.json").read_text()) == collected
     models = {m["name"]: m for m in collected["models"]}
     assert list(models) == [name for name, _ in experiment.MODELS]
     assert 6 < models["teacher"]["forward_flops"] / models["scratch"]["forward_flops"] < 7  # half width, depth

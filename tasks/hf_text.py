@@ -149,6 +149,7 @@ def export_text(path: str, split: str, text_field: str, out_dir: str, num_shards
             saved = json.load(f)
         if saved == key and all(os.path.exists(f) for f in files):
             return files
+        check_column(open_split(path, split), path, split, text_field)  # a bad new source is named first
         raise ConfigError(f"{out_dir} holds the text of another dataset, split, column or shard count than "
                           f"data.hf_path={path!r} (data.hf_split={split!r}, data.text_field={text_field!r}, "
                           f"data.hf_shards={num_shards}); the checkpointed input position refers to it: restore "

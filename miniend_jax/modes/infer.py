@@ -9,8 +9,8 @@ Inputs (`infer.input`):
 
 Each input is tokenized with `data.vocab` and cut to `tasks.inputs_length` tokens (EOS kept, seqio's
 `append_eos_after_trim`); `decode.*` sets greedy or beam search and the batch; `decode.max_length` (or
-`tasks.targets_length`) the generated tokens. Output (`infer.output`, default `<workdir>/predictions.jsonl`),
-one line per input in input order: `{"index", "input", "prediction", "score"}` (+ `"task"`, `"target"` for a
+`tasks.targets_length`) the generated tokens. Output (`infer.output`, default `<workdir>/predictions.jsonl`;
+an existing file is never replaced), one line per input in input order: `{"index", "input", "prediction", "score"}` (+ `"task"`, `"target"` for a
 Task), where `score` is the hypothesis's natural-log probability for greedy decoding and HF's
 `sequences_scores` (log-probability / length ** `decode.length_penalty`) for beams.
 """
@@ -100,7 +100,7 @@ def run(config, workdir: str) -> str:
 
     Raises:
       ConfigError, CheckpointError: bad input (a missing file, an unknown Task, a model that does not
-        load), before any decoding.
+        load, an output file that already exists), before any decoding.
     """
     import jax
     from miniend_jax import parallel
@@ -125,6 +125,9 @@ def run(config, workdir: str) -> str:
     if i.examples:
         rows = rows[: i.examples]
     output = i.output or os.path.join(workdir, "predictions.jsonl")
+    if os.path.exists(output):
+        raise ConfigError(f"{output} already holds predictions (an earlier run's); set --config.infer.output to a "
+                          "new file, or move that one away.")
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
 
     model_config, params = build.load_model(config.model, model_config, config.seed)

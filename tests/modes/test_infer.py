@@ -71,6 +71,10 @@ def test_infer_on_a_text_file_equals_generate(hf_model, num_beams, tmp_path):
                                        "decode.length_penalty": 0.6}), str(tmp_path / "work"))
     assert output == str(tmp_path / "work" / "predictions.jsonl")
     rows = [json.loads(line) for line in open(output)]
+    written = open(output).read()
+    with pytest.raises(ConfigError, match=r"predictions.jsonl already holds predictions .* set --config.infer.output"):
+        run(_config(directory, **{"infer.input": str(tmp_path / "inputs.txt")}), str(tmp_path / "work"))
+    assert open(output).read() == written  # an earlier run's predictions are not replaced
     assert [r["input"] for r in rows] == LINES and [r["index"] for r in rows] == list(range(len(LINES)))
 
     sp = sentencepiece.SentencePieceProcessor(model_file=str(SPIECE))

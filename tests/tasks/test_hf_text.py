@@ -58,6 +58,9 @@ def test_export_writes_every_document_once_and_is_reused(wiki_dir, sst2_parquet,
     # checkpointed input position refers to the exported text.
     with pytest.raises(ConfigError, match=r"holds the text of another dataset"):
         hf_text.export_text(directory, "validation", "text", str(tmp_path / "a"), 4)
+    # A new source that is itself wrong is named for what is wrong with it, not only for being another.
+    with pytest.raises(ConfigError, match=r"data.text_field='body': .* has no column 'body'"):
+        hf_text.export_text(directory, "train", "body", str(tmp_path / "a"), 4)
     path, sentences = sst2_parquet
     files = hf_text.export_text(path, "train", "sentence", str(tmp_path / "b"), 3)
     assert sorted(_exported(files)) == sorted(s for s in sentences if s.strip())

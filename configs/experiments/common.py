@@ -1,7 +1,7 @@
 """Shared settings of the miniature paper comparison (`python -m miniend_jax.experiment`, docs/results.md).
 
-Scale (ours, chosen so that the whole comparison runs in about three hours on 2 CPU cores, and so that
-the downstream scores can see pretraining at all):
+Scale (ours, chosen so that the whole comparison runs in about three hours on 2 CPU cores, and to give the
+downstream scores their best chance to see pretraining; docs/results.md reports that so far they do not):
 - vocabulary: SentencePiece (unigram, 8,000 pieces + T5's 100 sentinels; the models round to 8,192 ids)
   trained by the runner on the Wikipedia training shards, in place of T5's 32k vocabulary;
 - teacher: T5 v1.1 style (gated-GELU, untied head), d_model 256, 4 heads x 64, FFN 1024, 4+4 layers,

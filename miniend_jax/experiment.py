@@ -213,7 +213,8 @@ def _downstream(root: str, model: str, task: str, times: dict) -> dict:
 
 def collect(root: str) -> dict:
     """Every model's shape, held-out loss, times and downstream scores per seed; each score's mean and
-    spread over seeds and its paired difference to the from-scratch student; the instrument check."""
+    spread over seeds and its paired difference to the from-scratch student; the instrument check.
+    A model's `downstream` holds only the tasks with a finished finetuning run."""
     import jax
 
     from miniend_jax.evaluation.stats import paired_difference, summarize
@@ -231,16 +232,16 @@ def collect(root: str) -> dict:
             entry = _downstream(root, name, task, times)
             if entry["seeds"]:
                 entry.update(summarize(list(entry["seeds"].values())).as_dict())
-            record["downstream"][task] = entry
+                record["downstream"][task] = entry
         models.append(record)
     by_name = {m["name"]: m for m in models}
     for m in models:
-        for task in tasks:
-            mine, scratch = m["downstream"][task]["seeds"], by_name["scratch"]["downstream"][task]["seeds"]
+        for task, entry in m["downstream"].items():
+            scratch = by_name["scratch"]["downstream"].get(task, {"seeds": {}})["seeds"]
             try:
-                m["downstream"][task]["vs_scratch"] = paired_difference(mine, scratch).as_dict()
+                entry["vs_scratch"] = paired_difference(entry["seeds"], scratch).as_dict()
             except ValueError:  # no shared finished seed yet
-                m["downstream"][task]["vs_scratch"] = None
+                entry["vs_scratch"] = None
     return {"models": models, "instrument": instrument(by_name, tasks)}
 
 
@@ -251,7 +252,7 @@ def instrument(by_name: dict, tasks: list[str]) -> dict:
     from miniend_jax.evaluation.stats import SeedSummary, pooled_std
     out = {}
     for task in tasks:
-        rows = [by_name[n]["downstream"][task] for n in ("teacher", RANDOM_INIT[0], "scratch")]
+        rows = [by_name[n]["downstream"].get(task, {}) for n in ("teacher", RANDOM_INIT[0], "scratch")]
         if any("mean" not in r for r in rows):
             out[task] = None
             continue
@@ -293,10 +294,10 @@ def table(collected: dict) -> str:
             + " | ".join(f"{names[t]} | vs scratch" for t in tasks) + " | pretrain min | finetune min |")
     lines = [head, "|---|" + "---:|" * (5 + 2 * len(tasks))]
     for m in collected["models"]:
-        finetune = sum(m["downstream"][t]["time_s"] for t in tasks)
+        finetune = sum(entry["time_s"] for entry in m["downstream"].values())
         cells = [m["label"], f"{m['params'] / 1e6:.1f}M", f"{m['forward_flops'] / 1e9:.2f}", _fmt(m["heldout_loss"], 3)]
         for t in tasks:
-            entry = m["downstream"][t]
+            entry = m["downstream"].get(t, {})
             cells += [_cell(entry), "" if m["name"] == "scratch" else _difference(entry)]
         cells += [_fmt(None if m["time_s"] is None else m["time_s"] / 60), _fmt(finetune / 60)]
         lines.append("| " + " | ".join(cells) + " |")

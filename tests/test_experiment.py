@@ -215,7 +215,8 @@ def test_report_tables_what_the_stages_wrote(tmp_path, monkeypatch):
     assert e["vs_scratch"]["significant"]
     random_stsb = models["random_init"]["downstream"]["stsb"]
     assert random_stsb["scores"] == [0.0, 5.0, 4.0]  # a constant prediction's undefined correlation: no skill
-    assert models["l_imp"]["downstream"]["sst2_2k"]["vs_scratch"] is None  # no finetuning finished
+    assert models["l_imp"]["downstream"] == {}  # no finetuning finished: no task, no empty entry
+    assert all(entry["n"] == 3 for m in models.values() for entry in m["downstream"].values())
     check = collected["instrument"]
     assert check["sst2_2k"]["teacher_minus_random"] == pytest.approx(19.0)
     assert check["sst2_2k"]["scratch_minus_random"] == pytest.approx(5.3333333)

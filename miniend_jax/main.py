@@ -8,7 +8,8 @@ or a file of inputs into `predictions.jsonl`), `export` (the newest checkpoint o
 -> HF), `plan` (compile the train step for a pod ahead of time: memory and FLOPs per device).
 
 Everything that can be wrong with the input is checked before loading weights or compiling; such errors
-are printed as one line and exit with status 2.
+are printed as one line and exit with status 2: a config file that cannot be loaded, a `--config.<field>`
+override that names no field or has the wrong type, and every check of `config_checks.py`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,34 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the resolved config.")
 
-__all__ = ["main", "run"]
+__all__ = ["main", "parse_flags", "run"]
+
+
+def _bad_input(message: str) -> None:
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, where a wrong `--config` file or `--config.<field>` override is bad input like
+    any other: one line naming it, exit status 2. (ml_collections raises KeyError, AttributeError, OSError or
+    ValueError from inside absl's parser, which would print a traceback; a missing file surfaces only when
+    the config is first read, so it is read here.)"""
+    try:
+        rest = FLAGS(argv)
+        getattr(FLAGS.config, "mode", None)  # a file that failed to load raises on first use
+    except flags.Error as e:
+        text = str(e).strip()
+        if "Traceback (most recent call last)" in text:  # an exception inside the config's get_config
+            text = f"{text.split(':', 1)[0]}: {text.splitlines()[-1]}"
+        _bad_input(f"{text} (`--help` lists the flags)")
+    except (KeyError, AttributeError, OSError, ValueError, TypeError) as e:
+        while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(message))
+            e = e.args[0]
+        message = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+        _bad_input(f"the config could not be built from {' '.join(a for a in argv[1:] if a.startswith('--config'))}: "
+                   f"{message} (check the config file and the --config.<field> names against configs/base.py)")
+    return rest
 
 
 def main(argv) -> None:
@@ -44,4 +72,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -250,6 +250,26 @@ def test_bad_config_fails_before_work(tmp_path, changes, message):
     assert not workdir.exists()
 
 
+@pytest.mark.parametrize("arguments, message", [
+    (["--config.train.stepz=5"], r"--config\.train\.stepz=5: 'stepz' Did you mean \"steps\""),
+    (["--config.train.steps=abc"], r"flag --config\.train\.steps=abc: invalid literal for int"),
+    (["--config=configs/nonexistent.py"], r"configs/nonexistent\.py.*No such file"),
+    (["--config=configs/finetune/glue.py:sst3"], r"ValueError: configs/finetune/glue\.py:sst3: use one of cola"),
+])
+def test_a_wrong_config_flag_is_one_line_and_exit_2(tmp_path, arguments, message):
+    """A typo in a `--config.<field>` override, a value of the wrong type, a missing config file or a bad
+    config argument: like every other bad input, one line naming it, exit status 2, nothing written (they
+    were tracebacks from inside absl's flag parser, exit 1)."""
+    import re
+    workdir = tmp_path / "work"
+    result = subprocess.run(_command(workdir, *arguments), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert not workdir.exists()
+
+
 def test_empty_corpus_fails_before_work(tmp_path):
     from miniend_jax.modes import run
     workdir = tmp_path / "work"

@@ -66,10 +66,12 @@ class Progress:
         done = max(step - self.start, 1)
         eta = elapsed / done * (self.total - step)
         terms = " ".join(f"{k.split('/', 1)[1]} {v:.4f}" for k, v in metrics.items() if k.startswith("loss/"))
+        teacher = metrics.get("teacher_tflops", 0)  # 0 without a teacher (pretrain, finetune): not shown
         text = (f"step {step}/{self.total} | loss {metrics['loss']:.4f} ({terms}) | "
                 f"lr {metrics['learning_rate']:.2e} | {metrics.get('tokens_per_second', 0) / 1e3:.1f}k tok/s | "
-                f"student {metrics.get('student_tflops', 0):.3f} TFLOP/s teacher {metrics.get('teacher_tflops', 0):.3f} | "
-                f"elapsed {_format_duration(elapsed)} ETA {_format_duration(eta)}")
+                f"student {metrics.get('student_tflops', 0):.3f} TFLOP/s"
+                + (f" teacher {teacher:.3f}" if teacher else "")
+                + f" | elapsed {_format_duration(elapsed)} ETA {_format_duration(eta)}")
         return text
 
     def print(self, step: int, metrics: dict) -> None:

@@ -114,18 +114,28 @@ def _finished(workdir: str, steps: int) -> bool:
     return any(r.get("step") == steps and "eval/ground_truth" in r for r in rows)
 
 
+def _done(workdir: str, config) -> bool:
+    finished = _finished(workdir, config.train.steps)
+    return finished and (config.mode != "finetune" or os.path.exists(os.path.join(workdir, "results.json")))
+
+
 def _stage(name: str, workdir: str, config, log) -> None:
+    """Runs one stage in this process, unless its workdir holds it finished.
+
+    Raises:
+      SystemExit: the run returned before its last step: SIGINT (Ctrl-C) or SIGTERM stops a run after
+        checkpointing the current step, and the next stages must not start from an unfinished model.
+    """
     from miniend_jax.modes import run
     start = time.time()
-    if config.mode == "finetune":
-        done = os.path.exists(os.path.join(workdir, "results.json")) and _finished(workdir, config.train.steps)
-    else:
-        done = _finished(workdir, config.train.steps)
-    if done:
+    if _done(workdir, config):
         log(f"[{name}] already done in {workdir}")
         return
     log(f"[{name}] {config.mode} for {config.train.steps} steps -> {workdir}")
     run(config, workdir)
+    if not _done(workdir, config):
+        raise SystemExit(f"[{name}] stopped before its {config.train.steps} steps (checkpoint written); "
+                         "run `make demo` again: it resumes there.")
     log(f"[{name}] {time.time() - start:.0f} s")
 
 

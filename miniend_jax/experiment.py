@@ -149,7 +149,24 @@ def stage_times(root: str) -> dict[str, float]:
     return totals
 
 
+def reached_last_step(workdir: str) -> bool:
+    """Whether the run in `workdir` checkpointed the last of its `train.steps` (from its resolved
+    `config.json`): a run stopped by a signal exits 0 too, after checkpointing an earlier step."""
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            steps = json.load(f)["train"]["steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return os.path.isdir(os.path.join(workdir, "checkpoints", str(steps)))
+
+
 def run_stage(root: str, name: str, args: list[str]) -> None:
+    """Runs `python -m miniend_jax.main *args --workdir=root/name` unless `done.json` says it finished;
+    writes `done.json` only when the run exited 0 having reached its last step.
+
+    Raises:
+      SystemExit: the run failed, or stopped before its last step; the message says how to resume.
+    """
     workdir = os.path.join(root, name)
     if os.path.exists(os.path.join(workdir, "done.json")):
         print(f"[experiment] {name}: done, skipped", flush=True)
@@ -169,6 +186,10 @@ def run_stage(root: str, name: str, args: list[str]) -> None:
         print("\n".join(tail), file=sys.stderr)
         raise SystemExit(f"[experiment] {name} failed (exit {rc}); see {workdir}.log. Fix the cause and run "
                          "the same command again: finished stages are skipped, this one resumes.")
+    if not reached_last_step(workdir):
+        raise SystemExit(f"[experiment] {name} exited before its last step (a run stopped by SIGTERM or SIGINT "
+                         f"checkpoints and exits 0; see {workdir}.log). Run the same command again: this stage "
+                         "resumes from its checkpoint.")
     with open(os.path.join(workdir, "done.json"), "w") as f:
         json.dump({"command": " ".join(command[1:]), "seconds": round(seconds, 1)}, f)
     print(f"[experiment] {name}: finished in {seconds / 60:.1f} min", flush=True)

@@ -3,6 +3,8 @@ tested elsewhere; `make demo` runs them)."""
 
 import os
 
+import pytest
+
 from miniend_jax import demo
 from miniend_jax.checkpoints.tokenizer import train_sentencepiece
 from tasks import classification
@@ -64,3 +66,31 @@ def test_results_table_reports_seeds_and_tells_noise_from_a_difference():
     assert rows[demo.ROW_NAMES["teacher"]][5].endswith(" significant")
     assert rows[demo.ROW_NAMES["miniend_e"]][6].endswith("within noise")  # -0.7 with a spread of 4.5
     assert rows[demo.ROW_NAMES["scratch"]][2] == "-" and rows[demo.ROW_NAMES["teacher"]][2] == "4.400"
+
+
+def test_a_stage_stopped_by_a_signal_stops_the_demo(tmp_path, monkeypatch):
+    """Ctrl-C (SIGINT) or SIGTERM stops a run after checkpointing the current step and returns: the demo
+    must stop there, not start the next stage from an unfinished model."""
+    import json
+
+    import ml_collections
+    from miniend_jax import modes
+    config = ml_collections.ConfigDict({"mode": "pretrain", "train": {"steps": 10}})
+    workdir = tmp_path / "teacher"
+
+    def run_until(step):
+        def run(config, workdir):
+            os.makedirs(workdir, exist_ok=True)
+            with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+                f.write(json.dumps({"step": step, "eval/ground_truth": 4.0}) + "\n")
+        return run
+
+    monkeypatch.setattr(modes, "run", run_until(4))
+    with pytest.raises(SystemExit, match=r"\[teacher\] stopped before its 10 steps.*resumes there"):
+        demo._stage("teacher", str(workdir), config, log=lambda line: None)
+    monkeypatch.setattr(modes, "run", run_until(10))
+    lines = []
+    demo._stage("teacher", str(workdir), config, log=lines.append)
+    assert lines[-1].startswith("[teacher]") and lines[-1].endswith(" s")
+    demo._stage("teacher", str(workdir), config, log=lines.append)
+    assert lines[-1] == f"[teacher] already done in {workdir}"

@@ -233,3 +233,24 @@ def test_report_tables_what_the_stages_wrote(tmp_path, monkeypatch):
     assert (tmp_path / "figures" / "results_grad_norms.png").stat().st_size > 10_000
     assert (tmp_path / "figures" / "results_heldout.png").stat().st_size > 10_000
 
+
+
+def test_a_stage_stopped_before_its_last_step_is_not_marked_done(tmp_path, monkeypatch):
+    """A run stopped by SIGTERM or SIGINT checkpoints its current step and exits 0: the runner must not take
+    it for finished (done.json would skip it forever, and its scores would be an unfinished model's)."""
+    reached = {"step": 5}
+
+    def stopped_run(command, stdout, stderr):
+        workdir = command[-1].split("=", 1)[1]
+        os.makedirs(os.path.join(workdir, "checkpoints", str(reached["step"])), exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump({"train": {"steps": 10}}, f)
+        return 0
+
+    monkeypatch.setattr(experiment.subprocess, "call", stopped_run)
+    with pytest.raises(SystemExit, match=r"stage exited before its last step.*resumes from its checkpoint"):
+        experiment.run_stage(str(tmp_path), "stage", ["--config=configs/experiments/teacher.py"])
+    assert not (tmp_path / "stage" / "done.json").exists()
+    reached["step"] = 10  # the same command again: the run resumes and finishes
+    experiment.run_stage(str(tmp_path), "stage", ["--config=configs/experiments/teacher.py"])
+    assert (tmp_path / "stage" / "done.json").exists()

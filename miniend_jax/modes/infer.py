@@ -108,6 +108,10 @@ def run(config, workdir: str) -> str:
     from miniend_jax.evaluation.evaluator import decode_rows
     from miniend_jax.models.t5 import T5
     i, t = config.infer, config.tasks
+    output = i.output or os.path.join(workdir, "predictions.jsonl")
+    if os.path.exists(output):  # first: nothing else needs reading to know this
+        raise ConfigError(f"{output} already holds predictions (an earlier run's); set --config.infer.output to a "
+                          "new file, or move that one away.")
     shape = parallel.mesh_shape(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, jax.device_count())
     model_config = build.model_config(config.model, "model")
     config_checks.check_vocab(config, [("model", model_config)])
@@ -124,10 +128,6 @@ def run(config, workdir: str) -> str:
             raise ConfigError(f"infer.input={i.input!r} has no examples in split {t.eval_split!r}.")
     if i.examples:
         rows = rows[: i.examples]
-    output = i.output or os.path.join(workdir, "predictions.jsonl")
-    if os.path.exists(output):
-        raise ConfigError(f"{output} already holds predictions (an earlier run's); set --config.infer.output to a "
-                          "new file, or move that one away.")
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
 
     model_config, params = build.load_model(config.model, model_config, config.seed)

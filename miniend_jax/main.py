@@ -47,7 +47,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     except flags.Error as e:
         text = str(e).strip()
         if "Traceback (most recent call last)" in text:  # an exception inside the config's get_config
-            text = f"{text.split(':', 1)[0]}: {text.splitlines()[-1]}"
+            text = f"flag --config: {text.splitlines()[-1]}"
         _bad_input(f"{text} (`--help` lists the flags)")
     except (KeyError, AttributeError, OSError, ValueError, TypeError) as e:
         while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(message))

@@ -234,7 +234,6 @@ def test_report_tables_what_the_stages_wrote(tmp_path, monkeypatch):
     assert (tmp_path / "figures" / "results_heldout.png").stat().st_size > 10_000
 
 
-
 def test_a_stage_stopped_before_its_last_step_is_not_marked_done(tmp_path, monkeypatch):
     """A run stopped by SIGTERM or SIGINT checkpoints its current step and exits 0: the runner must not take
     it for finished (done.json would skip it forever, and its scores would be an unfinished model's)."""

@@ -8,7 +8,9 @@ step count, 100k is ours). Result to expect (paper, same student, T5-base teache
 85 after finetuning, against 84.6 for the student pretrained from scratch (configs/baselines/scratch.py)
 and 88.5 for the teacher.
 
-Hyper-parameters are the author's usual ones (METHOD.md): AdamW 3e-4, weight decay 0.01, linear decay
+Optimizer: relative steps (adamw_scaled 1e-2, configs/base.py: T5's initialisation needs them); the
+author's usual AdamW (METHOD.md) is `--config.optim.name=adamw --config.optim.learning_rate=3e-4`.
+Other hyper-parameters are the author's usual ones: weight decay 0.01, linear decay
 with 1% warm-up, clip 5.0, batch 1024 at length 128, 32 relation heads, last layers.
 """
 

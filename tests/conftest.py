@@ -163,6 +163,19 @@ def adam_update_tolerance(learning_rate: float, eps: float, clip_norm: float, st
     return steps * learning_rate * ulps * FLOAT32_EPS * clip_norm / eps
 
 
+def update_tolerance(optimizer: str, learning_rate: float, eps: float, clip_norm: float, steps: int = 1,
+                     ulps: float = 64.0) -> float:
+    """`adam_update_tolerance` for any of the optimizers (`miniend_jax/train/state.py`). A relative step
+    multiplies the update by max(1e-3, RMS(p)), at most 2 for T5's initialisation (embeddings and layer-norm
+    scales near 1). Adafactor's `g / sqrt(V)` with `eps` added to `g^2` has slope at most `1 / sqrt(eps)`,
+    in place of Adam's `1 / eps`."""
+    if optimizer == "adamw":
+        return adam_update_tolerance(learning_rate, eps, clip_norm, steps, ulps)
+    if optimizer == "adamw_scaled":
+        return 2 * adam_update_tolerance(learning_rate, eps, clip_norm, steps, ulps)
+    return 2 * steps * learning_rate * ulps * FLOAT32_EPS * clip_norm / eps ** 0.5
+
+
 def padded_batch(vocab_size: int, seed: int = 0):
     """A padded encoder/decoder batch of unequal lengths (0 = padding, no EOS mid-sequence)."""
     rng = np.random.default_rng(seed)

@@ -1,8 +1,9 @@
 """One process of a multi-host distillation run on localhost (see tests/test_multiprocess.py).
 
-Usage: multiprocess_check.py WORKDIR NUM_PROCESSES PROCESS_ID PORT [TOTAL_STEPS], with XLA_FLAGS giving
-each process its simulated CPU devices. A workdir that holds a checkpoint is resumed (with TOTAL_STEPS
-beyond it), whatever number of processes wrote it. Runs the project's own path:
+Usage: multiprocess_check.py WORKDIR NUM_PROCESSES PROCESS_ID PORT [TOTAL_STEPS [MESH]], with XLA_FLAGS
+giving each process its simulated CPU devices, MESH as d,f,t (default 2,2,2). A workdir that holds a
+checkpoint is resumed (with TOTAL_STEPS beyond it), whatever number of processes and mesh wrote it. The
+optimizer is Adafactor with factored statistics (their shardings differ from the parameters'). Runs the project's own path:
 `parallel.initialize_distributed`, the layout checks, the `Trainer` (global arrays assembled from each
 process's rows, the sharded step, orbax checkpoints written by every process, metrics from process 0). The global batches are fixed, so a run of one
 process with 8 devices and a run of two processes with 4 each see the same examples; each process
@@ -36,10 +37,13 @@ def global_batches(vocab_size: int) -> list[dict]:
     return batches
 
 
-def main(workdir: str, num_processes: int, process_id: int, port: int, total_steps: int = STEPS):
+def main(workdir: str, num_processes: int, process_id: int, port: int, total_steps: int = STEPS,
+         mesh: str = "2,2,2"):
+    data, fsdp, tensor = (int(n) for n in mesh.split(","))
     config = config_with("tiny", **{
+        "optim.name": "adafactor", "optim.learning_rate": 1e-2, "optim.adafactor.min_dim_size_to_factor": 16,
         "train.steps": total_steps, "train.batch_size": BATCH, "train.checkpoint_every": 2,
-        "train.async_checkpoints": False, "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2,
+        "train.async_checkpoints": False, "mesh.data": data, "mesh.fsdp": fsdp, "mesh.tensor": tensor,
         "distributed.enabled": num_processes > 1, "distributed.coordinator_address": f"127.0.0.1:{port}",
         "distributed.num_processes": num_processes, "distributed.process_id": process_id,
         "distributed.timeout_seconds": 120})
@@ -72,4 +76,4 @@ def main(workdir: str, num_processes: int, process_id: int, port: int, total_ste
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), *map(int, sys.argv[5:6]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), *map(int, sys.argv[5:6]), *sys.argv[6:7])

@@ -1,10 +1,11 @@
 """Run in a subprocess with 8 simulated CPU devices (see tests/test_parallel.py).
 
-Usage: sharded_step_check.py REMAT {scan,loop} MESH... (each as d,f,t, e.g. 2,2,2). One distillation step
-on each (data, fsdp, tensor) mesh and on one device; prints the max deviation of each mesh's
-loss (relative to the single-device loss) and updated parameters (absolute) from the single-device run,
-as JSON. AdamW's eps is 1e-3 so that one update is well conditioned (tests/conftest.py,
-`adam_update_tolerance`).
+Usage: sharded_step_check.py REMAT {scan,loop} OPTIMIZER MESH... (each as d,f,t, e.g. 2,2,2). One
+distillation step on each (data, fsdp, tensor) mesh and on one device; prints the max deviation of each
+mesh's loss (relative to the single-device loss) and updated parameters (absolute) from the single-device
+run, as JSON. Adam's eps is 1e-3 and Adafactor's 1e-2 so that one update is well conditioned
+(tests/conftest.py, `update_tolerance`); Adafactor factors every array with two dimensions of 8 or more,
+so its row and column statistics are sharded too.
 """
 
 import json
@@ -22,13 +23,13 @@ import numpy as np  # noqa: E402
 from miniend_jax import parallel  # noqa: E402
 from miniend_jax.distill.objectives import DistillSpec  # noqa: E402
 from miniend_jax.models import T5, T5Config, init_params  # noqa: E402
-from miniend_jax.train.state import TrainState, make_optimizer  # noqa: E402
+from miniend_jax.train.state import TrainState, boxed_train_state, make_optimizer  # noqa: E402
 from miniend_jax.train.step import make_train_step  # noqa: E402
 
 SINGLE = (1, 1, 1)
 
 
-def main(remat: str, scan_layers: bool, meshes: list[tuple[int, int, int]]):
+def main(remat: str, scan_layers: bool, optimizer_name: str, meshes: list[tuple[int, int, int]]):
     teacher_cfg = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_heads=4, num_encoder_layers=2,
                            num_decoder_layers=2, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
                            scale_decoder_outputs=False, dropout_rate=0.0)
@@ -36,9 +37,11 @@ def main(remat: str, scan_layers: bool, meshes: list[tuple[int, int, int]]):
                                       remat=remat, scan_layers=scan_layers)
     teacher_cfg = teacher_cfg.replace(scan_layers=scan_layers)
     spec = DistillSpec(objective="miniend_d", relation_heads=8, weights=(("ground_truth", 0.5),))
-    optim = ml_collections.ConfigDict(dict(learning_rate=1e-2, weight_decay=0.01, warmup_fraction=0.0,
-                                           warmup_steps=0, decay="linear", end_lr_fraction=0.0, clip_norm=1.0,
-                                           b1=0.9, b2=0.99, eps=1e-3))
+    optim = ml_collections.ConfigDict(dict(name=optimizer_name, min_param_scale=1e-3, learning_rate=1e-2,
+                                           weight_decay=0.01, warmup_fraction=0.0, warmup_steps=0, decay="linear", end_lr_fraction=0.0, clip_norm=1.0,
+                                           b1=0.9, b2=0.99, eps=1e-3,
+                                           adafactor=dict(decay_rate=0.8, clipping_threshold=1.0, momentum=0.0,
+                                                          min_dim_size_to_factor=8, eps=1e-2)))
     optimizer, schedule = make_optimizer(optim, 10)
     rng = np.random.default_rng(0)
     enc = rng.integers(2, 64, (8, 16))
@@ -55,7 +58,7 @@ def main(remat: str, scan_layers: bool, meshes: list[tuple[int, int, int]]):
     for shape in [SINGLE, *meshes]:
         devices = jax.devices()[: int(np.prod(shape))]
         mesh = parallel.make_mesh(*shape, devices=devices)
-        state_boxed = jax.eval_shape(lambda: TrainState.create(student_boxed, optimizer))
+        state_boxed = boxed_train_state(student_boxed, optimizer)
         state_sh = parallel.logical_sharding(state_boxed, mesh)
         teacher_sh = parallel.logical_sharding(teacher_boxed, mesh)
         state = jax.device_put(TrainState.create(nn.unbox(student_boxed), optimizer), state_sh)
@@ -67,18 +70,24 @@ def main(remat: str, scan_layers: bool, meshes: list[tuple[int, int, int]]):
         # The parameters really are laid out over the mesh.
         layer = new_state.params["decoder"]["layers" if scan_layers else "layers_0"]
         kernel = layer["mlp"]["wi_0"]["kernel"]
+        # The optimizer's statistics of that kernel: Adam's first moment, or Adafactor's row statistic.
+        stats = new_state.opt_state[1]  # after the clipping's state
+        stats = {"adamw": lambda: stats[0].mu, "adamw_scaled": lambda: stats.mu,
+                 "adafactor": lambda: stats.v_row}[optimizer_name]()
+        statistic = stats["decoder"]["layers" if scan_layers else "layers_0"]["mlp"]["wi_0"]["kernel"]
         results[shape] = (float(metrics["loss"]), jax.device_get(new_state.params),
-                          len(kernel.sharding.device_set), kernel.sharding.spec)
-    base_loss, base_params, _, _ = results[SINGLE]
+                          len(kernel.sharding.device_set), kernel.sharding.spec,
+                          (statistic.shape, str(statistic.sharding.spec)))
+    base_loss, base_params = results[SINGLE][:2]
     report = {}
     for shape in meshes:
-        loss, params, n_devices, spec_ = results[shape]
+        loss, params, n_devices, spec_, state_layout = results[shape]
         deviation = max(float(np.max(np.abs(a - b))) for a, b in
                         zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(base_params)))
         report[str(shape)] = {"loss_diff": abs(loss - base_loss) / abs(base_loss), "param_diff": deviation,
-                              "devices": n_devices, "spec": str(spec_)}
+                              "devices": n_devices, "spec": str(spec_), "state": state_layout}
     print(json.dumps(report))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] == "scan", [tuple(int(n) for n in m.split(",")) for m in sys.argv[3:]])
+    main(sys.argv[1], sys.argv[2] == "scan", sys.argv[3], [tuple(int(n) for n in m.split(",")) for m in sys.argv[4:]])

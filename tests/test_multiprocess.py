@@ -1,6 +1,7 @@
 """Two processes on localhost (jax.distributed, gloo CPU collectives, 4 simulated devices each) run the
 same distillation steps as one process with 8 devices; then each run is resumed with the other number
-of processes (a pod job continued on a different slice)."""
+of processes and another mesh (a pod job continued on a different slice), the optimizer's factored
+statistics resharded."""
 
 import json
 import os
@@ -25,23 +26,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(workdir, num_processes: int, process_id: int, port: int, devices: int, log, steps: int = 4):
+def _start(workdir, num_processes: int, process_id: int, port: int, devices: int, log, steps: int = 4,
+           mesh: str = "2,2,2"):
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
     return subprocess.Popen([sys.executable, "tests/multiprocess_check.py", str(workdir), str(num_processes),
-                             str(process_id), str(port), str(steps)], cwd=ROOT, env=env, stdout=log,
+                             str(process_id), str(port), str(steps), mesh], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _run_all(tmp_path, starts) -> dict:
-    """Starts `(log name, workdir, processes, process id, devices, steps)` at once (one port per workdir),
+    """Starts `(log name, workdir, processes, process id, devices, steps[, mesh])` at once (one port per workdir),
     waits for all within the time limit (killing what is left), and returns each log's text."""
     ports, procs, logs = {}, [], {}
     try:
-        for name, workdir, processes, index, devices, steps in starts:
+        for name, workdir, processes, index, devices, steps, *mesh in starts:
             port = ports.setdefault(workdir, _free_port())
             logs[name] = open(tmp_path / f"{name}.log", "w")
-            procs.append(_start(workdir, processes, index, port, devices, logs[name], steps))
+            procs.append(_start(workdir, processes, index, port, devices, logs[name], steps, *mesh))
         deadline = time.monotonic() + TIME_LIMIT_S
         for p in procs:
             p.wait(timeout=max(deadline - time.monotonic(), 1))
@@ -84,12 +86,13 @@ def test_two_processes_equal_one_process_with_eight_devices(tmp_path):
     # Each process kept its own input-pipeline position.
     assert sorted(os.listdir(runs["two"] / "input_state" / "4")) == ["process_0", "process_1"]
 
-    # Resumed on the other number of processes, to step 8: the state reshards, the input restarts with a
-    # warning (a per-host position cannot move to another host count: restoring the two-process iterator
-    # in one process failed on its [4, 32] rows), and no checkpoint is set aside.
-    resumed = _run_all(tmp_path, [("two_then_one", runs["two"], 1, 0, 8, 8),
-                                  ("one_then_two_0", runs["one"], 2, 0, 4, 8),
-                                  ("one_then_two_1", runs["one"], 2, 1, 4, 8)])
+    # Resumed on the other number of processes and another mesh (fsdp 4 where it was 2), to step 8: the
+    # state reshards, the input restarts with a warning (a per-host position cannot move to another host
+    # count: restoring the two-process iterator in one process failed on its [4, 32] rows), and no
+    # checkpoint is set aside.
+    resumed = _run_all(tmp_path, [("two_then_one", runs["two"], 1, 0, 8, 8, "1,4,2"),
+                                  ("one_then_two_0", runs["one"], 2, 0, 4, 8, "1,4,2"),
+                                  ("one_then_two_1", runs["one"], 2, 1, 4, 8, "1,4,2")])
     for name, before, after in (("two_then_one", 2, 1), ("one_then_two_0", 1, 2)):
         assert "resumed from checkpoint at step 4" in resumed[name], resumed[name][-2000:]
         assert f"checkpoint step 4 was written by {before} process(es), this run has {after}" in resumed[name]
@@ -97,3 +100,9 @@ def test_two_processes_equal_one_process_with_eight_devices(tmp_path):
         assert sorted(_losses(workdir)) == list(range(1, 9))
         assert not [n for n in os.listdir(workdir / "checkpoints") if "unreadable" in n]
         assert read_meta(str(workdir))["step"] == 8
+    # Both continued from equal states on equal batches: the resharded optimizer state carried over.
+    two, one = _losses(runs["two"]), _losses(runs["one"])
+    assert_float32_equivalent([two[s] for s in range(5, 9)], [one[s] for s in range(5, 9)])
+    for name, workdir in runs.items():
+        _, params[name], _ = restore_workdir(str(workdir))
+    jax.tree.map(assert_float32_equivalent, params["two"], params["one"])

@@ -9,36 +9,46 @@ import pytest
 
 from miniend_jax import parallel
 from miniend_jax.errors import ConfigError
-from tests.conftest import FLOAT32_EPS, ROOT, adam_update_tolerance
+from tests.conftest import FLOAT32_EPS, ROOT, update_tolerance
 
 
 # Every mesh kind without remat and layer scan; with both, the mesh that uses all three axes at once.
 # Scanned and unrolled steps are equal on one device (tests/train/test_step.py), and so are all remat
 # policies (tests/models/test_t5.py): what only a sharded scan can get wrong is how the stacked layer
-# parameters are split, which (2, 2, 2) exercises on every axis.
-@pytest.mark.parametrize("remat,layers,meshes", [
-    ("none", "loop", ["8,1,1", "2,2,2", "1,4,2", "1,1,8"]),
-    ("full", "scan", ["2,2,2"]),
+# parameters are split, which (2, 2, 2) exercises on every axis. Adafactor's factored statistics are not
+# shaped like their parameters: checked on the scanned stacks over both meshes that shard fsdp and tensor;
+# the relative step of adamw_scaled reduces over a sharded parameter.
+@pytest.mark.parametrize("remat,layers,optimizer,meshes", [
+    ("none", "loop", "adamw", ["8,1,1", "2,2,2", "1,4,2", "1,1,8"]),
+    ("full", "scan", "adamw", ["2,2,2"]),
+    ("full", "scan", "adafactor", ["2,2,2", "1,4,2"]),
+    ("none", "loop", "adamw_scaled", ["2,2,2"]),
 ])
-def test_sharded_step_equals_single_device(remat, layers, meshes):
+def test_sharded_step_equals_single_device(remat, layers, optimizer, meshes):
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "tests/sharded_step_check.py", remat, layers, *meshes], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "tests/sharded_step_check.py", remat, layers, optimizer, *meshes],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(report) == {f"({m.replace(',', ', ')})" for m in meshes}
     # A sharded reduction sums in another order, so float32 rounding (eps 1.2e-7) differs by a few ulps per
-    # layer: the loss within 64 ulps of itself, the parameters within what that does to one AdamW update
-    # (7.6e-5 at lr 1e-2, eps 1e-3; a fault such as a missing all-reduce moves an update by about lr).
+    # layer: the loss within 64 ulps of itself, the parameters within what that does to one update
+    # (7.6e-5 for AdamW at lr 1e-2, eps 1e-3; a fault such as a missing all-reduce moves an update by about
+    # lr times the parameter's scale).
+    tolerance = update_tolerance(optimizer, 1e-2, 1e-2 if optimizer == "adafactor" else 1e-3, clip_norm=1.0)
     for shape, r in report.items():
         assert r["loss_diff"] < 64 * FLOAT32_EPS, (shape, r)
-        assert r["param_diff"] < adam_update_tolerance(1e-2, 1e-3, clip_norm=1.0) + 64 * FLOAT32_EPS, (shape, r)
-    # FFN kernels ("embed", "mlp") are split over fsdp x tensor where those axes exist.
+        assert r["param_diff"] < tolerance + 64 * FLOAT32_EPS, (shape, r)
+    # FFN kernels ("embed", "mlp") are split over fsdp x tensor where those axes exist, and so are their
+    # optimizer statistics: Adam's moments like the kernel, Adafactor's row statistic (the kernel without
+    # its "mlp" dimension) over fsdp.
     for shape in set(report) & {"(2, 2, 2)", "(1, 4, 2)"}:
         assert report[shape]["devices"] == 8 and "fsdp" in report[shape]["spec"], report[shape]
+        assert "fsdp" in report[shape]["state"][1], report[shape]
     for shape in set(report) & {"(2, 2, 2)", "(1, 1, 8)"}:
         assert "tensor" in report[shape]["spec"], report[shape]
+        assert ("tensor" in report[shape]["state"][1]) == (optimizer != "adafactor"), report[shape]
 
 
 def test_mesh_shape_resolution_and_errors():

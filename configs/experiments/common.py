@@ -50,7 +50,7 @@ def _pretraining(c, steps: int, eval_every: int):
     c.data.vocab = VOCAB
     c.data.inputs_length = 128
     c.data.shuffle_buffer = 2_000
-    c.optim.learning_rate = 2e-3
+    base.use_optimizer_of(c, "pretrain")  # relative steps, adamw_scaled 1e-2 (configs/base.py)
     c.optim.warmup_steps = steps // 10
     c.train.steps = steps
     c.train.batch_size = BATCH
@@ -113,10 +113,7 @@ def finetune_config(task: str, model_path: str = TEACHER_WORKDIR):
     c.decode.max_length = decoded                # one label, or a similarity score like "3.2", and EOS
     c.decode.num_beams = 1
     c.decode.batch_size = 128
-    c.optim.learning_rate = 1e-3
-    c.optim.warmup_steps = steps // 10
-    c.optim.decay = "linear"
-    c.optim.weight_decay = 0.0
+    base.use_optimizer_of(c, "finetune")  # AdamW 3e-4, constant: one recipe for every row (configs/base.py)
     c.train.steps = steps
     c.train.batch_size = FINETUNE_BATCH
     c.train.log_every = 50

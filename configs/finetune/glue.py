@@ -34,10 +34,7 @@ def get_config(task: str = "sst2"):
     c.data.shuffle_buffer = 10_000
     c.decode.num_beams = 1
     c.decode.batch_size = 64
-    c.optim.learning_rate = 1e-3
-    c.optim.warmup_steps = 0
-    c.optim.decay = "constant"
-    c.optim.weight_decay = 0.0
+    base.use_optimizer_of(c, "finetune")  # AdamW 3e-4, constant, no weight decay
     c.train.steps = STEPS[task]
     c.train.batch_size = 32
     c.train.log_every = 50

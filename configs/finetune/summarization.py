@@ -35,10 +35,7 @@ def get_config(task: str = "samsum"):
     c.decode.num_beams = 4
     c.decode.length_penalty = 0.6
     c.decode.batch_size = 32
-    c.optim.learning_rate = 1e-3
-    c.optim.warmup_steps = 0
-    c.optim.decay = "constant"
-    c.optim.weight_decay = 0.0
+    base.use_optimizer_of(c, "finetune")  # AdamW 3e-4, constant, no weight decay
     c.train.steps = 600
     c.train.batch_size = 16
     c.train.log_every = 50

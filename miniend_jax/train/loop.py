@@ -26,7 +26,7 @@ from miniend_jax.models.config import T5Config
 from miniend_jax.models.t5 import T5, init_params
 from miniend_jax.train import flops
 from miniend_jax.train.metrics import MetricsWriter, Progress
-from miniend_jax.train.state import TrainState, make_optimizer
+from miniend_jax.train.state import TrainState, boxed_train_state, make_optimizer
 from miniend_jax.train.step import make_eval_step, make_train_step
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def step_layout(config, models: Models, mesh, rules) -> StepLayout:
                               interpolation=interpolation, dropout_seed=config.seed,
                               nan_loss_at_step=config.debug.nan_loss_at_step)
     rng = jax.random.PRNGKey(config.seed)
-    boxed_state = jax.eval_shape(lambda: TrainState.create(init_params(models.student_config, rng), optimizer))
+    boxed_state = boxed_train_state(jax.eval_shape(lambda: init_params(models.student_config, rng)), optimizer)
     teacher_shardings = abstract_teacher = None
     if teacher is not None:
         teacher_boxed = jax.eval_shape(lambda: init_params(models.teacher_config, rng))

@@ -22,6 +22,7 @@ def get_config():
     c.data.files = "../shared/data/enwiki_2015_extract/AA/wiki_0*.gz"
     c.data.inputs_length = 32
     c.data.shuffle_buffer = 64
+    c.optim.name = "adamw"
     c.optim.learning_rate = 3e-3
     c.optim.warmup_steps = 0
     c.train.steps = 30

@@ -23,6 +23,7 @@ def get_config():
     c.data.pack = False
     c.data.shuffle_buffer = 256
     c.decode.batch_size = 32
+    c.optim.name = "adamw"
     c.optim.learning_rate = 3e-3
     c.optim.warmup_steps = 0
     c.train.steps = 40

@@ -18,10 +18,17 @@ def _cli(*args, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_plan_memory_agrees_with_the_compiled_step_on_this_cpu(tmp_path):
-    result = _cli("--config=tests/configs/plan_small.py", f"--workdir={tmp_path}", "--config.mode=plan")
+@pytest.fixture(scope="module")
+def small_plan(tmp_path_factory):
+    """The plan of tests/configs/plan_small.py on one device (AdamW), and what the command printed."""
+    workdir = tmp_path_factory.mktemp("plan_small")
+    result = _cli("--config=tests/configs/plan_small.py", f"--workdir={workdir}", "--config.mode=plan")
     assert result.returncode == 0, result.stderr[-3000:]
-    plan = json.loads((tmp_path / "plan.json").read_text())
+    return json.loads((workdir / "plan.json").read_text()), result
+
+
+def test_plan_memory_agrees_with_the_compiled_step_on_this_cpu(small_plan):
+    plan, result = small_plan
     assert plan["devices"] == 1 and plan["fits"] and "peak per device" in result.stdout
     assert plan["peak_bytes"] == (plan["argument_bytes"] + plan["output_bytes"] - plan["alias_bytes"]
                                   + plan["temp_bytes"])
@@ -38,6 +45,32 @@ def test_plan_memory_agrees_with_the_compiled_step_on_this_cpu(tmp_path):
     # and the allocator's overhead (page rounding, arenas): 25% of the peak covers both (measured here 14%).
     exact = plan["argument_bytes"] + plan["output_bytes"] - plan["alias_bytes"]
     assert exact <= allocated <= 1.25 * plan["peak_bytes"], (exact, allocated, plan["peak_bytes"])
+
+
+def _state_bytes(name: str) -> int:
+    """Bytes of the optimizer state of plan_small's student under optimizer `name`, from the shapes."""
+    import jax
+    import numpy as np
+    from miniend_jax import build
+    from miniend_jax.models import init_params
+    from miniend_jax.train.state import boxed_train_state, make_optimizer
+    config = config_with("plan_small", **{"optim.name": name})
+    boxed = jax.eval_shape(lambda: init_params(build.student_config(config), jax.random.PRNGKey(0)))
+    state = boxed_train_state(boxed, make_optimizer(config.optim, config.train.steps)[0])
+    leaves = jax.tree.leaves(state.opt_state)
+    return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in leaves)
+
+
+def test_plan_counts_adafactors_factored_state(small_plan, tmp_path):
+    """Adafactor keeps row and column statistics where AdamW keeps two full moments: the plan's arguments
+    shrink by exactly the difference of the two states' bytes."""
+    result = _cli("--config=tests/configs/plan_small.py", f"--workdir={tmp_path}", "--config.mode=plan",
+                  "--config.optim.name=adafactor")
+    assert result.returncode == 0, result.stderr[-3000:]
+    adafactor, adamw = json.loads((tmp_path / "plan.json").read_text()), small_plan[0]
+    saved = _state_bytes("adamw") - _state_bytes("adafactor")
+    assert saved > 0.9 * _state_bytes("adamw")  # the student's matrices all factor (dimensions >= 128)
+    assert adamw["argument_bytes"] - adafactor["argument_bytes"] == saved
 
 
 def test_plan_on_eight_simulated_devices_shards_the_state(tmp_path):

@@ -1,34 +1,40 @@
-"""`make demo`: the whole MiniEnD story at toy scale, offline, on 2 CPU cores in about 11 minutes.
+"""`make demo`: the whole MiniEnD story at toy scale, offline, on 2 CPU cores in about 7 minutes.
 
-1. Corpus: CPython's own documentation, which every Python installation carries (the language reference
-   topics of `pydoc_data` and the standard library's docstrings), split into training text and held-out
-   text (every 20th document).
-2. A SentencePiece vocabulary (2,000 pieces, plus T5's 100 sentinels) trained on the training text.
-3. A teacher (T5 v1.1 shape, 3+3 layers, width 128) pretrained by span corruption.
-4. Two students of one shape (2+2 layers, width 64, about 1/5 of the teacher's forward FLOPs), trained for
+1. Downstream task first: which of the 12 largest standard-library modules and packages (asyncio, email,
+   tkinter, ...) a docstring documents, from the first paragraph of every docstring of 8 words or more;
+   every 3rd of a module's docstrings in dev (about 1,370 train / 690 dev, majority class 23.5%).
+2. Corpus: CPython's own documentation, which every Python installation carries (the language reference
+   topics of `pydoc_data` and the standard library's docstrings, leaving out those of the task's dev
+   set), split into training text and held-out text (every 20th document).
+3. A SentencePiece vocabulary (2,000 pieces, plus T5's 100 sentinels) trained on the training text.
+4. A teacher (T5 v1.1 shape, 3+3 layers, width 128) pretrained by span corruption with relative steps.
+5. Two students of one shape (2+2 layers, width 64, about 1/5 of the teacher's forward FLOPs), trained for
    the same steps and batch: MiniEnD-E distilled from the teacher, and from scratch.
-5. Held-out span-corruption loss of the three, and a downstream score: each model, and the student's
-   shape with no pretraining at all (random init), finetuned with three seeds on a small classification
-   task (which standard-library package a docstring documents, six packages), scored by decoding its dev
-   set (accuracy, macro-F1).
-6. A table on the console and in workdirs/demo/results.md: scores as mean ± std over the seeds, and each
+6. Held-out span-corruption loss of the three, and the downstream score: each model, and the student's
+   shape with no pretraining at all (random init), finetuned with five seeds by one recipe (AdamW 3e-4,
+   constant, 300 steps of 16), scored by decoding the whole dev set (accuracy, macro-F1).
+7. A table on the console and in workdirs/demo/results.md: scores as mean ± std over the seeds, and each
    row's accuracy minus the random-init and the scratch rows' (paired by seed, 95% t interval), marked
    significant or within noise; the loss curves in workdirs/demo/curves.png.
 
-Stages that already finished are reused, so a second `make demo` only prints the results. The same
-pipeline on a real corpus, a real teacher and a pod: see README.md.
+Two runs go at a time (`configs/demo.py:WORKERS`), each logging to `<its workdir>/log.txt`. Stages that
+already finished are reused, so a second `make demo` only prints the results. The same pipeline on a
+real corpus, a real teacher and a pod: see README.md.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import glob
 import json
 import os
 import re
+import signal
 import sys
 import sysconfig
 import time
+from typing import Any, Callable
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,34 +43,48 @@ def _paragraphs(text: str) -> list[str]:
     return [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if len(p.split()) >= 8]
 
 
-def documentation_texts() -> list[tuple[str, str]]:
-    """CPython's prose documentation as (source, text): pydoc's reference topics (source "reference") and
-    the stdlib docstrings (source: the package, or "" for top-level modules), sorted, so the corpus is
-    the same on every machine with the same Python."""
-    import pydoc_data.topics
-    documents = [("reference", pydoc_data.topics.topics[k]) for k in sorted(pydoc_data.topics.topics)]
+def _first_paragraph(docstring: str) -> str:
+    return " ".join(docstring.split("\n\n")[0].split()).replace("\t", " ")
+
+
+def stdlib_docstrings() -> list[tuple[str, str]]:
+    """Every docstring of CPython's standard library as (module, docstring), `module` the top-level module
+    or package it belongs to (`json`, `email`, `tkinter`), in file order; tests, idlelib and
+    site-packages left out. The same on every machine with the same Python."""
     stdlib = sysconfig.get_paths()["stdlib"]
-    files = sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py")))
-    for path in files:
-        if os.sep + "test" in path or "idlelib" in path or "site-packages" in path:
+    found = []
+    for path in sorted(glob.glob(os.path.join(stdlib, "**", "*.py"), recursive=True)):
+        parts = os.path.relpath(path, stdlib).split(os.sep)
+        if parts[0].startswith("test") or {"test", "tests", "idlelib", "site-packages"} & set(parts):
             continue
         try:
             with open(path, encoding="utf-8") as f:
                 tree = ast.parse(f.read())
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue
+        module = parts[0] if len(parts) > 1 else parts[0][:-len(".py")]
         for node in ast.walk(tree):
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 doc = ast.get_docstring(node)
-                if doc and len(doc) > 200:
-                    package = os.path.relpath(path, stdlib).split(os.sep)
-                    documents.append((package[0] if len(package) > 1 else "", doc))
-    return documents
+                if doc:
+                    found.append((module, doc))
+    return found
 
 
-def build_corpus(root: str, documents: list[tuple[str, str]]) -> str:
+def documentation_texts(docstrings: list[tuple[str, str]], exclude: set[str] = frozenset()) -> list[tuple[str, str]]:
+    """CPython's prose documentation as (source, text), sorted: pydoc's reference topics (source
+    "reference") and the docstrings longer than 200 characters (source: their module), leaving out those
+    whose first paragraph is in `exclude` (the downstream task's dev set, so that no model pretrains on
+    the text it is scored on)."""
+    import pydoc_data.topics
+    documents = [("reference", pydoc_data.topics.topics[k]) for k in sorted(pydoc_data.topics.topics)]
+    return documents + [(module, doc) for module, doc in docstrings
+                        if len(doc) > 200 and _first_paragraph(doc) not in exclude]
+
+
+def build_corpus(root: str, documents: list[tuple[str, str]], exclude: set[str] = frozenset()) -> str:
     """Writes corpus/a_train.txt and corpus/b_heldout.txt (one paragraph per line, every 20th document
-    held out); returns the corpus folder."""
+    held out, no paragraph of `exclude`); returns the corpus folder."""
     corpus = os.path.join(root, "corpus")
     train_path, heldout_path = os.path.join(corpus, "a_train.txt"), os.path.join(corpus, "b_heldout.txt")
     if not (os.path.exists(train_path) and os.path.exists(heldout_path)):
@@ -73,7 +93,7 @@ def build_corpus(root: str, documents: list[tuple[str, str]]) -> str:
         os.makedirs(corpus, exist_ok=True)
         train, heldout = [], []
         for i, (_, document) in enumerate(documents):
-            (heldout if i % 20 == 0 else train).extend(_paragraphs(document))
+            (heldout if i % 20 == 0 else train).extend(p for p in _paragraphs(document) if p not in exclude)
         seen = set(train)  # reference topics repeat some paragraphs: keep the held-out text unseen
         heldout = [p for p in heldout if p not in seen]
         for path, paragraphs in ((train_path, train), (heldout_path, heldout)):
@@ -83,21 +103,31 @@ def build_corpus(root: str, documents: list[tuple[str, str]]) -> str:
     return corpus
 
 
-def build_package_task(documents: list[tuple[str, str]], folder: str, packages: int = 6) -> tuple[int, int, list]:
-    """A classification task in `folder` (train.tsv / dev.tsv, `text<TAB>label`): which standard-library
-    package a docstring documents, over the `packages` packages with the most docstrings; every 5th
-    docstring is in dev. The input is the docstring's first paragraph."""
+def module_task_rows(docstrings: list[tuple[str, str]], modules: int, dev_every: int
+                     ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The downstream task's (train, dev) rows `(text, module)`: which standard-library module or package a
+    docstring documents, over the `modules` with the most docstrings; the input is the docstring's first
+    paragraph (8 words or more, each text once), every `dev_every`-th of a module's docstrings in dev."""
+    by_module, seen = {}, set()
+    for module, doc in docstrings:
+        text = _first_paragraph(doc)
+        if len(text.split()) >= 8 and text not in seen:
+            seen.add(text)
+            by_module.setdefault(module, []).append(text)
+    chosen = sorted(sorted(by_module, key=lambda m: (-len(by_module[m]), m))[:modules])
+    train, dev = [], []
+    for module in chosen:
+        for i, text in enumerate(by_module[module]):
+            (dev if i % dev_every == 0 else train).append((text, module))
+    return train, dev
+
+
+def write_task(folder: str, train: list[tuple[str, str]], dev: list[tuple[str, str]]) -> tuple[int, int, list]:
+    """Writes `folder`/train.tsv and dev.tsv (`text<TAB>label`) unless dev.tsv exists; returns the sizes of
+    the two splits as the Task reads them and the labels."""
     if not os.path.exists(os.path.join(folder, "dev.tsv")):
-        counts = {}
-        for source, _ in documents:
-            if source not in ("", "reference"):
-                counts[source] = counts.get(source, 0) + 1
-        chosen = sorted(sorted(counts, key=lambda p: (-counts[p], p))[:packages])
-        rows = [(" ".join(text.split("\n\n")[0].split()), source) for source, text in documents if source in chosen]
-        rows = [(text.replace("\t", " "), source) for text, source in rows if len(text.split()) >= 5]
         os.makedirs(folder, exist_ok=True)
-        for name, part in (("train.tsv", [r for i, r in enumerate(rows) if i % 5]),
-                           ("dev.tsv", [r for i, r in enumerate(rows) if i % 5 == 0])):
+        for name, part in (("train.tsv", train), ("dev.tsv", dev)):
             with open(os.path.join(folder, name) + ".tmp", "w", encoding="utf-8") as f:
                 f.writelines(f"{text}\t{label}\n" for text, label in part)
             os.replace(os.path.join(folder, name) + ".tmp", os.path.join(folder, name))
@@ -119,24 +149,115 @@ def _done(workdir: str, config) -> bool:
     return finished and (config.mode != "finetune" or os.path.exists(os.path.join(workdir, "results.json")))
 
 
-def _stage(name: str, workdir: str, config, log) -> None:
-    """Runs one stage in this process, unless its workdir holds it finished.
+@dataclasses.dataclass
+class Stage:
+    """One run of the demo: `config` in `workdir`, once the stages named in `after` have finished."""
+
+    name: str
+    workdir: str
+    config: Any
+    after: tuple[str, ...] = ()
+
+
+def _start_worker(root_dir: str) -> None:
+    os.chdir(root_dir)
+    sys.path.insert(0, root_dir)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the demo's process stops the workers' runs (SIGTERM)
+    from miniend_jax.console import quiet_console
+    quiet_console()
+
+
+def _run_logged(workdir: str, config) -> bool:
+    """In a worker process: runs `config` with the console going to `<workdir>/log.txt`; whether the run
+    reached its last step (SIGTERM stops a run after checkpointing)."""
+    from miniend_jax.modes import run
+    os.makedirs(workdir, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(os.path.join(workdir, "log.txt"), "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            run(config, workdir)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+    return _done(workdir, config)
+
+
+def run_stages(stages: list[Stage], workers: int, log, runner: Callable = _run_logged) -> None:
+    """Runs every stage not already done in its workdir, `workers` at a time in worker processes, each as
+    soon as the stages it comes after have finished (else in list order). A run of these small models
+    keeps about one core busy, so two at a time on two cores take about half as long. Each run's console
+    goes to `<workdir>/log.txt`; the demo logs one line per finished stage.
 
     Raises:
-      SystemExit: the run returned before its last step: SIGINT (Ctrl-C) or SIGTERM stops a run after
-        checkpointing the current step, and the next stages must not start from an unfinished model.
+      SystemExit: a run stopped before its last step (SIGINT or SIGTERM to the demo stops every running
+        stage after it checkpoints): the stages after it must not start from an unfinished model.
+      RuntimeError: a run failed; the message ends with its log's end.
+
+    `runner(workdir, config) -> bool` (whether the run reached its last step) runs in the workers; it
+    must be importable by name (a module-level function).
     """
-    from miniend_jax.modes import run
-    start = time.time()
-    if _done(workdir, config):
-        log(f"[{name}] already done in {workdir}")
-        return
-    log(f"[{name}] {config.mode} for {config.train.steps} steps -> {workdir}")
-    run(config, workdir)
-    if not _done(workdir, config):
-        raise SystemExit(f"[{name}] stopped before its {config.train.steps} steps (checkpoint written); "
-                         "run `make demo` again: it resumes there.")
-    log(f"[{name}] {time.time() - start:.0f} s")
+    import concurrent.futures
+    import multiprocessing
+    pending = [s for s in stages if not _done(s.workdir, s.config)]
+    finished = {s.name for s in stages} - {s.name for s in pending}
+    for stage in stages:
+        if stage.name in finished:
+            log(f"[{stage.name}] already done in {stage.workdir}")
+    running: dict = {}
+    stop = []
+    executor = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(ROOT_DIR,))
+
+    def interrupt(signum, frame):
+        stop.append(signum)
+        for process in list(getattr(executor, "_processes", {}).values()):
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while pending or running:
+            ready = [s for s in pending if set(s.after) <= finished]
+            while ready and len(running) < workers and not stop:
+                stage = ready.pop(0)
+                pending.remove(stage)
+                log(f"[{stage.name}] {stage.config.mode} for {stage.config.train.steps} steps -> {stage.workdir}")
+                running[executor.submit(runner, stage.workdir, stage.config)] = (stage, time.time())
+            if not running:
+                break
+            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                stage, start = running.pop(future)
+                if future.exception() is not None:
+                    tail = _log_tail(stage.workdir)
+                    raise RuntimeError(f"[{stage.name}] failed; the end of {stage.workdir}/log.txt:\n{tail}") \
+                        from future.exception()
+                if not future.result():
+                    stop.append(stage.name)
+                    continue
+                finished.add(stage.name)
+                log(f"[{stage.name}] {time.time() - start:.0f} s")
+        if stop or pending:
+            raise SystemExit("the demo stopped before every stage finished (checkpoints written); run `make demo` "
+                             "again: it resumes there.")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _log_tail(workdir: str, lines: int = 30) -> str:
+    try:
+        with open(os.path.join(workdir, "log.txt"), encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def _heldout_loss(workdir: str) -> float:
@@ -158,7 +279,7 @@ def _difference(a: dict, b: dict, metric: str) -> str:
 
 
 def results_table(scores: dict, forward: dict, heldout: dict) -> str:
-    """The demo's markdown table: per row the forward GFLOPs per example, held-out loss, package accuracy
+    """The demo's markdown table: per row the forward GFLOPs per example, held-out loss, module accuracy
     and macro-F1 as mean ± std over finetuning seeds, and the paired accuracy difference to the random-init
     row and (for the students) to the scratch row with its 95% interval, marked significant or within
     noise.
@@ -170,8 +291,8 @@ def results_table(scores: dict, forward: dict, heldout: dict) -> str:
     """
     from miniend_jax.evaluation.stats import summarize
     n = len(next(iter(scores.values())))
-    lines = [f"| model | forward GFLOPs / example | held-out span-corruption loss | package accuracy ({n} seeds) | "
-             "package macro-F1 | accuracy - random init (95% CI) | accuracy - scratch (95% CI) |",
+    lines = [f"| model | forward GFLOPs / example | held-out span-corruption loss | module accuracy ({n} seeds) | "
+             "module macro-F1 | accuracy - random init (95% CI) | accuracy - scratch (95% CI) |",
              "|---|---:|---:|---:|---:|---|---|"]
     for row in scores:
         cells = []
@@ -201,32 +322,42 @@ def main() -> int:
     start = time.time()
     log = lambda message: print(f"demo {time.time() - start:6.0f}s | {message}", flush=True)
     root = demo_configs.ROOT
-    documents = documentation_texts()
-    corpus = build_corpus(root, documents)
+    docstrings = stdlib_docstrings()
+    task_train, task_dev = module_task_rows(docstrings, demo_configs.TASK_MODULES, demo_configs.TASK_DEV_EVERY)
+    dev_texts = {text for text, _ in task_dev}
+    corpus = build_corpus(root, documentation_texts(docstrings, exclude=dev_texts), exclude=dev_texts)
     sizes = {n: os.path.getsize(os.path.join(corpus, n)) for n in sorted(os.listdir(corpus))}
     log(f"corpus: CPython documentation, {sizes} bytes")
     train_sentencepiece(os.path.join(corpus, "a_train.txt"), demo_configs.VOCAB, demo_configs.SPM_PIECES)
     log(f"vocabulary: {demo_configs.VOCAB} ({demo_configs.SPM_PIECES} pieces + 100 sentinels)")
-    n_train, n_dev, labels = build_package_task(documents, demo_configs.TASK_DIR)
-    log(f"downstream task: which package a docstring documents ({', '.join(labels)}), "
-        f"{n_train} train / {n_dev} dev")
+    n_train, n_dev, labels = write_task(demo_configs.TASK_DIR, task_train, task_dev)
+    majority = max(sum(label == name for _, label in task_dev) for name in labels) / len(task_dev)
+    log(f"downstream task: which module a docstring documents ({', '.join(labels)}), "
+        f"{n_train} train / {n_dev} dev (majority class {100 * majority:.1f}%)")
 
     workdirs = {"teacher": f"{root}/teacher", "miniend_e": f"{root}/miniend_e", "scratch": f"{root}/scratch"}
-    for stage in ("teacher", "miniend_e", "scratch"):
-        _stage(stage, workdirs[stage], demo_configs.get_config(stage), log)
-    # Every model finetuned with the same seeds (data order); random init draws its initialisation from
-    # the seed too. Rows are compared seed by seed (paired differences).
-    scores = {stage: {} for stage in ROWS}
-    for stage in ROWS:
+    # The critical path first: the teacher, then what needs it; the runs that need no teacher fill the other
+    # worker meanwhile. Every model is finetuned with the same seeds (data order); random init draws its
+    # initialisation from the seed too. Rows are compared seed by seed (paired differences).
+    stages = [Stage("teacher", workdirs["teacher"], demo_configs.get_config("teacher")),
+              Stage("scratch", workdirs["scratch"], demo_configs.get_config("scratch")),
+              Stage("miniend_e", workdirs["miniend_e"], demo_configs.get_config("miniend_e"), after=("teacher",))]
+    finetunes = {}
+    for row in ("miniend_e", "teacher", "scratch", "random_init"):
         for seed in demo_configs.FINETUNE_SEEDS:
-            config = demo_configs.get_config("finetune_random_init" if stage == "random_init" else "finetune")
+            config = demo_configs.get_config("finetune_random_init" if row == "random_init" else "finetune")
             config.seed = seed
-            if stage in workdirs:
-                config.model.path = workdirs[stage]
-            target = f"{root}/ft_{stage}_s{seed}"
-            _stage(f"finetune {stage}, seed {seed}", target, config, log)
-            with open(os.path.join(target, "results.json")) as f:
-                scores[stage][seed] = json.load(f)["results"][demo_configs.TASK]
+            if row in workdirs:
+                config.model.path = workdirs[row]
+            finetunes[row, seed] = f"{root}/ft_{row}_s{seed}"
+            stages.append(Stage(f"finetune {row}, seed {seed}", finetunes[row, seed], config,
+                                after=(row,) if row in workdirs else ()))
+    run_stages(stages, demo_configs.WORKERS, log)
+    scores = {row: {} for row in ROWS}
+    for row in ROWS:
+        for seed in demo_configs.FINETUNE_SEEDS:
+            with open(os.path.join(finetunes[row, seed], "results.json")) as f:
+                scores[row][seed] = json.load(f)["results"][demo_configs.TASK]
 
     teacher_config = get_preset("t5-v1_1-small", **demo_configs.TEACHER)
     student_config = get_preset("t5-v1_1-small", **demo_configs.STUDENT)

@@ -11,13 +11,17 @@ from tasks import classification
 
 
 def test_corpus_vocabulary_and_downstream_task(tmp_path):
-    documents = demo.documentation_texts()
+    docstrings = demo.stdlib_docstrings()
+    train_rows, dev_rows = demo.module_task_rows(docstrings, modules=12, dev_every=3)
+    dev_texts = {text for text, _ in dev_rows}
+    documents = demo.documentation_texts(docstrings, exclude=dev_texts)
     assert len(documents) > 1000 and sum(s == "reference" for s, _ in documents) > 50
-    corpus = demo.build_corpus(str(tmp_path), documents)
+    corpus = demo.build_corpus(str(tmp_path), documents, exclude=dev_texts)
     train = open(os.path.join(corpus, "a_train.txt"), encoding="utf-8").read().splitlines()
     heldout = open(os.path.join(corpus, "b_heldout.txt"), encoding="utf-8").read().splitlines()
     assert len(train) > 5000 and len(heldout) > 300
     assert not set(heldout) & set(train)
+    assert not dev_texts & set(train + heldout)  # no model pretrains on the text it is scored on
 
     model = str(tmp_path / "spm.model")
     train_sentencepiece(os.path.join(corpus, "a_train.txt"), model, 500)
@@ -27,13 +31,16 @@ def test_corpus_vocabulary_and_downstream_task(tmp_path):
     assert (processor.pad_id(), processor.eos_id(), processor.unk_id(), processor.bos_id()) == (0, 1, 2, -1)
     assert processor.decode(processor.encode(heldout[0])) == heldout[0]
 
-    folder = str(tmp_path / "docs_package")
-    n_train, n_dev, labels = demo.build_package_task(documents, folder)
-    assert len(labels) == 6 and n_train > 3 * n_dev > 150
+    folder = str(tmp_path / "docs_module")
+    n_train, n_dev, labels = demo.write_task(folder, train_rows, dev_rows)
+    # Enough dev examples that one is 0.15 points: a difference of 3 points is 20 examples.
+    assert len(labels) == 12 and n_dev >= 600 and n_train > 1.8 * n_dev
     dev = classification.read_split(folder, "validation")
-    assert {label for _, label in dev} == set(labels)
+    assert len(dev) == n_dev and {label for _, label in dev} == set(labels)
     train_texts = {text for text, _ in classification.read_split(folder, "train")}
-    assert sum(text in train_texts for text, _ in dev) < 0.05 * len(dev)
+    assert not train_texts & {text for text, _ in dev}
+    counts = [sum(label == name for _, label in dev) for name in labels]
+    assert max(counts) < 0.3 * n_dev and min(counts) >= 25
 
 
 def test_results_table_reports_seeds_and_tells_noise_from_a_difference():
@@ -68,29 +75,50 @@ def test_results_table_reports_seeds_and_tells_noise_from_a_difference():
     assert rows[demo.ROW_NAMES["scratch"]][2] == "-" and rows[demo.ROW_NAMES["teacher"]][2] == "4.400"
 
 
-def test_a_stage_stopped_by_a_signal_stops_the_demo(tmp_path, monkeypatch):
-    """Ctrl-C (SIGINT) or SIGTERM stops a run after checkpointing the current step and returns: the demo
-    must stop there, not start the next stage from an unfinished model."""
+def fake_run(workdir, config):
+    """A stand-in for a training run, in a worker process: records when it ran, and reaches its last step
+    unless its workdir is named `stops_early` (as a run stopped by SIGTERM after checkpointing)."""
     import json
+    import time
+    from miniend_jax import demo
+    start = time.time()
+    time.sleep(0.3)
+    os.makedirs(workdir, exist_ok=True)
+    step = 4 if workdir.endswith("stops_early") else config.train.steps
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps({"step": step, "eval/ground_truth": 4.0}) + "\n")
+    with open(os.path.join(workdir, "times.json"), "w") as f:
+        json.dump([start, time.time()], f)
+    return demo._done(workdir, config)
 
+
+def _stage(tmp_path, name, after=()):
     import ml_collections
-    from miniend_jax import modes
     config = ml_collections.ConfigDict({"mode": "pretrain", "train": {"steps": 10}})
-    workdir = tmp_path / "teacher"
+    return demo.Stage(name, str(tmp_path / name), config, after=after)
 
-    def run_until(step):
-        def run(config, workdir):
-            os.makedirs(workdir, exist_ok=True)
-            with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-                f.write(json.dumps({"step": step, "eval/ground_truth": 4.0}) + "\n")
-        return run
 
-    monkeypatch.setattr(modes, "run", run_until(4))
-    with pytest.raises(SystemExit, match=r"\[teacher\] stopped before its 10 steps.*resumes there"):
-        demo._stage("teacher", str(workdir), config, log=lambda line: None)
-    monkeypatch.setattr(modes, "run", run_until(10))
+def test_stages_run_two_at_a_time_after_what_they_need(tmp_path):
+    import json
+    stages = [_stage(tmp_path, "teacher"), _stage(tmp_path, "scratch"),
+              _stage(tmp_path, "student", after=("teacher",)), _stage(tmp_path, "other")]
     lines = []
-    demo._stage("teacher", str(workdir), config, log=lines.append)
-    assert lines[-1].startswith("[teacher]") and lines[-1].endswith(" s")
-    demo._stage("teacher", str(workdir), config, log=lines.append)
-    assert lines[-1] == f"[teacher] already done in {workdir}"
+    demo.run_stages(stages, 2, lines.append, runner=fake_run)
+    times = {s.name: json.load(open(os.path.join(s.workdir, "times.json"))) for s in stages}
+    assert times["student"][0] >= times["teacher"][1]                    # after the teacher finished
+    assert times["scratch"][0] < times["teacher"][1]                      # beside it
+    assert sum(name in line for line in lines for name in times if line.endswith(" s")) == 4
+    # Finished stages are not run again.
+    lines.clear()
+    demo.run_stages(stages, 2, lines.append, runner=fake_run)
+    assert all("already done" in line for line in lines) and len(lines) == 4
+
+
+def test_a_stage_stopped_by_a_signal_stops_the_demo(tmp_path):
+    """Ctrl-C (SIGINT) or SIGTERM stops a run after checkpointing the current step and returns: the demo
+    must stop there, not start the stages that need that model from an unfinished one."""
+    stages = [_stage(tmp_path, "stops_early"), _stage(tmp_path, "student", after=("stops_early",))]
+    lines = []
+    with pytest.raises(SystemExit, match=r"stopped before every stage finished.*resumes there"):
+        demo.run_stages(stages, 2, lines.append, runner=fake_run)
+    assert not os.path.exists(stages[1].workdir)

@@ -15,7 +15,9 @@
    constant, 300 steps of 16), scored by decoding the whole dev set (accuracy, macro-F1).
 7. A table on the console and in workdirs/demo/results.md: scores as mean ± std over the seeds, and each
    row's accuracy minus the random-init and the scratch rows' (paired by seed, 95% t interval), marked
-   significant or within noise; the loss curves in workdirs/demo/curves.png.
+   significant or within noise; below it, what pretraining moved in each model (`miniend_jax.diagnose`:
+   each parameter group's movement from its initialisation, the encoder's attention entropy); the loss
+   curves in workdirs/demo/curves.png.
 
 Two runs go at a time (`configs/demo.py:WORKERS`), each logging to `<its workdir>/log.txt`. Stages that
 already finished are reused, so a second `make demo` only prints the results. The same pipeline on a
@@ -307,6 +309,24 @@ def results_table(scores: dict, forward: dict, heldout: dict) -> str:
     return "\n".join(lines)
 
 
+def movement_table(workdirs: dict) -> str:
+    """What pretraining changed in each pretrained model (`miniend_jax.diagnose`): each parameter group's
+    movement from its initialisation and the encoder's attention entropy before and after, on 64 lines of
+    the held-out corpus."""
+    from miniend_jax.diagnose import diagnose
+    groups = ("embedding", "query", "key", "value", "out", "ffn")
+    lines = ["| model | " + " | ".join(f"{g} moved" for g in groups) + " | encoder attention entropy, init -> "
+             "trained (uniform) |", "|---|" + "---:|" * (len(groups) + 1)]
+    for row, workdir in workdirs.items():
+        report = diagnose(workdir)
+        entropy = report["attention_entropy"]
+        cells = [f"{report['movement'][g]:.3f}" for g in groups]
+        cells.append(f"{entropy['initial']['encoder_self']['entropy']:.2f} -> "
+                     f"{entropy['trained']['encoder_self']['entropy']:.2f} ({entropy['initial']['encoder_self']['uniform']:.2f})")
+        lines.append(f"| {ROW_NAMES[row]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     os.chdir(ROOT_DIR)
     sys.path.insert(0, ROOT_DIR)
@@ -366,7 +386,7 @@ def main() -> int:
     forward = {stage: student_flops for stage in ROWS}
     forward["teacher"] = flops.forward_flops(teacher_config, 1, lengths["inputs"], lengths["targets"])
     heldout = {stage: f"{_heldout_loss(workdir):.3f}" for stage, workdir in workdirs.items()}
-    table = results_table(scores, forward, heldout)
+    table = results_table(scores, forward, heldout) + "\n\n" + movement_table(workdirs)
     plot([workdirs["teacher"], workdirs["miniend_e"], workdirs["scratch"]], ["eval/ground_truth"],
          f"{root}/curves.png", title="Held-out span-corruption loss, CPython docs")
     with open(f"{root}/results.md", "w") as f:

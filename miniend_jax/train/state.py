@@ -216,7 +216,4 @@ def boxed_train_state(boxed_params, optimizer: optax.GradientTransformation) -> 
 
 def _mirrors(node, params_def) -> bool:
     """Whether `node` is a tree of arrays with exactly the parameters' structure."""
-    try:
-        return jax.tree.structure(node) == params_def
-    except Exception:  # noqa: BLE001 - a node jax cannot flatten is not a parameter tree
-        return False
+    return jax.tree.structure(node) == params_def

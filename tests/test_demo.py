@@ -8,6 +8,7 @@ import pytest
 from miniend_jax import demo
 from miniend_jax.checkpoints.tokenizer import train_sentencepiece
 from tasks import classification
+from tests.demo_stages import fake_run
 
 
 def test_corpus_vocabulary_and_downstream_task(tmp_path):
@@ -73,23 +74,6 @@ def test_results_table_reports_seeds_and_tells_noise_from_a_difference():
     assert rows[demo.ROW_NAMES["teacher"]][5].endswith(" significant")
     assert rows[demo.ROW_NAMES["miniend_e"]][6].endswith("within noise")  # -0.7 with a spread of 4.5
     assert rows[demo.ROW_NAMES["scratch"]][2] == "-" and rows[demo.ROW_NAMES["teacher"]][2] == "4.400"
-
-
-def fake_run(workdir, config):
-    """A stand-in for a training run, in a worker process: records when it ran, and reaches its last step
-    unless its workdir is named `stops_early` (as a run stopped by SIGTERM after checkpointing)."""
-    import json
-    import time
-    from miniend_jax import demo
-    start = time.time()
-    time.sleep(0.3)
-    os.makedirs(workdir, exist_ok=True)
-    step = 4 if workdir.endswith("stops_early") else config.train.steps
-    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-        f.write(json.dumps({"step": step, "eval/ground_truth": 4.0}) + "\n")
-    with open(os.path.join(workdir, "times.json"), "w") as f:
-        json.dump([start, time.time()], f)
-    return demo._done(workdir, config)
 
 
 def _stage(tmp_path, name, after=()):

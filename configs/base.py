@@ -11,10 +11,10 @@ unweighted terms; weight decay 0.01 / linear decay with 1% warm-up / clip 5.0.
 
 The optimizer depends on the mode (`OPTIMIZER_BY_MODE`, set with `use_optimizer_of`): pretraining and
 distillation take relative steps (`adamw_scaled` at 1e-2: Adam's direction scaled by each parameter's RMS,
-as T5's Adafactor and nanoT5), because AdamW at an absolute rate trains T5's attention projections 30-50
-times faster than its embeddings and the pretrained model then finetunes below random weights (README,
-"The demo"); finetuning takes AdamW at 3e-4, constant (transformers' recommended range for T5; the relative
-rule at 1e-3 failed there). The paper's own AdamW at 3e-4: `--config.optim.name=adamw
+as T5's Adafactor and nanoT5), because AdamW at an absolute rate moves T5's query projections 30-60
+times further, relative to their size, than its embeddings, and the pretrained model then finetuned
+below random weights (README.md, "Two commands"); finetuning takes AdamW at 3e-4, constant (the upper end
+of transformers' recommended range for T5; the demo's recipe). The paper's own AdamW at 3e-4: `--config.optim.name=adamw
 --config.optim.learning_rate=3e-4`.
 """
 

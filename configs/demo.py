@@ -11,15 +11,15 @@ also be run by hand:
   python -m miniend_jax.main --config=configs/demo.py:finetune  --workdir=workdirs/demo/ft_miniend_e_s0 \
       --config.model.path=workdirs/demo/miniend_e --config.seed=0
   python -m miniend_jax.main --config=configs/demo.py:finetune_random_init --workdir=workdirs/demo/ft_random_init_s0
-Expected: the whole demo in about 7 minutes on 2 CPU cores (measured: README.md); the teacher finetunes
-well above the random-init row (about +18 points, the 95% interval excluding 0); the MiniEnD-E student
+Expected: the whole demo in about 8 minutes on 2 CPU cores (measured: README.md); the teacher finetunes
+well above the random-init row (about +17 points, the 95% interval excluding 0); the MiniEnD-E student
 ends with a lower held-out span-corruption loss than the same student trained from scratch for the same
 steps. Each model is finetuned with the seeds FINETUNE_SEEDS by one recipe, the random-init row with its
 own random initialisation each.
 
 Optimizers (configs/base.py): pretraining and distillation with relative steps (adamw_scaled, 1e-2);
 finetuning with AdamW 3e-4, constant, for every row. With AdamW at 3e-3 for pretraining, the teacher
-finetuned below random init (README.md, "The demo").
+finetuned below random init (README.md, "Two commands").
 """
 
 from configs import base

@@ -1,4 +1,4 @@
-"""`make demo`: the whole MiniEnD story at toy scale, offline, on 2 CPU cores in about 7 minutes.
+"""`make demo`: the whole MiniEnD story at toy scale, offline, on 2 CPU cores in about 8 minutes.
 
 1. Downstream task first: which of the 12 largest standard-library modules and packages (asyncio, email,
    tkinter, ...) a docstring documents, from the first paragraph of every docstring of 8 words or more;

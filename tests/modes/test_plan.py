@@ -71,6 +71,7 @@ def test_plan_counts_adafactors_factored_state(small_plan, tmp_path):
     saved = _state_bytes("adamw") - _state_bytes("adafactor")
     assert saved > 0.9 * _state_bytes("adamw")  # the student's matrices all factor (dimensions >= 128)
     assert adamw["argument_bytes"] - adafactor["argument_bytes"] == saved
+    assert _state_bytes("adamw_scaled") == _state_bytes("adamw")  # the same two moments: the same plan
 
 
 def test_plan_on_eight_simulated_devices_shards_the_state(tmp_path):

@@ -195,3 +195,30 @@ def test_bad_optimizer_settings_are_config_errors(change, message):
         (optim[block] if block else optim)[field] = value
     with pytest.raises(ConfigError, match=message):
         make_optimizer(optim, TOTAL)
+
+
+def test_adamw_scaled_resumes_bit_for_bit(tmp_path):
+    """A run preempted after its step-10 checkpoint (the later checkpoint gone) resumes to the uninterrupted
+    run's parameters exactly. (Adafactor: tests/test_main.py kills its runs; AdamW: a damaged checkpoint.)"""
+    import os
+    import shutil
+    from miniend_jax.build import restore_workdir
+    from miniend_jax.modes import run
+    from tests.conftest import ROOT, config_with
+    config = config_with("tiny", **{"mode": "pretrain", "optim.name": "adamw_scaled", "optim.learning_rate": 1e-2,
+                                    "train.steps": 20, "train.checkpoint_every": 10, "train.eval_batches": 1,
+                                    "train.async_checkpoints": False})
+    whole, preempted = tmp_path / "whole", tmp_path / "preempted"
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        run(config, str(whole))
+        shutil.copytree(whole, preempted)
+        for name in ("checkpoints", "input_state"):
+            shutil.rmtree(preempted / name / "20")
+        run(config, str(preempted))
+    finally:
+        os.chdir(cwd)
+    (_, expected, meta), (_, resumed, resumed_meta) = restore_workdir(str(whole)), restore_workdir(str(preempted))
+    assert meta["step"] == resumed_meta["step"] == 20
+    jax.tree.map(np.testing.assert_array_equal, resumed, expected)

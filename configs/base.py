@@ -13,9 +13,10 @@ The optimizer depends on the mode (`OPTIMIZER_BY_MODE`, set with `use_optimizer_
 distillation take relative steps (`adamw_scaled` at 1e-2: Adam's direction scaled by each parameter's RMS,
 as T5's Adafactor and nanoT5), because AdamW at an absolute rate moves T5's query projections 30-60
 times further, relative to their size, than its embeddings, and the pretrained model then finetuned
-below random weights (README.md, "Two commands"); finetuning takes AdamW at 3e-4, constant (the upper end
-of transformers' recommended range for T5; the demo's recipe). The paper's own AdamW at 3e-4: `--config.optim.name=adamw
---config.optim.learning_rate=3e-4`.
+below random weights (README.md, "Two commands"); finetuning takes AdamW at 3e-4, constant (the upper
+end of transformers' recommended range for T5; the demo's recipe). The paper's own AdamW at 3e-4:
+`--config.optim.name=adamw --config.optim.learning_rate=3e-4`. The `optim` fields below hold the
+pretraining entry of `OPTIMIZER_BY_MODE` (a test keeps the two equal).
 """
 
 import ml_collections

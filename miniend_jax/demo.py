@@ -192,9 +192,10 @@ def _run_logged(workdir: str, config) -> bool:
 
 def run_stages(stages: list[Stage], workers: int, log, runner: Callable = _run_logged) -> None:
     """Runs every stage not already done in its workdir, `workers` at a time in worker processes, each as
-    soon as the stages it comes after have finished (else in list order). A run of these small models
-    keeps about one core busy, so two at a time on two cores take about half as long. Each run's console
-    goes to `<workdir>/log.txt`; the demo logs one line per finished stage.
+    soon as the stages it comes after have finished (else in list order). The students' runs keep about one
+    core busy, so two at a time use both (the whole demo: 11 min 20 s against 14 min 39 s one at a time,
+    measured on one machine). Each run's console goes to `<workdir>/log.txt`; the demo logs one line per
+    finished stage. A failed run stops the others (after they checkpoint) before its error is raised.
 
     Raises:
       SystemExit: a run stopped before its last step (SIGINT or SIGTERM to the demo stops every running
@@ -237,6 +238,7 @@ def run_stages(stages: list[Stage], workers: int, log, runner: Callable = _run_l
             for future in done:
                 stage, start = running.pop(future)
                 if future.exception() is not None:
+                    interrupt(None, None)
                     tail = _log_tail(stage.workdir)
                     raise RuntimeError(f"[{stage.name}] failed; the end of {stage.workdir}/log.txt:\n{tail}") \
                         from future.exception()

@@ -63,6 +63,8 @@ def relative_movement(initial, trained) -> dict[str, float]:
       initial, trained: parameter trees of one layout (nested dicts of arrays).
     """
     import jax
+    if jax.tree.structure(initial) != jax.tree.structure(trained):
+        raise ValueError("the two parameter trees differ in structure (another layout or model)")
     change, size = dict.fromkeys(GROUPS, 0.0), dict.fromkeys(GROUPS, 0.0)
     for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(initial)[0], jax.tree.leaves(trained)):
         group = parameter_group(tuple(str(getattr(k, "key", k)) for k in path))
@@ -141,7 +143,7 @@ def initial_params(config, model_config, trained_params):
     from miniend_jax.models.t5 import init_params, to_layout
     if config.mode == "finetune":
         section = config.model
-        loaded, params = build.load_model(section, build.model_config(section, "model"), config.seed)
+        _, params = build.load_model(section, build.model_config(section, "model"), config.seed)
         return to_layout(params, model_config)
     if config.student.init == "teacher_layers":
         from miniend_jax.distill.student_init import copy_teacher_layers

@@ -134,7 +134,12 @@ def test_two_steps_equal_the_float64_reference(name, momentum):
 def test_the_relative_step_moves_every_parameter_by_the_same_fraction():
     """What the relative rule is for: on T5's initialisation (embedding std 1, query kernels std
     (d_model * d_kv)^-1/2) AdamW moves the queries by far more, relative to their size, than the
-    embedding; adamw_scaled and adafactor by about the same fraction."""
+    embedding; adamw_scaled and adafactor by about the same fraction.
+
+    The bounds follow from the scales: AdamW moves each coordinate by about lr per step, so the relative
+    movements differ by the ratio of the two stds, 1 / (32 * 16)^-1/2 = 22.6 (asserted > 10); a relative
+    step multiplies that by each parameter's RMS, cancelling the ratio up to the sign pattern of three
+    random gradients (asserted within a factor of 2)."""
     rng = np.random.default_rng(1)
     params = {"embedding": rng.normal(0, 1.0, (64, 32)).astype(np.float32),
               "query": rng.normal(0, (32 * 16) ** -0.5, (32, 16)).astype(np.float32)}
@@ -222,3 +227,15 @@ def test_adamw_scaled_resumes_bit_for_bit(tmp_path):
     (_, expected, meta), (_, resumed, resumed_meta) = restore_workdir(str(whole)), restore_workdir(str(preempted))
     assert meta["step"] == resumed_meta["step"] == 20
     jax.tree.map(np.testing.assert_array_equal, resumed, expected)
+
+
+def test_the_base_configs_optimizer_is_the_pretraining_entry():
+    """configs/base.py declares its `optim` fields and `OPTIMIZER_BY_MODE`; `use_optimizer_of` changes
+    nothing for distill and pretrain, and gives finetuning AdamW 3e-4."""
+    from configs import base
+    c = base.get_config()
+    assert {k: c.optim[k] for k in base.OPTIMIZER_BY_MODE["pretraining"]} == base.OPTIMIZER_BY_MODE["pretraining"]
+    finetune = base.use_optimizer_of(base.get_config(), "finetune").optim
+    assert (finetune.name, finetune.learning_rate, finetune.decay) == ("adamw", 3e-4, "constant")
+    make_optimizer(finetune, TOTAL)
+    make_optimizer(c.optim, TOTAL)

@@ -223,7 +223,8 @@ def check_vocab(config, models) -> None:
 
 def validate_layout(config, process_count: int, device_count: int) -> tuple[int, int, int]:
     """The mesh shape `(data, fsdp, tensor)` of `config.mesh` over `device_count` devices, checking that each
-    microbatch divides over the batch axes and the batch over the processes.
+    microbatch divides over the batch axes, the batch over the processes, and that every process has batch
+    shards of its own (data * fsdp a multiple of `process_count`).
 
     Raises:
       ConfigError: the mesh does not fit the devices, an axis rule is malformed, or the batch does not divide.
@@ -239,7 +240,21 @@ def validate_layout(config, process_count: int, device_count: int) -> tuple[int,
           f"each microbatch ({micro} examples) must divide over data*fsdp={batch_shards} devices.")
     check(tr.batch_size % process_count == 0, "train.batch_size", tr.batch_size,
           f"must divide over {process_count} processes.")
+    # Each process feeds its own rows of the global batch (`jax.make_array_from_process_local_data`), so
+    # every process needs batch shards of its own: data*fsdp a multiple of the process count.
+    if batch_shards % process_count:
+        raise ConfigError(
+            f"mesh=(data={shape[0]}, fsdp={shape[1]}, tensor={shape[2]}) splits the batch into data*fsdp="
+            f"{batch_shards} shard(s) over {process_count} processes; each process feeds its own rows, so data*fsdp "
+            f"must be a multiple of {process_count}: move devices from mesh.tensor to mesh.data or mesh.fsdp "
+            f"(e.g. mesh.tensor={max(1, shape[2] * batch_shards // _lcm(batch_shards, process_count))} "
+            f"mesh.fsdp={shape[1] * _lcm(batch_shards, process_count) // batch_shards}).")
     return shape
+
+
+def _lcm(a: int, b: int) -> int:
+    import math
+    return a * b // math.gcd(a, b)
 
 
 def check_models_divide(config, shape, models) -> None:

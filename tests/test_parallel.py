@@ -62,6 +62,21 @@ def test_mesh_shape_resolution_and_errors():
         parallel.mesh_shape(-1, -1, 1, 8)
 
 
+def test_every_process_needs_batch_shards_of_its_own():
+    """Each process feeds distinct rows of the global batch, so data*fsdp must be a multiple of the process
+    count; (1, 1, 4) over 2 processes passed every check and crashed at the first checkpoint."""
+    from miniend_jax.config_checks import validate_layout
+    from tests.conftest import config_with
+    mesh = lambda d, f, t: config_with("tiny", **{"mesh.data": d, "mesh.fsdp": f, "mesh.tensor": t})
+    with pytest.raises(ConfigError, match=r"data\*fsdp=1 shard\(s\) over 2 processes.*mesh.tensor=2 mesh.fsdp=2"):
+        validate_layout(mesh(1, 1, 4), 2, 4)
+    with pytest.raises(ConfigError, match=r"data\*fsdp=2 shard\(s\) over 4 processes"):
+        validate_layout(mesh(2, 1, 4), 4, 8)
+    assert validate_layout(mesh(1, 2, 2), 2, 4) == (1, 2, 2)    # the suggested fix
+    assert validate_layout(mesh(2, 2, 2), 2, 8) == (2, 2, 2)
+    assert validate_layout(mesh(1, 1, 4), 1, 4) == (1, 1, 4)    # one process feeds the whole batch
+
+
 def test_distributed_settings_are_checked_before_joining():
     from miniend_jax.parallel import initialize_distributed
     from tests.conftest import config_with

@@ -24,8 +24,12 @@ RESUMABLE_CHANGES = ("mode", "train.steps", "train.log_every", "train.eval_every
                      "mesh.data", "mesh.fsdp", "mesh.tensor")
 
 
-def validate_config(config) -> None:
+def validate_config(config, *, paths_here: bool = True) -> None:
     """Checks field types, ranges, names and paths of `config` for its `mode`.
+
+    `mode=plan` runs every check of the mode it plans (`plan.step`), with `paths_here=False`: a plan is
+    often made before the weights, vocabulary and data are on the machine, so a path that does not exist
+    here is not checked (one that exists is, like the run's).
 
     Reads only small files (the SentencePiece model, a checkpoint's meta); starts no JAX computation, so it
     may run before `jax.distributed.initialize`.
@@ -37,20 +41,36 @@ def validate_config(config) -> None:
     check(isinstance(config.get("jax_cache_dir", ""), str), "jax_cache_dir", config.get("jax_cache_dir"),
           "give a directory, or '' for no compilation cache.")
     if config.mode == "export":
+        _validate_export(config)
         return
     if config.mode == "plan":
         _validate_plan(config.plan)
+        validate_config(planned_config(config), paths_here=False)
         return
     if config.mode == "infer":
         _validate_infer(config)
         return
     if config.mode in ("finetune", "evaluate"):
-        _validate_downstream(config)
+        _validate_downstream(config, paths_here)
         if config.mode == "evaluate":
             return
     else:
-        _validate_pretraining(config)
-    _validate_training(config)
+        _validate_pretraining(config, paths_here)
+    _validate_training(config, paths_here)
+
+
+def planned_config(config):
+    """The config of the run a `mode=plan` config plans: a copy with `mode = plan.step`."""
+    planned = config.copy_and_resolve_references()
+    with planned.unlocked():
+        planned.mode = config.plan.step
+    return planned
+
+
+def _validate_export(config) -> None:
+    """export: the tokenizer written beside the weights is a SentencePiece model (or none: `data.vocab=''`)."""
+    if config.data.vocab:
+        check_vocab_file(config.data.vocab, fix="or set data.vocab='' to export the weights without a tokenizer.")
 
 
 def _validate_plan(p) -> None:
@@ -61,19 +81,19 @@ def _validate_plan(p) -> None:
     check(p.hbm_gib > 0, "plan.hbm_gib", p.hbm_gib, "use the accelerator's memory per device in GiB.")
 
 
-def validate_model_section(section, role: str) -> None:
-    """A model section (`teacher` or `model`): its source, and its path or preset."""
+def validate_model_section(section, role: str, paths_here: bool = True) -> None:
+    """A model section (`teacher` or `model`): its source, and its path (when `paths_here`) or preset."""
     from miniend_jax.build import check_model_source
     from miniend_jax.models.presets import get_preset
     check_model_source(section, role)
     if section.source in ("hf", "miniend"):
-        check(bool(section.path) and os.path.isdir(section.path), f"{role}.path", section.path,
+        check(bool(section.path) and (os.path.isdir(section.path) or not paths_here), f"{role}.path", section.path,
               "point it at an existing directory (a HF checkpoint or a miniend_jax workdir).")
     else:
         get_preset(section.preset)
 
 
-def _validate_pretraining(config) -> None:
+def _validate_pretraining(config, paths_here: bool = True) -> None:
     """distill and pretrain: the teacher, the student, the span-corruption data and the distillation spec."""
     from miniend_jax.distill.objectives import OBJECTIVES, check_interpolation
     from miniend_jax.distill.student_init import INIT_MODES
@@ -82,7 +102,7 @@ def _validate_pretraining(config) -> None:
     if config.mode == "distill":
         check(config.distill.objective != "pretrain", "distill.objective", config.distill.objective,
               f"use one of {', '.join(o for o in OBJECTIVES if o != 'pretrain')} (or mode=pretrain).")
-        validate_model_section(config.teacher, "teacher")
+        validate_model_section(config.teacher, "teacher", paths_here)
     get_preset(s.preset)
     check(s.init in INIT_MODES, "student.init", s.init, f"use one of {', '.join(INIT_MODES)}.")
     if s.init == "teacher_layers":
@@ -95,6 +115,16 @@ def _validate_pretraining(config) -> None:
         check(isinstance(d.hf_shards, int) and d.hf_shards > d.validation_files, "data.hf_shards", d.hf_shards,
               f"use more files than data.validation_files={d.validation_files} (at least one for training).")
         check(bool(d.text_field), "data.text_field", d.text_field, "name the dataset's text column.")
+    if d.source == "files":  # the held-out files leave at least one for training
+        from tasks.pretraining import resolve_files, split_files
+        try:
+            files = resolve_files(d.files)
+        except ConfigError:
+            if paths_here:
+                raise
+            files = []  # a plan made before the corpus is on this machine
+        if files:
+            split_files(files, d.validation_files)
     check(d.format in ("auto", "text", "jsonl", "wikiextractor"), "data.format", d.format,
           "use 'auto', 'text', 'jsonl' or 'wikiextractor'.")
     check(d.on_bad_input in ("skip", "error"), "data.on_bad_input", d.on_bad_input, "use 'skip' or 'error'.")
@@ -114,11 +144,12 @@ def _validate_pretraining(config) -> None:
     check_interpolation(interp.start, interp.steps, interp.schedule)
 
 
-def _validate_training(config) -> None:
+def _validate_training(config, paths_here: bool = True) -> None:
     """Every mode that trains: the vocabulary, the loop's counts and the optimizer."""
     from miniend_jax.train.state import make_optimizer
     tr = config.train
-    check_vocab_file(config.data.vocab)
+    if paths_here or os.path.exists(config.data.vocab):
+        check_vocab_file(config.data.vocab)
     for field in ("steps", "batch_size", "microbatches", "log_every", "checkpoint_every", "keep_checkpoints",
                   "max_consecutive_nonfinite"):
         check(isinstance(tr[field], int) and tr[field] > 0, f"train.{field}", tr[field], "use a positive integer.")
@@ -128,14 +159,15 @@ def _validate_training(config) -> None:
     make_optimizer(config.optim, tr.steps)  # the decay and warm-up (learning_rate_schedule checks them)
 
 
-def _validate_downstream(config) -> None:
+def _validate_downstream(config, paths_here: bool = True) -> None:
     """finetune and evaluate: the model, the Tasks and the decoding settings."""
     from miniend_jax.inputs import classification_dirs, eval_task_names
     m, t, dec = config.model, config.tasks, config.decode
-    validate_model_section(m, "model")
+    validate_model_section(m, "model", paths_here)
     check(isinstance(m.dropout_rate, float) and 0.0 <= m.dropout_rate < 1.0, "model.dropout_rate", m.dropout_rate,
           "use a value in [0, 1); T5 finetunes with 0.1.")
-    check_vocab_file(config.data.vocab)
+    if paths_here or os.path.exists(config.data.vocab):
+        check_vocab_file(config.data.vocab)
     check(bool(eval_task_names(config)), "tasks.eval", t.eval, "name at least one Task, e.g. 'glue_sst2'.")
     if config.mode == "finetune":
         check(bool(t.train), "tasks.train", t.train, "name the Task or Mixture to finetune on, e.g. 'glue_sst2'.")
@@ -143,7 +175,7 @@ def _validate_downstream(config) -> None:
         check(isinstance(t[field], int) and t[field] >= 2, f"tasks.{field}", t[field], "use an integer >= 2.")
     check(isinstance(t.eval_examples, int) and t.eval_examples >= 0, "tasks.eval_examples", t.eval_examples,
           "use 0 (the whole split) or a positive number of examples.")
-    for directory in classification_dirs(config):
+    for directory in classification_dirs(config) if paths_here else ():
         check(os.path.isfile(os.path.join(directory, "train.tsv")), "tasks.classification_dirs", directory,
               "each directory needs train.tsv and dev.tsv of `text<TAB>label` lines.")
     from tasks.pretraining import check_downstream_source
@@ -191,19 +223,20 @@ def _validate_decode(dec) -> None:
           "use 0 (the targets length) or a positive number of tokens.")
 
 
-def check_vocab_file(path: str) -> None:
+def check_vocab_file(path: str, fix: str = "") -> None:
     """`data.vocab` is a SentencePiece model that loads (not only a file that exists).
 
     Raises:
-      ConfigError: the file is missing or is not a SentencePiece model.
+      ConfigError: the file is missing or is not a SentencePiece model; `fix` is appended to the remedy.
     """
-    check(os.path.isfile(path), "data.vocab", path, "point it at a SentencePiece model file.")
+    tail = f", {fix}" if fix else "."
+    check(os.path.isfile(path), "data.vocab", path, f"point it at a SentencePiece model file{tail}")
     import sentencepiece
     try:
         sentencepiece.SentencePieceProcessor(model_file=path)
     except (OSError, RuntimeError) as error:
         raise ConfigError(f"data.vocab={path!r} is not a SentencePiece model ({str(error)[:120]}); point it at "
-                          "a spiece.model file (e.g. ../shared/data/t5_spiece/spiece.model).") from None
+                          f"a spiece.model file (e.g. ../shared/data/t5_spiece/spiece.model){tail}") from None
 
 
 def check_vocab(config, models) -> None:
@@ -255,6 +288,28 @@ def validate_layout(config, process_count: int, device_count: int) -> tuple[int,
 def _lcm(a: int, b: int) -> int:
     import math
     return a * b // math.gcd(a, b)
+
+
+def check_models(config, shape, models) -> None:
+    """Every check of a training run's model configs that needs no weights, for the run and for its plan:
+    the objective's needs (`DistillSpec.check_models`), the tokenizer's ids (when `data.vocab` is here), the
+    parameters over the mesh `shape`, and the copy init (`student.init='teacher_layers'`).
+
+    Args:
+      models: the run's `train.loop.Models` (its `spec`, `student_config` and `teacher_config`).
+
+    Raises:
+      ConfigError: naming the failed check and the fix.
+    """
+    student, teacher = models.student_config, models.teacher_config
+    role = "model" if config.mode == "finetune" else "student"
+    models.spec.check_models(teacher, student)
+    if os.path.isfile(config.data.vocab):
+        check_vocab(config, [(role, student), ("teacher", teacher)])
+    check_models_divide(config, shape, [(role, student), ("teacher", teacher)])
+    if config.mode == "distill" and config.student.init == "teacher_layers":
+        from miniend_jax.distill.student_init import check_copyable
+        check_copyable(teacher, student)
 
 
 def check_models_divide(config, shape, models) -> None:

@@ -214,7 +214,8 @@ def _empty_dir_with(tmp_path, name, text=""):
     return str(directory / "*")
 
 
-@pytest.mark.parametrize("changes,message", [
+# Bad values of a distill run's config, each with the error it must raise (also in mode=plan, test_plan.py).
+BAD_CONFIGS = [
     ({"distill.relation_heads": 7}, r"relation_heads=7 does not divide .*\(e.g. 4\)"),
     ({"distill.objective": "minilm3"}, "distill.objective='minilm3'"),
     ({"student.overrides.vocab_size": 32100}, "teacher vocab_size=32128 != student vocab_size=32100"),
@@ -256,13 +257,26 @@ def _empty_dir_with(tmp_path, name, text=""):
      r"data.targets_length=2: span corruption of data.inputs_length=9 makes targets of 3 tokens"),
     ({"data.mean_noise_span_length": 0.5}, r"data.mean_noise_span_length=0.5: use a value >= 1"),
     ({"data.vocab": "setup.py"}, r"data.vocab='setup.py' is not a SentencePiece model"),
-])
+    ({"train.steps": -5}, "train.steps=-5: use a positive integer"),
+]
+
+
+@pytest.mark.parametrize("changes,message", BAD_CONFIGS)
 def test_bad_config_fails_before_work(tmp_path, changes, message):
     from miniend_jax.modes import run
     workdir = tmp_path / "work"
     with pytest.raises(ConfigError, match=message):
         run(_tiny_config(**changes), str(workdir))
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("vocab", ["setup.py", "/nonexistent/spiece.model"])
+def test_export_refuses_a_tokenizer_that_is_not_one(tmp_path, vocab):
+    """export wrote the weights without a tokenizer, saying nothing, when data.vocab was not a file."""
+    from miniend_jax.modes import run
+    with pytest.raises(ConfigError, match=f"data.vocab='{vocab}'.*or set data.vocab='' to export the weights"):
+        run(_tiny_config(**{"mode": "export", "data.vocab": vocab}), str(tmp_path))
+    assert not os.listdir(tmp_path)
 
 
 @pytest.mark.parametrize("arguments, message", [

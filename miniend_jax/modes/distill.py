@@ -26,7 +26,7 @@ def run(config, workdir: str):
     import jax
     from miniend_jax import parallel
     from miniend_jax.checkpoints.state import check_resumable
-    from miniend_jax.distill.student_init import check_copyable, copy_teacher_layers
+    from miniend_jax.distill.student_init import copy_teacher_layers
     from miniend_jax.modes import export
     from miniend_jax.train.loop import Models, Trainer
 
@@ -34,11 +34,7 @@ def run(config, workdir: str):
     spec = build.distill_spec(config)
     student = build.student_config(config)
     teacher = build.teacher_config(config) if spec.needs_teacher else None
-    spec.check_models(teacher, student)
-    config_checks.check_vocab(config, [("student", student), ("teacher", teacher)])
-    config_checks.check_models_divide(config, shape, [("student", student), ("teacher", teacher)])
-    if config.student.init == "teacher_layers":
-        check_copyable(teacher, student)
+    config_checks.check_models(config, shape, Models(spec=spec, student_config=student, teacher_config=teacher))
     config_checks.check_workdir(config, workdir)
     data = inputs.build_data(config, jax.process_index(), jax.process_count(), workdir)
     teacher_params = None

@@ -10,7 +10,7 @@ from miniend_jax.errors import ConfigError
 
 def run(config, workdir: str) -> str:
     """Writes the newest checkpoint of `workdir` as a HF directory (`export.path`, default
-    `<workdir>/hf_student`): `model.safetensors`, `config.json` and, when `data.vocab` is a file, the
+    `<workdir>/hf_student`): `model.safetensors`, `config.json` and, unless `data.vocab=''`, the
     tokenizer (`spiece.model` with `data.extra_ids` sentinels). Every host restores; process 0 writes.
 
     Returns:
@@ -31,7 +31,7 @@ def run(config, workdir: str) -> str:
     model_config, params, meta = build.restore_workdir(workdir)
     path = config.export.path or os.path.join(workdir, "hf_student")
     if jax.process_index() == 0:
-        vocab = config.data.vocab if os.path.isfile(config.data.vocab) else None
-        save_hf_checkpoint(path, model_config, params, spiece_model=vocab, extra_ids=config.data.extra_ids)
+        save_hf_checkpoint(path, model_config, params, spiece_model=config.data.vocab or None,
+                           extra_ids=config.data.extra_ids)
         print(f"exported step {meta['step']} to {path}", flush=True)
     return path

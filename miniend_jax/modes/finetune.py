@@ -35,8 +35,7 @@ def run(config, workdir: str):
     from miniend_jax.train.loop import Models, Trainer
     shape = config_checks.validate_layout(config, jax.process_count(), jax.device_count())
     model_config = build.model_config(config.model, "model", dropout_rate=config.model.dropout_rate)
-    config_checks.check_vocab(config, [("model", model_config)])
-    config_checks.check_models_divide(config, shape, [("model", model_config)])
+    config_checks.check_models(config, shape, Models(spec=build.distill_spec(config), student_config=model_config))
     inputs.check_tasks(config, inputs.register_tasks(config))
     config_checks.check_workdir(config, workdir)
     data = inputs.build_task_data(config, jax.process_index(), jax.process_count())

@@ -159,9 +159,7 @@ def plan(config, mesh=None) -> Plan:
         shape = config_checks.validate_layout(config, 1, jax.device_count())
         mesh = parallel.make_mesh(*shape)
     models = plan_models(config)
-    models.spec.check_models(models.teacher_config, models.student_config)
-    config_checks.check_models_divide(config, tuple(mesh.shape[a] for a in parallel.MESH_AXES),
-                          [("student", models.student_config), ("teacher", models.teacher_config)])
+    config_checks.check_models(config, tuple(mesh.shape[a] for a in parallel.MESH_AXES), models)
     inputs_length, targets_length, packed = feature_lengths(config)
     rules = parallel.rules_from_config(config.mesh.get("rules", {}))
     layout = step_layout(config, models, mesh, rules)

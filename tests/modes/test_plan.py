@@ -96,3 +96,32 @@ def test_plan_errors_name_the_fix(tmp_path):
     with pytest.raises(ConfigError, match="mode=plan needs 8 devices but JAX has 1"):
         run(config_with("plan_small", **{"mode": "plan", "mesh.fsdp": 8}), str(tmp_path))
     assert not os.listdir(tmp_path)
+
+
+def _planned_by_the_run(changes: dict) -> bool:
+    """Whether a row of the distill run's bad-config table applies to its plan: not a change of mode, not a
+    mesh sized for other devices (a plan compiles for the mesh's devices), not a path missing here (a plan
+    is made before the weights and data are on the machine: such paths are not checked)."""
+    return not ({"mode", "mesh.data"} & set(changes)
+                or any(isinstance(v, str) and v.startswith("/nonexistent") for v in changes.values()))
+
+
+from tests.test_main import BAD_CONFIGS  # noqa: E402 - the run's table, checked again below
+
+
+@pytest.mark.parametrize("changes,message", [row for row in BAD_CONFIGS if _planned_by_the_run(row[0])])
+def test_plan_runs_every_check_of_the_mode_it_plans(tmp_path, changes, message):
+    """A plan refuses what the run would (train.steps=-5 printed "fits" and wrote plan.json)."""
+    config = config_with("tiny", **{"mode": "plan", "plan.step": "distill", "mesh.data": 1, **changes})
+    with pytest.raises(ConfigError, match=message):
+        run(config, str(tmp_path / "work"))
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_plan_does_not_need_the_runs_files(tmp_path):
+    """Paths that are not on the planning machine are not checked; the rest is."""
+    missing = {"teacher.source": "hf", "teacher.path": "/nonexistent/t5", "data.vocab": "/nonexistent/spiece.model",
+               "data.files": "/nonexistent/corpus/*.txt"}
+    config = config_with("tiny", **{"mode": "plan", "plan.step": "distill", "mesh.data": 1, **missing})
+    result = run(config, str(tmp_path))
+    assert result.fits and (tmp_path / "plan.json").exists()

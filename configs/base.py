@@ -87,6 +87,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.pack = True
     c.data.shuffle_buffer = 10_000
     c.data.on_bad_input = "skip"       # skip (count in the log) | error: unreadable files, invalid UTF-8, overlong lines
+    # On resume, when the corpus files differ from those the checkpoint's input position refers to (a file
+    # added, removed, replaced or reordered, data.validation_files changed; appending is always fine):
+    # error (refuse, naming the change) | restart (resume the state, read the current files from the start).
+    # miniend_jax/train/resume.py states the rule for each change.
+    c.data.on_input_change = "error"
     c.data.max_line_chars = 1_000_000
     c.data.noise_density = 0.15
     c.data.mean_noise_span_length = 3.0

@@ -17,6 +17,7 @@ from miniend_jax.errors import ConfigError, check
 MODES = ("distill", "pretrain", "finetune", "evaluate", "infer", "export", "plan")
 # Fields that may change when a run in an existing workdir is continued.
 RESUMABLE_CHANGES = ("mode", "train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
+                     "data.on_input_change",
                      "export.path", "export.at_end", "overwrite_config", "jax_cache_dir", "distributed.enabled",
                      "distributed.coordinator_address", "distributed.num_processes", "distributed.process_id",
                      "distributed.cpu_collectives", "distributed.timeout_seconds",
@@ -150,6 +151,9 @@ def _validate_training(config, paths_here: bool = True) -> None:
     tr = config.train
     if paths_here or os.path.exists(config.data.vocab):
         check_vocab_file(config.data.vocab)
+    from miniend_jax.train.resume import INPUT_CHANGE_POLICIES
+    check(config.data.on_input_change in INPUT_CHANGE_POLICIES, "data.on_input_change", config.data.on_input_change,
+          f"use one of {', '.join(INPUT_CHANGE_POLICIES)}.")
     for field in ("steps", "batch_size", "microbatches", "log_every", "checkpoint_every", "keep_checkpoints",
                   "max_consecutive_nonfinite"):
         check(isinstance(tr[field], int) and tr[field] > 0, f"train.{field}", tr[field], "use a positive integer.")

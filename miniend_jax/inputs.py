@@ -14,6 +14,7 @@ def build_data(config, process_index: int, process_count: int, workdir: str):
     """Registers the Task, checks it yields examples, and returns the loop's `Data`. With
     `data.source="hf"`, first writes the dataset's text under `workdir` (`tasks/hf_text.py`)."""
     from miniend_jax.train.loop import Data
+    from miniend_jax.train.resume import input_record
     from tasks import pretraining as tp
     d = config.data
     kwargs = dict(noise_density=d.noise_density, mean_noise_span_length=d.mean_noise_span_length,
@@ -30,9 +31,11 @@ def build_data(config, process_index: int, process_count: int, workdir: str):
         name = tp.register_local_span_corruption(scan.files, d.vocab, file_format=file_format, text_field=text_field,
                                                  validation_files=d.validation_files,
                                                  max_line_chars=d.max_line_chars, **kwargs)
+        record = input_record(d.source, scan.files, d.validation_files)
     else:
         name = tp.register_c4_span_corruption(d.vocab, tfds_name=d.tfds_name, data_dir=d.tfds_data_dir or None,
                                               **kwargs)
+        record = input_record(d.source, tfds_name=d.tfds_name)
     lengths = tp.task_feature_lengths(d.inputs_length, d.targets_length, d.noise_density, d.mean_noise_span_length)
     per_host = config.train.batch_size // process_count
     common = dict(pack=d.pack, shard_index=process_index, num_shards=process_count)
@@ -45,7 +48,7 @@ def build_data(config, process_index: int, process_count: int, workdir: str):
     make_eval = lambda: iter(tp.get_dataset(name, lengths, split="validation", batch_size=per_host, shuffle=False,
                                             seed=0, num_epochs=1, **common))
     return Data(train=train, make_eval=make_eval, inputs_length=lengths["inputs"],
-                targets_length=lengths["targets"])
+                targets_length=lengths["targets"], inputs=record)
 
 
 def _hf_text_files(config, process_index: int, process_count: int, workdir: str) -> list[str]:

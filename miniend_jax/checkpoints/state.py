@@ -50,14 +50,16 @@ class StateCheckpointer:
             item_names=("params", "opt_state", "meta"))
 
     # -- saving --------------------------------------------------------------------------------
-    def save(self, state, model_config: T5Config, *, input_iterator=None, force: bool = False) -> bool:
-        """Saves `state` if its step is due (or `force`); returns whether a save started."""
+    def save(self, state, model_config: T5Config, *, input_iterator=None, force: bool = False,
+             meta: dict | None = None) -> bool:
+        """Saves `state` if its step is due (or `force`); returns whether a save started. `meta`: more
+        JSON fields for the checkpoint's meta (the loop's `train_steps` and `inputs`)."""
         step = int(state.step)
         if not (force or step % self.save_every == 0) or step in self.manager.all_steps():
             return False
         if input_iterator is not None:
             self._save_input_state(step, input_iterator)
-        meta = {"step": step, "family": MODEL_FAMILY, "model": dataclasses.asdict(model_config),
+        meta = {**(meta or {}), "step": step, "family": MODEL_FAMILY, "model": dataclasses.asdict(model_config),
                 "process_count": jax.process_count()}
         saved = self.manager.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(state.params), opt_state=ocp.args.StandardSave(state.opt_state),
@@ -190,21 +192,26 @@ def check_same_model(saved: dict, model_config: T5Config, where: str) -> None:
                           "with the model it was trained with, or use a new --workdir.")
 
 
-def check_resumable(workdir: str, model_config: T5Config) -> None:
+def check_resumable(workdir: str, model_config: T5Config) -> dict | None:
     """Before anything is written: the newest checkpoint of `workdir` (if any) holds `model_config`'s model.
+
+    Returns:
+      That checkpoint's meta, or None when there is none to resume (or it cannot be read: the loop sets
+      damaged checkpoints aside).
 
     Raises:
       ConfigError: it holds another model (see `check_same_model`).
     """
     if not os.path.isdir(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)):
-        return
+        return None
     try:
         meta = read_meta(workdir)
     except (FileNotFoundError, CheckpointError):
-        return  # nothing readable to resume: the loop sets damaged checkpoints aside
+        return None
     where = f"the newest checkpoint (step {meta['step']}) in {workdir}"
     check_family(meta, where)
     check_same_model(meta["model"], model_config, where)
+    return meta
 
 
 def _reader(workdir: str) -> ocp.CheckpointManager:

@@ -29,6 +29,7 @@ def run(config, workdir: str):
     from miniend_jax.distill.student_init import copy_teacher_layers
     from miniend_jax.modes import export
     from miniend_jax.train.loop import Models, Trainer
+    from miniend_jax.train.resume import check_resume
 
     shape = config_checks.validate_layout(config, jax.process_count(), jax.device_count())
     spec = build.distill_spec(config)
@@ -40,7 +41,7 @@ def run(config, workdir: str):
     teacher_params = None
     if teacher is not None:
         teacher, teacher_params = build.load_teacher(config, teacher)
-    check_resumable(workdir, student)
+    restore_inputs = check_resume(config, workdir, check_resumable(workdir, student), data.inputs)
     config_checks.write_resolved_config(config, workdir)
     init = None
     if config.student.init == "teacher_layers":
@@ -48,7 +49,7 @@ def run(config, workdir: str):
     models = Models(spec=spec, student_config=student, teacher_config=teacher, teacher_params=teacher_params,
                     student_init=init)
     mesh = parallel.make_mesh(*shape)
-    state = Trainer(config, workdir, models, data, mesh).run()
+    state = Trainer(config, workdir, models, data, mesh, restore_inputs=restore_inputs).run()
     if config.export.at_end and int(state.step) == config.train.steps:  # not after a preemption stop
         export.run(config, workdir)
     return state

@@ -51,6 +51,7 @@ class Data:
     make_eval: Callable[[], Any] | None
     inputs_length: int
     targets_length: int
+    inputs: dict | None = None      # what the input position refers to (`train.resume.input_record`)
 
 
 def _to_global(batch: dict, mesh, global_batch: int) -> dict:
@@ -143,9 +144,13 @@ class Trainer:
     """`on_evaluate(trainer, params, step) -> {name: value}` runs with each held-out evaluation (finetuning
     decodes and scores the validation set there); its values are logged with the losses."""
 
-    def __init__(self, config, workdir: str, models: Models, data: Data, mesh, on_evaluate=None):
+    def __init__(self, config, workdir: str, models: Models, data: Data, mesh, on_evaluate=None,
+                 restore_inputs: bool = True):
+        """`restore_inputs`: whether a resumed run restores its checkpoint's input position (False when
+        the inputs changed under `data.on_input_change='restart'`, see `train/resume.py`)."""
         self.config, self.workdir, self.models, self.data, self.mesh = config, workdir, models, data, mesh
-        self.on_evaluate = on_evaluate
+        self.on_evaluate, self.restore_inputs = on_evaluate, restore_inputs
+        self.meta = {"train_steps": config.train.steps, "inputs": data.inputs}
         self.rules = parallel.rules_from_config(config.mesh.get("rules", {}))
         train = config.train
         layout = step_layout(config, models, mesh, self.rules)
@@ -215,13 +220,14 @@ class Trainer:
                 if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
                     self.evaluate(state, teacher_params, step)
                 if stop.requested(step):
-                    self.checkpointer.save(state, models.student_config, input_iterator=self.data.train, force=True)
+                    self.checkpointer.save(state, models.student_config, input_iterator=self.data.train, force=True,
+                                           meta=self.meta)
                     self.checkpointer.close()
                     print(f"stopped by signal {stop.signal_name} at step {step}; checkpoint written", flush=True)
                     self.writer.close()
                     return state
                 self.checkpointer.save(state, models.student_config, input_iterator=self.data.train,
-                                       force=step == total)
+                                       force=step == total, meta=self.meta)
             if pending_skip is not None:
                 self._check_skip(*pending_skip, consecutive_skips)
             self.evaluate(state, teacher_params, step)
@@ -241,7 +247,7 @@ class Trainer:
             try:
                 self.checkpointer.check_model(step, self.models.student_config)
                 state = self.checkpointer.restore(step, self.abstract_state, self.state_shardings,
-                                                  input_iterator=self.data.train)
+                                                  input_iterator=self.data.train if self.restore_inputs else None)
             except ConfigError:
                 raise
             except Exception as caught:  # noqa: BLE001 - classified below

@@ -119,6 +119,7 @@ def test_three_sigkills_end_with_bitwise_equal_parameters(uninterrupted_adafacto
     # One kill at a random moment inside each checkpoint interval: before any checkpoint, then mid-interval.
     for interval in range(3):
         logged = _kill_at(workdir, 10 * interval + int(rng.integers(1, 9)), rng, *sync)
+        assert os.path.exists(os.path.join(workdir, "lock"))  # left by the killed run: must not block the next
         saved = _complete_steps(workdir)
         last_saved = saved[-1] if saved else 0
         assert logged - last_saved <= 10, (logged, saved)  # at most one checkpoint interval lost
@@ -136,6 +137,8 @@ def test_three_sigkills_end_with_bitwise_equal_parameters(uninterrupted_adafacto
 
 
 def test_sigterm_checkpoints_the_current_step_and_exits_zero(tmp_path):
+    """... and while it runs, the same command started again is refused, naming the running one (both ran
+    to the end, every step logged twice)."""
     workdir = str(tmp_path)
     process = subprocess.Popen(_command(workdir, "--config.train.steps=1000"), cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
@@ -143,6 +146,11 @@ def test_sigterm_checkpoints_the_current_step_and_exits_zero(tmp_path):
     while time.time() < deadline and not (os.path.exists(os.path.join(workdir, "metrics.jsonl"))
                                           and max(_losses(workdir), default=0) >= 3):
         time.sleep(0.1)
+    second = subprocess.run(_command(workdir, "--config.train.steps=1000"), cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert f"is in use by pid {process.pid} on " in second.stderr and len(second.stderr.strip().splitlines()) == 1
+    assert os.path.exists(os.path.join(workdir, "lock"))
     process.send_signal(signal.SIGTERM)
     stdout, _ = process.communicate(timeout=120)
     assert process.returncode == 0
@@ -150,6 +158,8 @@ def test_sigterm_checkpoints_the_current_step_and_exits_zero(tmp_path):
     assert stopped, stdout[-2000:]
     step = int(stopped[0].split("at step ")[1].split(";")[0])
     assert step >= 3 and _complete_steps(workdir)[-1] == step
+    steps = [row["step"] for row in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if "loss" in row]
+    assert len(steps) == len(set(steps)) and not os.path.exists(os.path.join(workdir, "lock"))
 
 
 def test_truncated_newest_checkpoint_is_skipped(uninterrupted, tmp_path):

@@ -30,6 +30,7 @@ def run(config, workdir: str):
     from miniend_jax.modes import export
     from miniend_jax.train.loop import Models, Trainer
     from miniend_jax.train.resume import check_resume
+    from miniend_jax.workdir import workdir_lock
 
     shape = config_checks.validate_layout(config, jax.process_count(), jax.device_count())
     spec = build.distill_spec(config)
@@ -37,19 +38,20 @@ def run(config, workdir: str):
     teacher = build.teacher_config(config) if spec.needs_teacher else None
     config_checks.check_models(config, shape, Models(spec=spec, student_config=student, teacher_config=teacher))
     config_checks.check_workdir(config, workdir)
-    data = inputs.build_data(config, jax.process_index(), jax.process_count(), workdir)
-    teacher_params = None
-    if teacher is not None:
-        teacher, teacher_params = build.load_teacher(config, teacher)
-    restore_inputs = check_resume(config, workdir, check_resumable(workdir, student), data.inputs)
-    config_checks.write_resolved_config(config, workdir)
-    init = None
-    if config.student.init == "teacher_layers":
-        init = lambda abstract: copy_teacher_layers(teacher_params, teacher, student, abstract)
-    models = Models(spec=spec, student_config=student, teacher_config=teacher, teacher_params=teacher_params,
-                    student_init=init)
-    mesh = parallel.make_mesh(*shape)
-    state = Trainer(config, workdir, models, data, mesh, restore_inputs=restore_inputs).run()
-    if config.export.at_end and int(state.step) == config.train.steps:  # not after a preemption stop
-        export.run(config, workdir)
-    return state
+    with workdir_lock(workdir):  # one run at a time; a refused start leaves the workdir as it was
+        data = inputs.build_data(config, jax.process_index(), jax.process_count(), workdir)
+        restore_inputs = check_resume(config, workdir, check_resumable(workdir, student), data.inputs)
+        teacher_params = None
+        if teacher is not None:
+            teacher, teacher_params = build.load_teacher(config, teacher)
+        config_checks.write_resolved_config(config, workdir)
+        init = None
+        if config.student.init == "teacher_layers":
+            init = lambda abstract: copy_teacher_layers(teacher_params, teacher, student, abstract)
+        models = Models(spec=spec, student_config=student, teacher_config=teacher, teacher_params=teacher_params,
+                        student_init=init)
+        mesh = parallel.make_mesh(*shape)
+        state = Trainer(config, workdir, models, data, mesh, restore_inputs=restore_inputs).run()
+        if config.export.at_end and int(state.step) == config.train.steps:  # not after a preemption stop
+            export.run(config, workdir)
+        return state

@@ -43,6 +43,7 @@ class StateCheckpointer:
     def __init__(self, workdir: str, *, save_every: int, keep: int, async_save: bool = True):
         self.workdir = os.path.abspath(workdir)
         self.save_every = save_every
+        self.restored_meta: dict = {}   # the meta of the last `restore`
         self.manager = ocp.CheckpointManager(
             os.path.join(self.workdir, CHECKPOINT_DIR),
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
@@ -156,6 +157,7 @@ class StateCheckpointer:
                 print(f"warning: checkpoint step {step} {why}: parameters and optimizer state resume (resharded "
                       "to this run's mesh), but per-host input positions cannot be carried over, so the input "
                       "pipeline starts again from the beginning of its files", flush=True)
+        self.restored_meta = dict(restored.meta)
         step_array = jax.device_put(jax.numpy.asarray(restored.meta["step"], jax.numpy.int32),
                                     state_shardings.step)
         return abstract_state.replace(step=step_array, params=restored.params, opt_state=restored.opt_state)

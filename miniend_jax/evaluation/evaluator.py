@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from miniend_jax import parallel
+from miniend_jax.errors import EvaluationInterrupted
 from miniend_jax.evaluation import metrics
 from miniend_jax.evaluation.decoding import beam_search, greedy_decode
 from miniend_jax.models.t5 import T5
@@ -87,20 +88,30 @@ class TaskEvaluator:
                             log_dir=log_dir if log else None, use_memory_cache=True)
             for name in task_names]
 
-    def _predict(self, params, dataset) -> list[tuple[int, np.ndarray]]:
+    def _predict(self, params, dataset, should_stop=None) -> list[tuple[int, np.ndarray]]:
         """seqio's `predict_fn`: (index, generated tokens) of every example of an enumerated dataset."""
         examples = [(int(i), np.asarray(x["encoder_input_tokens"])) for i, x in dataset.as_numpy_iterator()]
         if not examples:
             return []
+        on_batch = None
+        if should_stop is not None:
+            def on_batch(done: int) -> None:
+                if should_stop():
+                    raise EvaluationInterrupted(done, len(examples), "examples decoded")
         tokens, _ = decode_rows(self.model, params, self.mesh, self.rules, np.stack([x for _, x in examples]),
-                                self.decode, self.max_length)
+                                self.decode, self.max_length, on_batch=on_batch)
         return [(index, row) for (index, _), row in zip(examples, tokens)]
 
-    def evaluate(self, params, step: int | None = None) -> dict:
+    def evaluate(self, params, step: int | None = None, should_stop=None) -> dict:
+        """`{task: {metric: value}}` of every Task.
+
+        `should_stop()`, asked after each decoded batch (on every process alike: it may be a collective),
+        stops the evaluation by raising `EvaluationInterrupted` when it returns True.
+        """
         results = {}
         for evaluator in self.evaluators:
             future, _ = evaluator.evaluate(compute_metrics=True, step=step,
-                                           predict_fn=lambda ds: self._predict(params, ds))
+                                           predict_fn=lambda ds: self._predict(params, ds, should_stop))
             for task, scores in future.result().items():
                 results[task] = {name: float(getattr(value, "value", value)) for name, value in scores.items()}
         return results

@@ -21,7 +21,7 @@ import numpy as np
 from miniend_jax import parallel
 from miniend_jax.checkpoints.state import StateCheckpointer
 from miniend_jax.distill.objectives import DistillSpec
-from miniend_jax.errors import ConfigError, TrainingError
+from miniend_jax.errors import ConfigError, EvaluationInterrupted, TrainingError
 from miniend_jax.models.config import T5Config
 from miniend_jax.models.t5 import T5, init_params
 from miniend_jax.train import flops
@@ -151,6 +151,8 @@ class Trainer:
         self.config, self.workdir, self.models, self.data, self.mesh = config, workdir, models, data, mesh
         self.on_evaluate, self.restore_inputs = on_evaluate, restore_inputs
         self.meta = {"train_steps": config.train.steps, "inputs": data.inputs}
+        self._stop = None           # the run's `_StopRequests`, while it runs
+        self._pending_evaluation = False
         self.rules = parallel.rules_from_config(config.mesh.get("rules", {}))
         train = config.train
         layout = step_layout(config, models, mesh, self.rules)
@@ -201,6 +203,10 @@ class Trainer:
         window_start, window_steps = time.time(), 0
         consecutive_skips, pending_skip = 0, None
         with self._context(), _StopRequests() as stop:
+            self._stop = stop
+            if self._pending_evaluation and step < total:  # stopped during this step's evaluation: run it again
+                if not self._evaluate_or_stop(state, teacher_params, step):
+                    return state
             while step < total:
                 batch = _to_global(_numpy_batch(next(self.data.train)), self.mesh, config.train.batch_size)
                 state, metrics = self.train_step(state, teacher_params, batch)
@@ -218,7 +224,8 @@ class Trainer:
                     progress.print(step, metrics)
                     window_start, window_steps = time.time(), 0
                 if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
-                    self.evaluate(state, teacher_params, step)
+                    if not self._evaluate_or_stop(state, teacher_params, step):
+                        return state
                 if stop.requested(step):
                     self.checkpointer.save(state, models.student_config, input_iterator=self.data.train, force=True,
                                            meta=self.meta)
@@ -230,10 +237,29 @@ class Trainer:
                                        force=step == total, meta=self.meta)
             if pending_skip is not None:
                 self._check_skip(*pending_skip, consecutive_skips)
-            self.evaluate(state, teacher_params, step)
+            self._evaluate_or_stop(state, teacher_params, step)  # the final checkpoint is written already
         self.checkpointer.close()
         self.writer.close()
         return state
+
+    def stop_requested(self) -> bool:
+        """Whether a stop was requested (on any process: a collective while the loop runs)."""
+        return self._stop is not None and self._stop.requested()
+
+    def _evaluate_or_stop(self, state, teacher_params, step: int) -> bool:
+        """Runs the evaluation of `step`; when a stop request interrupts it, writes the step's checkpoint
+        marked so that the evaluation runs again on resume, and returns False (the loop then ends)."""
+        try:
+            self.evaluate(state, teacher_params, step)
+            return True
+        except EvaluationInterrupted as interrupted:
+            self.checkpointer.save(state, self.models.student_config, input_iterator=self.data.train, force=True,
+                                   meta={**self.meta, "evaluation_pending": True})
+            self.checkpointer.close()
+            self.writer.close()
+            print(f"stopped by signal {self._stop.signal_name} during the evaluation at step {step} ({interrupted}); "
+                  "checkpoint written, the evaluation runs again on resume", flush=True)
+            return False
 
     def _restore_or_init(self) -> TrainState:
         """The newest readable checkpoint, or a fresh state.
@@ -254,7 +280,9 @@ class Trainer:
                 _raise_unless_unreadable(caught, step)
                 error = caught
             if _everywhere(error is None):
-                print(f"resumed from checkpoint at step {step}", flush=True)
+                self._pending_evaluation = bool(self.checkpointer.restored_meta.get("evaluation_pending"))
+                print(f"resumed from checkpoint at step {step}"
+                      + (" (its interrupted evaluation runs first)" if self._pending_evaluation else ""), flush=True)
                 return state
             moved = self.checkpointer.set_aside(step)
             reason = f"{type(error).__name__}: {str(error)[:200]}" if error else "unreadable on another process"
@@ -294,7 +322,10 @@ class Trainer:
         local = list(itertools.islice(batches, self.config.train.eval_batches))
         # Each host reads its own validation shard, which may hold fewer batches than another's; the step
         # is a collective, so every host runs it the same number of times: the smallest count.
-        for batch in local[:_least_everywhere(len(local))]:
+        local = local[:_least_everywhere(len(local))]
+        for done, batch in enumerate(local):
+            if self.stop_requested():
+                raise EvaluationInterrupted(done, len(local))
             batch = _to_global(_numpy_batch(batch), self.mesh, self.config.train.batch_size)
             for name, (total, count) in jax.device_get(self.eval_step(state.params, teacher_params, batch)).items():
                 sums[name] = sums.get(name, 0.0) + float(total)
@@ -313,7 +344,7 @@ class Trainer:
 
 class _StopRequests:
     """SIGTERM / SIGINT (e.g. a TPU preemption notice) ask the loop to checkpoint and stop after the
-    current step. With several processes, all stop at the same step: each step they agree on whether
+    current step, or during an evaluation after its current batch (a preempted TPU VM has about 30 s). With several processes, all stop at the same step: each step they agree on whether
     any of them was signalled."""
 
     def __init__(self):
@@ -331,7 +362,7 @@ class _StopRequests:
     def _handle(self, signum, frame):
         self.signal_name = signal.Signals(signum).name
 
-    def requested(self, step: int) -> bool:
+    def requested(self, step: int | None = None) -> bool:
         local = self.signal_name is not None
         if jax.process_count() == 1:
             return local

@@ -197,3 +197,41 @@ def test_a_nan_score_is_never_the_best_checkpoint(tmp_path):
         os.chdir(cwd)
     assert json.load(open(tmp_path / "best.json")) == {"step": 40, "task": "glue_stsb", "metric": "pearson_corrcoef",
                                                         "value": 80.0}
+
+
+def test_sigterm_during_an_evaluation_stops_it_and_the_resume_runs_it_again(tmp_path):
+    """A preempted VM has about 30 s: the signal stops the evaluation after its current batch (it used to
+    finish the whole evaluation first), checkpoints the step and exits 0; the resume evaluates that step
+    before training on. The evaluation here decodes all 872 SST-2 validation examples 8 at a time."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    workdir = tmp_path / "work"
+    command = [sys.executable, "-m", "miniend_jax.main", "--config=tests/configs/tiny_finetune.py",
+               f"--workdir={workdir}", "--config.tasks.eval_examples=0", "--config.decode.batch_size=8",
+               "--config.train.async_checkpoints=False"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 300
+    # Step 20's losses are logged just before its evaluation starts (train.eval_every=20).
+    while time.time() < deadline and process.poll() is None and not (
+            metrics.exists() and any(json.loads(l).get("step") == 20 for l in metrics.read_text().splitlines())):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    stopped = [l for l in stdout.splitlines() if l.startswith("stopped by signal SIGTERM during the evaluation")]
+    assert stopped and "at step 20 (after " in stopped[0], stdout[-2000:]
+    done, total = (int(n) for n in stopped[0].split("(after ")[1].split(" ")[0:3:2])
+    assert done < total, stopped[0]
+    assert sorted(n for n in os.listdir(workdir / "checkpoints") if n.isdigit()) == ["20"]
+    rows = [json.loads(l) for l in metrics.read_text().splitlines()]
+    assert not any("glue_sst2/accuracy" in r for r in rows) and not (workdir / "best.json").exists()
+
+    resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from checkpoint at step 20 (its interrupted evaluation runs first)" in resumed.stdout
+    rows = [json.loads(l) for l in metrics.read_text().splitlines()]
+    assert [r["step"] for r in rows if "glue_sst2/accuracy" in r] == [20, 40]
+    assert json.loads((workdir / "best.json").read_text())["step"] in (20, 40)

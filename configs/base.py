@@ -86,7 +86,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.targets_length = 0          # 0: what span corruption produces for inputs_length
     c.data.pack = True
     c.data.shuffle_buffer = 10_000
-    c.data.on_bad_input = "skip"       # skip (count in the log) | error: unreadable files, invalid UTF-8, overlong lines
+    # Damaged input: in a corpus (unreadable files, invalid UTF-8, overlong lines, jsonl without text) and in
+    # a Task's files (GLUE, summarization, classification, tasks.hf: a line that is not UTF-8 or JSON, wrong
+    # fields, a missing text or label). skip: leave it out, print the count of each file or split with the
+    # first lines and their fix, before training | error: stop at the first one, naming file, line and fix.
+    # Default skip: one bad line in a large corpus should not stop a long run, and no row goes uncounted;
+    # set error where every row must be scored (a benchmark's dev/test numbers). `infer` file inputs always
+    # stop at a damaged line (each output line answers one input line).
+    c.data.on_bad_input = "skip"
     # On resume, when the corpus files differ from those the checkpoint's input position refers to (a file
     # added, removed, replaced or reordered, data.validation_files changed; appending is always fine):
     # error (refuse, naming the change) | restart (resume the state, read the current files from the start).

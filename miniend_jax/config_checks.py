@@ -128,7 +128,7 @@ def _validate_pretraining(config, paths_here: bool = True) -> None:
             split_files(files, d.validation_files)
     check(d.format in ("auto", "text", "jsonl", "wikiextractor"), "data.format", d.format,
           "use 'auto', 'text', 'jsonl' or 'wikiextractor'.")
-    check(d.on_bad_input in ("skip", "error"), "data.on_bad_input", d.on_bad_input, "use 'skip' or 'error'.")
+    _check_on_bad_input(d)
     check(isinstance(d.inputs_length, int) and d.inputs_length >= 8, "data.inputs_length", d.inputs_length,
           "use an integer >= 8.")
     check(0 < d.noise_density < 1, "data.noise_density", d.noise_density, "use a value in (0, 1), T5: 0.15.")
@@ -143,6 +143,13 @@ def _validate_pretraining(config, paths_here: bool = True) -> None:
     distill_spec(config)  # the objective, its weights and the temperature (DistillSpec checks them)
     interp = config.distill.interpolation
     check_interpolation(interp.start, interp.steps, interp.schedule)
+
+
+def _check_on_bad_input(d) -> None:
+    """`data.on_bad_input`: what a damaged row or file of the input does (`tasks/task_files.py`)."""
+    from tasks.task_files import POLICIES
+    check(d.on_bad_input in POLICIES, "data.on_bad_input", d.on_bad_input,
+          "use 'skip' (leave damaged rows out and count them) or 'error' (stop at the first one).")
 
 
 def _validate_training(config, paths_here: bool = True) -> None:
@@ -185,6 +192,7 @@ def _validate_downstream(config, paths_here: bool = True) -> None:
     from tasks.pretraining import check_downstream_source
     for field in ("glue_source", "summarization_source"):
         check_downstream_source(t[field], f"tasks.{field}")
+    _check_on_bad_input(config.data)
     _validate_hf_tasks(config)
     check(not t.best_metric or t.best_metric.count("/") == 1, "tasks.best_metric", t.best_metric,
           "use 'task/metric', e.g. 'glue_sst2/accuracy', or '' for the first eval task's main metric.")
@@ -208,6 +216,7 @@ def _validate_infer(config) -> None:
           "use 0 (every input) or a positive number.")
     for field in ("inputs_length", "targets_length"):
         check(isinstance(t[field], int) and t[field] >= 2, f"tasks.{field}", t[field], "use an integer >= 2.")
+    _check_on_bad_input(config.data)
     _validate_hf_tasks(config)
     _validate_decode(config.decode)
 

@@ -57,7 +57,8 @@ def _hf_text_files(config, process_index: int, process_count: int, workdir: str)
     from tasks import hf_text
     d = config.data
     if process_index == 0:
-        files = hf_text.export_text(d.hf_path, d.hf_split, d.text_field, hf_text.export_dir(workdir), d.hf_shards)
+        files = hf_text.export_text(d.hf_path, d.hf_split, d.text_field, hf_text.export_dir(workdir), d.hf_shards,
+                                   d.on_bad_input)
     if process_count > 1:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices("hf_text export")
@@ -71,17 +72,19 @@ def is_file_input(value: str) -> bool:
 
 def register_tasks(config) -> list[str]:
     """Registers the GLUE, summarization, local classification and HF-dataset (`tasks.hf`) Tasks (and the
-    `glue` Mixture); returns the Task names."""
+    `glue` Mixture); returns the Task names. Every row of their local files is checked now: damaged rows
+    are skipped and counted, or stop the run, by `data.on_bad_input` (`tasks/task_files.py`)."""
     from tasks import classification, glue, hf_tasks, summarization
     t, d = config.tasks, config.data
     tfds_dir = t.tfds_data_dir or None
+    policy = d.on_bad_input
     names = glue.register(d.vocab, source=t.glue_source, data_dir=t.glue_dir, tfds_data_dir=tfds_dir,
-                          extra_ids=d.extra_ids)
+                          extra_ids=d.extra_ids, on_bad_input=policy)
     names += summarization.register(d.vocab, source=t.summarization_source, data_dir=t.summarization_dir,
-                                    tfds_data_dir=tfds_dir, extra_ids=d.extra_ids)
-    names += [classification.register(directory, d.vocab, extra_ids=d.extra_ids)
+                                    tfds_data_dir=tfds_dir, extra_ids=d.extra_ids, on_bad_input=policy)
+    names += [classification.register(directory, d.vocab, extra_ids=d.extra_ids, on_bad_input=policy)
               for directory in classification_dirs(config)]
-    names += [hf_tasks.register(name, spec, d.vocab, extra_ids=d.extra_ids)
+    names += [hf_tasks.register(name, spec, d.vocab, extra_ids=d.extra_ids, on_bad_input=policy)
               for name, spec in hf_tasks.specs(config).items()]
     return names
 
@@ -116,12 +119,14 @@ def check_tasks(config, names: list[str], wanted: list[tuple[str, str, str]] | N
             glue.check_targets_length(task_name, config.data.vocab, t.targets_length, config.data.extra_ids)
             for directory in classification_dirs(config):
                 if classification.task_name(directory) == task_name:
-                    classification.check_labels_fit(classification.labels_of(directory), config.data.vocab,
+                    classification.check_labels_fit(classification.labels_of(directory, config.data.on_bad_input),
+                                                    config.data.vocab,
                                                     t.targets_length, config.data.extra_ids, task_name)
             if hf_tasks.labels(task_name):
                 classification.check_labels_fit(hf_tasks.labels(task_name), config.data.vocab, t.targets_length,
                                                 config.data.extra_ids, task_name)
-        summarization.check_split(name, split, source=t.summarization_source, data_dir=t.summarization_dir)
+        summarization.check_split(name, split, source=t.summarization_source, data_dir=t.summarization_dir,
+                                  on_bad_input=config.data.on_bad_input)
         task = seqio.get_mixture_or_task(name)
         if split not in task.splits:
             raise ConfigError(f"{field}={name!r} has no split {split!r} (it has {', '.join(task.splits)}); "

@@ -9,7 +9,6 @@ Set `tasks.classification_dirs` (comma-separated) to register them.
 
 from __future__ import annotations
 
-import csv
 import functools
 import os
 
@@ -19,22 +18,49 @@ import seqio
 
 from miniend_jax.errors import ConfigError
 from miniend_jax.evaluation import metrics
-from tasks import registry
+from tasks import registry, task_files
 from tasks.pretraining import text_to_text_features, vocabulary
 
 SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
 
 
-def read_split(directory: str, split: str) -> list[tuple[str, str]]:
+def read_split(directory: str, split: str, on_bad_input: str = "skip") -> list[tuple[str, str]]:
+    """The `(text, label)` rows of `split`. Every line is checked (once per file version and process):
+    one that is not valid UTF-8, has no tab or more than one, or an empty text or label is a damaged row,
+    skipped and counted or an error by `on_bad_input` (`tasks/task_files.py`); empty lines are no rows.
+
+    Raises:
+      ConfigError: a missing file, a damaged line under on_bad_input="error", or no row left.
+    """
     path = os.path.join(directory, SPLIT_FILES[split])
     if not os.path.isfile(path):
         raise ConfigError(f"classification data {directory!r} has no {SPLIT_FILES[split]} for split {split!r}; "
                           "write `text<TAB>label` lines there.")
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = [tuple(r[:2]) for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if len(r) >= 2]
+    return list(_read_rows(*task_files.file_version(path), split, on_bad_input))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_rows(path: str, size: int, mtime_ns: int, split: str, on_bad_input: str) -> tuple[tuple[str, str], ...]:
+    del size, mtime_ns  # part of the cache key only: a rewritten file is read again
+    bad = task_files.BadRows(path, f"{task_name(os.path.dirname(path))} {split}", on_bad_input,
+                             "write each line as text<TAB>label (one tab; no tab inside the text)")
+    rows = []
+    for number, text, problem in task_files.read_lines(path):
+        if problem is None and not text.strip():
+            continue
+        fields = text.split("\t")
+        if problem is None and len(fields) != 2:
+            problem = "has no tab" if len(fields) == 1 else f"has {len(fields) - 1} tabs"
+        if problem is None and not (fields[0].strip() and fields[1].strip()):
+            problem = "has an empty text" if not fields[0].strip() else "has an empty label"
+        if problem is not None:
+            bad.add(number, problem)
+            continue
+        rows.append((fields[0], fields[1]))
+    bad.report(len(rows) + len(bad))
     if not rows:
-        raise ConfigError(f"{path} holds no `text<TAB>label` lines.")
-    return rows
+        raise ConfigError(f"{path} holds no `text<TAB>label` lines ({len(bad)} damaged lines skipped).")
+    return tuple(rows)
 
 
 def _format(x, *, name: str):
@@ -62,25 +88,31 @@ def task_name(directory: str) -> str:
     return "cls_" + os.path.basename(os.path.normpath(directory))
 
 
-def labels_of(directory: str) -> tuple[str, ...]:
-    """The sorted label set of every split present in `directory`."""
+def labels_of(directory: str, on_bad_input: str = "skip") -> tuple[str, ...]:
+    """The sorted label set of every split present in `directory` (rows read as `read_split` does)."""
     splits = [s for s, f in SPLIT_FILES.items() if os.path.isfile(os.path.join(directory, f))]
-    return tuple(sorted({label for split in splits for _, label in read_split(directory, split)}))
+    return tuple(sorted({label for split in splits for _, label in read_split(directory, split, on_bad_input)}))
 
 
-def register(directory: str, spiece_model: str, *, extra_ids: int = 100) -> str:
-    """Registers the Task of `directory` (once) and returns its name."""
+def register(directory: str, spiece_model: str, *, extra_ids: int = 100, on_bad_input: str = "skip") -> str:
+    """Registers the Task of `directory` (once) and returns its name. Every line of its files is checked
+    now (`read_split`): damaged ones are skipped and counted, or an error, by `on_bad_input`.
+
+    Raises:
+      ConfigError: see `read_split`.
+    """
     name = task_name(directory)
-    labels = labels_of(directory)
+    labels = labels_of(directory, on_bad_input)
     splits = [s for s, f in SPLIT_FILES.items() if os.path.isfile(os.path.join(directory, f))]
 
     def dataset_fn(split, shuffle_files, seed=None):
         del shuffle_files, seed
-        rows = read_split(directory, split)
+        rows = read_split(directory, split, on_bad_input)
         return tf.data.Dataset.from_tensor_slices({"text": [t for t, _ in rows], "label": [l for _, l in rows]})
 
     registry.add_task(
-        name, [registry.vocabulary_key(spiece_model, extra_ids), os.path.abspath(directory), labels, splits],
+        name, [registry.vocabulary_key(spiece_model, extra_ids), os.path.abspath(directory), labels, splits,
+               on_bad_input, [task_files.file_version(os.path.join(directory, SPLIT_FILES[s])) for s in splits]],
         source=seqio.FunctionDataSource(dataset_fn, splits=splits),
         preprocessors=[seqio.map_over_dataset(functools.partial(_format, name=name[4:])),
                        seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],

@@ -23,6 +23,7 @@ import csv
 import dataclasses
 import functools
 import json
+import math
 import os
 from typing import Callable
 
@@ -33,7 +34,7 @@ import seqio
 
 from miniend_jax.errors import ConfigError
 from miniend_jax.evaluation import metrics
-from tasks import registry
+from tasks import registry, task_files
 from tasks.pretraining import check_downstream_source, text_to_text_features
 
 csv.field_size_limit(1 << 24)
@@ -107,55 +108,137 @@ def split_file(directory: str, task: GlueTask, split: str) -> str:
 
 
 def _label(task: GlueTask, raw) -> float | int:
+    """A label as TFDS `glue` holds it: a class index (from a name or an index), or STS-B's score.
+
+    Raises:
+      ValueError: neither a class name nor an index of one (an unknown label is a damaged row, not the
+        `<unk>` of an unlabelled test row), or a score that is no finite number.
+    """
     if task.labels is None:
-        return float(raw)
+        score = float(raw)
+        if not math.isfinite(score):
+            raise ValueError(f"score {raw!r} is no finite number")
+        return score
     raw = str(raw).strip()
     if raw in task.labels:
         return task.labels.index(raw)
-    if not raw.lstrip("-").isdigit():
-        return -1
-    if not -1 <= int(raw) < len(task.labels):  # -1: an unlabelled (test) row
-        raise ValueError(f"label {raw} is neither one of {task.labels} nor an index of them")
+    if not raw.isdigit() or int(raw) >= len(task.labels):
+        raise ValueError(f"label {raw!r} is neither one of {', '.join(task.labels)} nor an index of them")
     return int(raw)
 
 
-def read_split(directory: str, task: GlueTask, split: str) -> list[dict]:
-    """Rows of a local split as TFDS `glue` features: the text features, `label` and `idx`."""
+def _unlabelled(raw) -> bool:
+    """No label: a missing or empty field, or TFDS's -1 of a test row."""
+    return raw is None or str(raw).strip() in ("", "-1", "-1.0")
+
+
+def read_split(directory: str, task: GlueTask, split: str, on_bad_input: str = "skip") -> list[dict]:
+    """Rows of a local split as TFDS `glue` features: the text features, `label` and `idx` (0, 1, ... over
+    the rows kept). Every row is checked (once per file version and process): a line that is not valid
+    UTF-8 or not a JSON object, a TSV line whose fields do not match the header, a missing text field,
+    and, except in the `test` split (unlabelled, label -1 as in TFDS), a missing or unknown label are
+    damaged rows, skipped and counted or an error by `on_bad_input` (`tasks/task_files.py`).
+
+    Raises:
+      ConfigError: a missing file, a header without the task's columns, a damaged row under
+        on_bad_input="error", or no row left.
+    """
     path = split_file(directory, task, split)
+    return list(_read_rows(*task_files.file_version(path), task.name, split, on_bad_input))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_rows(path: str, size: int, mtime_ns: int, name: str, split: str, on_bad_input: str) -> tuple[dict, ...]:
+    del size, mtime_ns  # part of the cache key only: a rewritten file is read again
+    task = TASKS[name]
+    labels = ", ".join(task.labels) if task.labels else "a score from 0 to 5"
+    bad = task_files.BadRows(path, f"GLUE {task.name} {split}", on_bad_input,
+                             f"repair or delete that row (GLUE {task.name} rows hold {', '.join(task.features)} "
+                             f"and a label: {labels})")
+    labelled = split != "test"
+    lines = task_files.read_lines(path)
+    records = []  # (line number, record)
+    if path.endswith(".jsonl"):
+        for number, text, problem in lines:
+            if problem is None and not text.strip():
+                continue
+            try:
+                record = json.loads(text) if problem is None else None
+            except json.JSONDecodeError as error:
+                problem = f"is not JSON ({error.msg})"
+                record = None
+            if problem is None and not isinstance(record, dict):
+                problem = "is not a JSON object"
+            if problem is not None:
+                bad.add(number, problem)
+                continue
+            records.append((number, record))
+    else:
+        header = None
+        if task.header:
+            if not lines:
+                raise ConfigError(f"{path} is empty; check the GLUE data directory.")
+            header = lines.pop(0)[1].split("\t")
+            wanted = [task.columns.get(f, f) for f in task.features] + ([task.label_column] if labelled else [])
+            absent = [c for c in wanted if c not in header]
+            if absent:
+                raise ConfigError(f"{path} line 1: the header has no column {', '.join(map(repr, absent))} (it has "
+                                  f"{', '.join(header)}); use the GLUE download's {task.directory} files.")
+        needed = 1 + max([task.columns.get(f, 0) for f in task.features] + [task.label_column]) if not header else 0
+        for number, text, problem in lines:
+            if problem is None and not text:
+                continue
+            fields = text.split("\t")
+            if problem is None and header and len(fields) != len(header):
+                problem = f"has {len(fields)} tab-separated fields, the header {len(header)}"
+            if problem is None and not header and len(fields) < needed:
+                problem = f"has {len(fields)} tab-separated fields, GLUE {task.name} rows at least {needed}"
+            if problem is not None:
+                bad.add(number, problem)
+                continue
+            records.append((number, dict(zip(header, fields)) if header else dict(enumerate(fields))))
     rows = []
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        if path.endswith(".jsonl"):
-            records = [json.loads(line) for line in f if line.strip()]
+    for number, record in records:
+        row = {}
+        for feature in task.features:
+            value = record.get(feature, record.get(task.columns.get(feature, feature)))
+            if not isinstance(value, str):
+                bad.add(number, f"has no text in {feature!r}" if value is None else f"{feature!r} is not text")
+                break
+            row[feature] = value
         else:
-            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            header = next(reader) if task.header else None
-            records = [dict(zip(header, r)) if header else dict(enumerate(r)) for r in reader if r]
-    for index, record in enumerate(records):
-        try:
-            row = {feature: record[feature] if feature in record else record[task.columns[feature]]
-                   for feature in task.features}
-            label = record.get("label", record.get(task.label_column, -1))
-            row["label"] = _label(task, label)
-        except (KeyError, ValueError) as e:
-            raise ConfigError(f"{path} row {index + 1}: cannot read GLUE {task.name} fields ({e!r}); the file "
-                              "does not have the GLUE layout.") from None
-        row["idx"] = index
-        rows.append(row)
+            raw = record.get("label", record.get(task.label_column))
+            try:
+                if _unlabelled(raw):
+                    if labelled:
+                        raise ValueError(f"no label (in {task.label_column!r}; only the test split is unlabelled)")
+                    row["label"] = -1.0 if task.labels is None else -1
+                else:
+                    row["label"] = _label(task, raw)
+            except ValueError as error:
+                bad.add(number, str(error))
+                continue
+            row["idx"] = len(rows)
+            rows.append(row)
+    bad.report(len(rows) + len(bad))
     if not rows:
-        raise ConfigError(f"{path} holds no examples; check the GLUE data directory.")
-    return rows
+        raise ConfigError(f"{path} holds no examples ({len(bad)} damaged rows skipped); check the GLUE data "
+                          "directory.")
+    return tuple(rows)
 
 
-def _local_source(directory: str, task: GlueTask, rename: dict | None = None) -> seqio.DataSource:
-    """A source over the local files; `rename` maps source split names to file splits."""
+def _local_source(directory: str, task: GlueTask, rename: dict | None = None,
+                  on_bad_input: str = "skip") -> seqio.DataSource:
+    """A source over the local files (every row checked now, `read_split`); `rename` maps source split
+    names to file splits."""
     label_dtype = tf.float32 if task.labels is None else tf.int64
     rename = rename or {s: s for s in task.splits}
     splits = [s for s, file_split in rename.items() if _exists(directory, task, file_split)]
-    counts = {s: len(read_split(directory, task, rename[s])) for s in splits}
+    counts = {s: len(read_split(directory, task, rename[s], on_bad_input)) for s in splits}
 
     def dataset_fn(split, shuffle_files, seed=None):
         del shuffle_files, seed
-        rows = read_split(directory, task, rename[split])
+        rows = read_split(directory, task, rename[split], on_bad_input)
         columns = {f: [r[f] for r in rows] for f in task.features}
         columns["label"] = np.asarray([r["label"] for r in rows], label_dtype.as_numpy_dtype)
         columns["idx"] = np.arange(len(rows), dtype=np.int64)
@@ -208,21 +291,23 @@ def postprocess(output: str, example=None, is_target: bool = False, *, task: Glu
 # --------------------------------------------------------------------------------------------
 # Registration
 # --------------------------------------------------------------------------------------------
-def _source(task: GlueTask, source: str, data_dir: str, tfds_data_dir: str | None):
+def _source(task: GlueTask, source: str, data_dir: str, tfds_data_dir: str | None, on_bad_input: str = "skip"):
     if source == "local":
-        return _local_source(data_dir, task)
+        return _local_source(data_dir, task, on_bad_input=on_bad_input)
     return seqio.TfdsDataSource(tfds_name=f"glue/{task.tfds_config}:2.0.0", tfds_data_dir=tfds_data_dir)
 
 
 def register(spiece_model: str, *, source: str = "local", data_dir: str = "../shared/data/glue",
-             tfds_data_dir: str | None = None, extra_ids: int = 100, prefix: str = "glue") -> list[str]:
+             tfds_data_dir: str | None = None, extra_ids: int = 100, prefix: str = "glue",
+             on_bad_input: str = "skip") -> list[str]:
     """Registers `<prefix>_<task>` for the nine tasks, MNLI's two evaluation tasks and the proportional
     mixture `<prefix>` (over the tasks with training data); returns the task names registered. Local tasks
-    with no file on disk are not registered (`check_split` names the file to provide)."""
+    with no file on disk are not registered (`check_split` names the file to provide); every row of the
+    local files is checked now, damaged ones skipped and counted or an error by `on_bad_input`."""
     check_downstream_source(source, "tasks.glue_source")
     features = text_to_text_features(spiece_model, extra_ids)
     definition = [registry.vocabulary_key(spiece_model, extra_ids), source,
-                  os.path.abspath(data_dir) if source == "local" else tfds_data_dir]
+                  os.path.abspath(data_dir) if source == "local" else tfds_data_dir, on_bad_input]
     names = []
     for task in TASKS.values():
         name = f"{prefix}_{task.name}"
@@ -230,7 +315,7 @@ def register(spiece_model: str, *, source: str = "local", data_dir: str = "../sh
             continue  # nothing of it on disk (e.g. QQP offline); `check_split` names the missing file
         names.append(name)
         registry.add_task(
-            name, definition + [name], source=_source(task, source, data_dir, tfds_data_dir),
+            name, definition + [name], source=_source(task, source, data_dir, tfds_data_dir, on_bad_input),
             preprocessors=_preprocessors(task),
             output_features=features, postprocess_fn=functools.partial(postprocess, task=task),
             metric_fns=list(task.metric_fns))
@@ -244,7 +329,7 @@ def register(spiece_model: str, *, source: str = "local", data_dir: str = "../sh
             data = seqio.TfdsDataSource(tfds_name="glue/mnli:2.0.0", tfds_data_dir=tfds_data_dir,
                                         splits={"validation": split})
         else:
-            data = _local_source(data_dir, task, rename={"validation": split})
+            data = _local_source(data_dir, task, rename={"validation": split}, on_bad_input=on_bad_input)
         registry.add_task(
             name, definition + [name], source=data,
             preprocessors=_preprocessors(task),

@@ -30,12 +30,17 @@ memory; pretraining corpora go through `tasks/hf_text.py` instead).
 Bad input stops at registration, before training, with a `ConfigError` that names `tasks.hf.<name>.<field>`
 and the fix: no dataset at the path, an unknown split, an empty split, a template column the dataset does
 not have (its columns are listed), a column whose values a template cannot render (lists, dicts), a label
-index outside `label_names`, a correlation metric over text, an unknown metric.
+index outside `label_names`, a correlation metric over text, an unknown metric; a `.jsonl` or `.csv` line
+`datasets` cannot parse (not UTF-8 or JSON, a csv record with too many fields) is named by file and line.
+Damaged rows (no value in a column a template uses; label -1, unlabelled, outside the `test` split) are
+named by file and line (or row) and skipped and counted, or stop the run, by `data.on_bad_input`
+(`tasks/task_files.py`).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import string
 from typing import Any, Mapping
@@ -47,7 +52,7 @@ import seqio
 
 from miniend_jax.errors import ConfigError
 from miniend_jax.evaluation import metrics
-from tasks import hf_text, registry
+from tasks import hf_text, registry, task_files
 from tasks.pretraining import text_to_text_features
 
 PREFIX = "hf_"
@@ -201,19 +206,82 @@ def source_key(path: str) -> list:
     return hf_text.source_key(path, "", "")["files"]
 
 
-@functools.lru_cache(maxsize=None)
-def _read(path: str, split: str, key: str, field: str) -> tuple[list[dict], dict]:
-    del key  # part of the cache key only
-    if _is_pattern(path):
-        dataset = hf_text.open_split(path.replace("{split}", split), split, field=field)
-    else:
-        dataset = hf_text.open_split(path, split, field=field)
+def _record_lines(file: str) -> list[int] | None:
+    """The line where each record of a JSON-lines (`.jsonl`) or `.csv` file starts (None for other files).
+
+    Raises:
+      ConfigError: naming the file and line, at a line `datasets` cannot parse: not valid UTF-8, not a
+        JSON object, or a csv record with more fields than the header (no policy can skip inside a file
+        `datasets` cannot read).
+    """
+    if not file.endswith((".jsonl", ".csv")):
+        return None
+    import csv
+    lines = task_files.read_lines(file, keep_ends=file.endswith(".csv"))
+    fix = "repair or delete that line; `datasets` cannot read the file past it"
+    for number, _, problem in lines:
+        if problem is not None:
+            raise ConfigError(f"{file} line {number}: {problem}; {fix}.")
+    if file.endswith(".jsonl"):
+        starts = []
+        for number, text, _ in lines:
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"{file} line {number}: is not JSON ({error.msg}); {fix}.") from None
+            if not isinstance(record, dict):
+                raise ConfigError(f"{file} line {number}: is not a JSON object; {fix}.")
+            starts.append(number)
+        return starts
+    reader = csv.reader([text for _, text, _ in lines])
+    starts, header, start = [], None, 1
     try:
-        rows = list(dataset)
+        for fields in reader:
+            first, start = start, reader.line_num + 1
+            if header is None:
+                header = fields
+            elif fields and len(fields) > len(header):
+                raise ConfigError(f"{file} line {first}: has {len(fields)} comma-separated fields, the header "
+                                  f"{len(header)}; {fix} (quote a field that holds a comma).")
+            elif fields:
+                starts.append(first)
+    except csv.Error as error:
+        raise ConfigError(f"{file} line {reader.line_num}: the csv cannot be parsed ({error}); {fix}.") from None
+    return starts
+
+
+def _rows_of(dataset, path: str, split: str, field: str) -> list[dict]:
+    try:
+        return list(dataset)
     except Exception as error:  # pyarrow and datasets raise their own kinds on damaged files
         raise ConfigError(f"{field}={path!r}: `datasets` cannot read split {split!r} ({type(error).__name__}: "
                           f"{error}); check the files.") from error
-    return rows, dict(dataset.features or {})
+
+
+@functools.lru_cache(maxsize=None)
+def _read(path: str, split: str, key: str, field: str) -> tuple[list[dict], dict, list[str]]:
+    del key  # part of the cache key only
+    if not _is_pattern(path):
+        dataset = hf_text.open_split(path, split, field=field)
+        rows = _rows_of(dataset, path, split, field)
+        return rows, dict(dataset.features or {}), [f"row {n} of split {split!r} of {path}"
+                                                    for n in range(1, len(rows) + 1)]
+    hf_text.open_split(path.replace("{split}", split), split, field=field)  # names a missing or empty split
+    # File by file, so that a damaged row is named by its file and line (or row).
+    rows, features, origins = [], {}, []
+    for file in hf_text.matching_files(path.replace("{split}", split)):
+        if os.path.getsize(file) == 0 or hf_text._parquet_rows([file]) == 0:
+            continue
+        starts = _record_lines(file)
+        dataset = hf_text.open_split(file, split, field=field)
+        file_rows = _rows_of(dataset, file, split, field)
+        features = features or dict(dataset.features or {})
+        rows += file_rows
+        origins += [f"{file} line {starts[n]}" if starts and n < len(starts) else f"{file} row {n + 1}"
+                    for n in range(len(file_rows))]
+    return rows, features, origins
 
 
 def read_split(name: str, spec: Mapping, split: str) -> tuple[list[dict], dict]:
@@ -221,14 +289,24 @@ def read_split(name: str, spec: Mapping, split: str) -> tuple[list[dict], dict]:
     features ({} when the files declare none).
 
     Raises:
-      ConfigError: unreadable or empty split.
+      ConfigError: unreadable or empty split, naming the file and line `datasets` cannot read.
     """
+    rows, features, _ = _read_with_origins(name, spec, split)
+    return rows, features
+
+
+def _read_with_origins(name: str, spec: Mapping, split: str) -> tuple[list[dict], dict, list[str]]:
+    """`read_split`, and where each row is: "<file> line 12", "<file> row 3", "row 3 of split 'train' of <dir>"."""
     path = spec["path"]
-    rows, features = _read(path, split, repr(source_key(path)), _field(name, "path"))
+    rows, features, origins = _read(path, split, repr(source_key(path)), _field(name, "path"))
     if not rows:
         raise ConfigError(f"split {split!r} of {_field(name, 'path')}={path!r} is empty; point "
                           f"{_field(name, 'splits')} at a split with examples.")
-    return rows, features
+    return rows, features, origins
+
+
+class _BadRow(Exception):
+    """A damaged row: no value in a column a template uses, or no label (-1) outside the test split."""
 
 
 def _class_names(feature) -> tuple[str, ...] | None:
@@ -244,8 +322,9 @@ class Layout:
       ConfigError: a template column the dataset lacks; a classification target that is not one column.
     """
 
-    def __init__(self, name: str, spec: Mapping, mapping: Mapping[str, str]):
-        self.name, self.spec, self.mapping = name, spec, dict(mapping)
+    def __init__(self, name: str, spec: Mapping, mapping: Mapping[str, str], on_bad_input: str = "skip"):
+        task_files.check_policy(on_bad_input)
+        self.name, self.spec, self.mapping, self.on_bad_input = name, spec, dict(mapping), on_bad_input
         self._examples: dict[str, dict[str, list[str]]] = {}
         self.inputs_columns = template_columns(spec["inputs"], _field(name, "inputs"))
         self.targets_columns = template_columns(spec["targets"], _field(name, "targets"))
@@ -274,10 +353,12 @@ class Layout:
             # validation label absent from training is still a class).
             self.labels = self.class_names.get(column) or tuple(sorted(
                 {self._value(column, row[column]) for split in self.mapping.values()
-                 for row in read_split(name, spec, split)[0]} - {"<unk>"}))
+                 for row in read_split(name, spec, split)[0] if row.get(column) is not None} - {"<unk>"}))
 
     def _value(self, column: str, value):
         """A template's value: a class label's name, a number as is (format specs apply), else text."""
+        if value is None:
+            raise _BadRow(f"has no value in column {column!r}")
         names = self.class_names.get(column)
         if names is not None:
             if not isinstance(value, int) or isinstance(value, bool):
@@ -300,25 +381,51 @@ class Layout:
         return str(value)
 
     def examples(self, split: str) -> dict[str, list[str]]:
-        """{"inputs": [...], "targets": [...]} of seqio split `split`, one string per row.
+        """{"inputs": [...], "targets": [...]} of seqio split `split`, one string per row. A row with no
+        value in a column the templates use, or a label outside the names, is a damaged row: skipped and
+        counted, or an error naming its file and line, by `data.on_bad_input` (`tasks/task_files.py`).
 
         Raises:
-          ConfigError: a value a template cannot write, a label outside the names, a non-numeric target
-            of correlation metrics.
+          ConfigError: a column of values a template cannot write, a non-numeric target of correlation
+            metrics, a damaged row under on_bad_input="error", or no row left.
         """
         if split in self._examples:
             return self._examples[split]
-        rows, _ = read_split(self.name, self.spec, self.mapping[split])
+        rows, _, origins = _read_with_origins(self.name, self.spec, self.mapping[split])
         if self.kind == "regression":
-            column, value = self.targets_columns[0], rows[0].get(self.targets_columns[0])
+            column = self.targets_columns[0]
+            value = next((r.get(column) for r in rows if r.get(column) is not None), None)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ConfigError(f"{_field(self.name, 'metrics')}={self.spec['metrics']!r} correlates numbers, "
                                   f"but column {column!r} of {self.spec['path']} holds {type(value).__name__}; "
                                   "score it with accuracy or rouge, or point targets at a numeric column.")
-        render = lambda template, columns, row: template.format(**{c: self._value(c, row[c]) for c in columns})
-        self._examples[split] = {"inputs": [render(self.spec["inputs"], self.inputs_columns, r) for r in rows],
-                                 "targets": [render(self.spec["targets"], self.targets_columns, r) for r in rows]}
-        return self._examples[split]
+        render = lambda template, columns, row: template.format(**{c: self._value(c, row.get(c)) for c in columns})
+        bad = task_files.BadRows(self.spec["path"], f"{task_name(self.name)} {split}", self.on_bad_input,
+                                 f"give that row a value in every column {_field(self.name, 'inputs')} and "
+                                 f"{_field(self.name, 'targets')} use (and a label of {_field(self.name, 'label_names')}), "
+                                 "or delete it")
+        examples = {"inputs": [], "targets": []}
+        label_column = self.targets_columns[0] if self.kind == "classification" else None
+        for row, origin in zip(rows, origins):
+            try:
+                value = row.get(label_column)
+                if (split != "test" and label_column in self.class_names and isinstance(value, int)
+                        and value < 0):
+                    raise _BadRow(f"has no label ({value} in column {label_column!r}; only the test split is "
+                                  "unlabelled)")
+                inputs = render(self.spec["inputs"], self.inputs_columns, row)
+                targets = render(self.spec["targets"], self.targets_columns, row)
+            except _BadRow as error:
+                bad.add(origin, str(error))
+                continue
+            examples["inputs"].append(inputs)
+            examples["targets"].append(targets)
+        bad.report(len(rows))
+        if not examples["inputs"]:
+            raise ConfigError(f"split {split!r} of {_field(self.name, 'path')}={self.spec['path']!r} has no row "
+                              f"left ({len(bad)} damaged rows skipped); repair the rows.")
+        self._examples[split] = examples
+        return examples
 
     def postprocess(self, output, example=None, is_target: bool = False):
         """Decoded text -> label index (-1: no label), float (-1.0: no number), or the text itself."""
@@ -337,15 +444,17 @@ class Layout:
 _LAYOUTS: dict[str, Layout] = {}  # Task name -> its layout, as registered in this process
 
 
-def register(name: str, spec: Mapping, spiece_model: str, *, extra_ids: int = 100) -> str:
-    """Registers `hf_<name>` from its spec (reading the dataset once per process) and returns the name.
+def register(name: str, spec: Mapping, spiece_model: str, *, extra_ids: int = 100,
+             on_bad_input: str = "skip") -> str:
+    """Registers `hf_<name>` from its spec (reading the dataset once per process, every row checked now;
+    damaged rows skipped and counted, or an error, by `on_bad_input`) and returns the name.
 
     Raises:
       ConfigError: bad settings or data (see the module docstring).
     """
     check_spec(name, spec)
     mapping = split_map(name, spec)
-    layout = Layout(name, spec, mapping)
+    layout = Layout(name, spec, mapping, on_bad_input)
     counts = {split: len(layout.examples(split)["inputs"]) for split in mapping}  # renders (checks) every row
     spec_key = {k: (v if isinstance(v, str) else dict(v or {})) for k, v in spec.items()}
     _LAYOUTS[task_name(name)] = layout
@@ -355,7 +464,8 @@ def register(name: str, spec: Mapping, spiece_model: str, *, extra_ids: int = 10
         return tf.data.Dataset.from_tensor_slices(layout.examples(split))
 
     registry.add_task(
-        task_name(name), [registry.vocabulary_key(spiece_model, extra_ids), spec_key, source_key(spec["path"])],
+        task_name(name), [registry.vocabulary_key(spiece_model, extra_ids), spec_key, source_key(spec["path"]),
+                          on_bad_input],
         source=seqio.FunctionDataSource(dataset_fn, splits=list(mapping), num_input_examples=counts),
         preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
         output_features=text_to_text_features(spiece_model, extra_ids),

@@ -11,7 +11,8 @@ example. A resumed run reuses the export when the source is unchanged and refuse
 
 Bad input stops before training with a `ConfigError` naming the problem and the fix: no dataset at the
 path, a split or column that does not exist (the existing ones are listed), a column that is not text, an
-empty split.
+empty split, a file `datasets` cannot read. A row with no text (null) in the column is named and skipped
+and counted, or stops the run, by `data.on_bad_input`.
 """
 
 from __future__ import annotations
@@ -132,14 +133,20 @@ def check_column(dataset, path: str, split: str, text_field: str) -> None:
                           f"{kind}, not text; set data.text_field to a string column.")
 
 
-def export_text(path: str, split: str, text_field: str, out_dir: str, num_shards: int) -> list[str]:
+def export_text(path: str, split: str, text_field: str, out_dir: str, num_shards: int,
+                on_bad_input: str = "skip") -> list[str]:
     """Writes the `text_field` column of split `split` as `num_shards` jsonl files in `out_dir` (once: an
-    export of the same source is reused); returns the files.
+    export of the same source is reused); returns the files. Empty documents are left out; a row with no
+    value (null) in the column is a damaged row, skipped and counted or an error by `on_bad_input`
+    (`tasks/task_files.py`).
 
     Raises:
-      ConfigError: bad input (see `open_split`, `check_column`), or `out_dir` holds an export of another
-        source (a resumed run whose dataset changed).
+      ConfigError: bad input (see `open_split`, `check_column`), a file `datasets` cannot read past a row,
+        a row without text under on_bad_input="error", or `out_dir` holds an export of another source (a
+        resumed run whose dataset changed).
     """
+    from tasks.task_files import BadRows, check_policy
+    check_policy(on_bad_input)
     key = source_key(path, split, text_field)
     key["num_shards"] = num_shards
     files = [os.path.join(out_dir, f"part-{i:05d}-of-{num_shards:05d}.jsonl") for i in range(num_shards)]
@@ -158,16 +165,36 @@ def export_text(path: str, split: str, text_field: str, out_dir: str, num_shards
     check_column(dataset, path, split, text_field)
     os.makedirs(out_dir, exist_ok=True)
     handles = [open(f + ".tmp", "w", encoding="utf-8") for f in files]
-    written = 0
+    written = read = 0
+    bad = BadRows(path, f"data.hf_path split {split!r}", on_bad_input,
+                  f"give every row text in column {text_field!r}, or delete the row")
     try:
-        for row in dataset.select_columns([text_field]) if hasattr(dataset, "select_columns") else dataset:
+        rows = iter(dataset.select_columns([text_field]) if hasattr(dataset, "select_columns") else dataset)
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                break
+            except Exception as error:  # pyarrow and datasets raise their own kinds on damaged files
+                raise ConfigError(f"data.hf_path={path!r}: `datasets` cannot read split {split!r} past row {read} "
+                                  f"({type(error).__name__}: {error}); repair or remove the damaged file.") from error
+            read += 1
             text = row[text_field]
-            if isinstance(text, str) and text.strip():
+            if not isinstance(text, str):
+                bad.add(f"row {read} of split {split!r} of {path}", f"has no text in column {text_field!r}"
+                        if text is None else f"holds {type(text).__name__}, not text, in column {text_field!r}")
+            elif text.strip():
                 handles[written % num_shards].write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
                 written += 1
-    finally:
+    except BaseException:
         for handle in handles:
             handle.close()
+        for f in files:
+            os.remove(f + ".tmp")
+        raise
+    for handle in handles:
+        handle.close()
+    bad.report(read)
     if written < num_shards:
         for f in files:
             os.remove(f + ".tmp")

@@ -26,7 +26,7 @@ from tasks.runtime import tf  # noqa: I001 - before seqio: TensorFlow on the hos
 import seqio
 
 from miniend_jax.errors import ConfigError
-from tasks import registry
+from tasks import registry, task_files
 from tasks.lengths import task_feature_lengths  # noqa: F401 - part of this module's interface
 from tasks.span_corruption import span_corruption
 
@@ -89,7 +89,7 @@ def _parse_json_text(line: tf.Tensor, text_field: str) -> tf.Tensor:
     return tf.ensure_shape(tf.py_function(parse, [line], tf.string), [])
 
 
-BAD_INPUT_POLICIES = ("skip", "error")
+BAD_INPUT_POLICIES = task_files.POLICIES
 
 
 @dataclasses.dataclass
@@ -104,6 +104,7 @@ class ScanReport:
     overlong_lines: int = 0
     bad_json_lines: int = 0     # jsonl lines that are not an object with a string text field
     lines: int = 0
+    first_bad: str = ""         # "<file>: line 12 is not valid UTF-8", the first line or file skipped
 
     def summary(self) -> str:
         kinds = sorted(set(self.formats.values()))
@@ -116,6 +117,8 @@ class ScanReport:
                      f"line(s), {self.empty_lines} empty line(s)")
         if "jsonl" in kinds:
             parts.append(f"skipped {self.bad_json_lines} jsonl line(s) without a string text field")
+        if self.first_bad:
+            parts.append(f"first skipped: {self.first_bad} (data.on_bad_input='error' stops at it)")
         return "; ".join(parts)
 
 
@@ -141,6 +144,7 @@ def scan_files(files: Sequence[str], *, max_line_chars: int, on_bad_input: str =
     def bad(path, what):
         if on_bad_input == "error":
             raise ConfigError(f"{path}: {what}; fix or remove the file, or set data.on_bad_input='skip'.")
+        report.first_bad = report.first_bad or f"{path}: {what}"
 
     for path in files:
         try:

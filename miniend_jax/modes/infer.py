@@ -8,11 +8,16 @@ Inputs (`infer.input`):
 - any other file: one input per line, as given (no Task prefix is added).
 
 Each input is tokenized with `data.vocab` and cut to `tasks.inputs_length` tokens (EOS kept, seqio's
-`append_eos_after_trim`); `decode.*` sets greedy or beam search and the batch; `decode.max_length` (or
-`tasks.targets_length`) the generated tokens. Output (`infer.output`, default `<workdir>/predictions.jsonl`;
-an existing file is never replaced), one line per input in input order: `{"index", "input", "prediction", "score"}` (+ `"task"`, `"target"` for a
-Task), where `score` is the hypothesis's natural-log probability for greedy decoding and HF's
-`sequences_scores` (log-probability / length ** `decode.length_penalty`) for beams.
+`append_eos_after_trim`); how many inputs were cut is printed and written to the summary. `decode.*` sets
+greedy or beam search and the batch; `decode.max_length` (or `tasks.targets_length`) the generated tokens.
+Output (`infer.output`, default `<workdir>/predictions.jsonl`; an existing file is never replaced), one line
+per input in input order: `{"index", "input", "input_tokens", "truncated", "prediction", "score"}` (+
+`"task"`, `"target"` for a Task), where `input` is the whole text, `input_tokens` its token count with EOS
+before the cut, `truncated` whether it was cut (the model read only its first `tasks.inputs_length`
+tokens), and `score` the hypothesis's natural-log probability for greedy decoding and HF's
+`sequences_scores` (log-probability / length ** `decode.length_penalty`) for beams. Next to it,
+`<output>.summary.json`: `{"input", "model", "predictions", "inputs", "truncated", "inputs_length",
+"longest_input_tokens"}`.
 """
 
 from __future__ import annotations
@@ -31,39 +36,45 @@ from miniend_jax.errors import ConfigError
 def read_file_inputs(path: str, field: str) -> list[str]:
     """The input texts of a `.jsonl` file (field `field` of each line) or a text file (one per line).
 
+    Every line must be readable: an output line answers each input line, so a damaged one stops the run
+    whatever `data.on_bad_input` says (skipping it would shift the outputs against the inputs).
+
     Raises:
-      ConfigError: the file is missing or empty, a line is not JSON, or lacks `field` or holds a non-string.
+      ConfigError: the file is missing or empty, a line is not valid UTF-8 or not JSON, or lacks `field` or
+        holds a non-string; naming the file and line.
     """
+    from tasks.task_files import read_lines
     if not os.path.isfile(path):
         raise ConfigError(f"infer.input={path!r} is not a file; give a .jsonl or text file of inputs, or a "
                           "registered Task name.")
     texts = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            if not path.endswith(".jsonl"):
-                texts.append(line)
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ConfigError(f"{path} line {number} is not JSON ({error.msg}); write one JSON object "
-                                  "per line.") from None
-            value = row.get(field) if isinstance(row, dict) else None
-            if not isinstance(value, str):
-                found = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise ConfigError(f"{path} line {number} has no string field {field!r} (found {found}); "
-                                  "set infer.field to the field holding the input text.")
-            texts.append(value)
+    for number, line, problem in read_lines(path):
+        if problem is not None:
+            raise ConfigError(f"{path} line {number} {problem}; save the file as UTF-8 (or delete that line).")
+        if not line.strip():
+            continue
+        if not path.endswith(".jsonl"):
+            texts.append(line)
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path} line {number} is not JSON ({error.msg}); write one JSON object "
+                              "per line.") from None
+        value = row.get(field) if isinstance(row, dict) else None
+        if not isinstance(value, str):
+            found = sorted(row) if isinstance(row, dict) else type(row).__name__
+            raise ConfigError(f"{path} line {number} has no string field {field!r} (found {found}); "
+                              "set infer.field to the field holding the input text.")
+        texts.append(value)
     if not texts:
         raise ConfigError(f"infer.input={path!r} holds no input; write one input per line.")
     return texts
 
 
 def _task_inputs(config, name: str) -> list[dict]:
-    """Every example of the Tasks of `name` in `tasks.eval_split`: task, input and target text, token ids."""
+    """Every example of the Tasks of `name` in `tasks.eval_split`: task, input and target text, token ids
+    (cut to `tasks.inputs_length`) and `input_tokens`, the input's length with EOS before the cut."""
     from tasks import runtime  # noqa: F401,I001 - before seqio: TensorFlow on the host, quiet
     import seqio
     t = config.tasks
@@ -72,10 +83,25 @@ def _task_inputs(config, name: str) -> list[dict]:
         task = seqio.get_mixture_or_task(task_name)
         dataset = task.get_dataset({"inputs": t.inputs_length, "targets": t.targets_length}, split=t.eval_split,
                                    shuffle=False, num_epochs=1, use_cached=False)
+        vocab = task.output_features["inputs"].vocabulary
         for example in dataset.as_numpy_iterator():
-            rows.append({"task": task_name, "input": example["inputs_pretokenized"].decode(),
-                         "target": example["targets_pretokenized"].decode(), "ids": example["inputs"]})
+            text = example["inputs_pretokenized"].decode()
+            rows.append({"task": task_name, "input": text, "target": example["targets_pretokenized"].decode(),
+                         "ids": example["inputs"], "input_tokens": len(vocab.encode(text)) + 1})
     return rows
+
+
+def truncation_summary(rows: list[dict], inputs_length: int) -> dict:
+    """How many inputs were cut: {"inputs", "truncated", "inputs_length", "longest_input_tokens"}, from
+    each row's `input_tokens` (its token count with EOS before the cut to `inputs_length`)."""
+    lengths = [row["input_tokens"] for row in rows]
+    return {"inputs": len(rows), "truncated": sum(n > inputs_length for n in lengths),
+            "inputs_length": inputs_length, "longest_input_tokens": max(lengths, default=0)}
+
+
+def summary_path(output: str) -> str:
+    """The JSON summary written next to the predictions `output`: `<output>.summary.json`."""
+    return output + ".summary.json"
 
 
 def _progress(total: int):
@@ -119,8 +145,9 @@ def run(config, workdir: str) -> str:
     if inputs.is_file_input(i.input):
         texts = read_file_inputs(i.input, i.field)
         vocab = seqio_vocabulary(config.data.vocab, config.data.extra_ids)
-        rows = [{"input": text, "ids": np.asarray(vocab.encode(text)[: t.inputs_length - 1] + [1], np.int32)}
-                for text in texts]
+        encoded = [vocab.encode(text) for text in texts]
+        rows = [{"input": text, "ids": np.asarray(ids[: t.inputs_length - 1] + [1], np.int32),
+                 "input_tokens": len(ids) + 1} for text, ids in zip(texts, encoded)]
     else:
         inputs.check_tasks(config, inputs.register_tasks(config), [("infer.input", i.input, t.eval_split)])
         rows = _task_inputs(config, i.input)
@@ -140,6 +167,12 @@ def run(config, workdir: str) -> str:
     decode = build.decode_settings(config)
     print(f"infer: {len(rows)} inputs from {i.input} with {build.model_name(config)} "
           f"({'greedy' if decode.num_beams == 1 else f'{decode.num_beams} beams'})", flush=True)
+    summary = truncation_summary(rows, t.inputs_length)
+    if summary["truncated"]:
+        print(f"infer: {summary['truncated']} of {len(rows)} inputs are longer than tasks.inputs_length="
+              f"{t.inputs_length} tokens (with EOS; the longest has {summary['longest_input_tokens']}) and are cut to "
+              "it: the model reads only their beginning (each row's 'truncated' says which); raise "
+              "tasks.inputs_length to decode them whole.", flush=True)
     decoded, scores = decode_rows(T5(model_config), params, mesh, rules, tokens, decode,
                                   decode.max_length or t.targets_length, return_scores=True,
                                   on_batch=_progress(len(rows)))
@@ -150,8 +183,15 @@ def run(config, workdir: str) -> str:
                 ids = ids.tolist()
                 ids = ids[: ids.index(1)] if 1 in ids else ids
                 line = {"index": n, **{k: v for k, v in row.items() if k != "ids"},
+                        "truncated": row["input_tokens"] > t.inputs_length,
                         "prediction": vocab.decode(ids), "score": float(score)}
                 f.write(json.dumps(line, ensure_ascii=False) + "\n")
+        with open(summary_path(output) + ".tmp", "w", encoding="utf-8") as f:
+            json.dump({"input": i.input, "model": build.model_name(config), "predictions": output, **summary}, f,
+                      indent=2)
+        os.replace(summary_path(output) + ".tmp", summary_path(output))
         os.replace(output + ".tmp", output)
-        print(f"infer: {len(rows)} predictions in {output}", file=sys.stdout, flush=True)
+        print(f"infer: {len(rows)} predictions in {output} ({summary['truncated']} inputs cut to "
+              f"tasks.inputs_length={t.inputs_length}; summary in {summary_path(output)})", file=sys.stdout,
+              flush=True)
     return output

@@ -61,7 +61,7 @@ def _generate(model, ids, num_beams, max_new_tokens=6, length_penalty=0.6):
 
 
 @pytest.mark.parametrize("num_beams", [1, 3])
-def test_infer_on_a_text_file_equals_generate(hf_model, num_beams, tmp_path):
+def test_infer_on_a_text_file_equals_generate(hf_model, num_beams, tmp_path, capsys):
     import copy
 
     import seqio
@@ -90,6 +90,17 @@ def test_infer_on_a_text_file_equals_generate(hf_model, num_beams, tmp_path):
     assert len({len(until_eos(t)) for t in tokens}) > 1, "the fixture should end hypotheses at several lengths"
     assert_close_to_float64([r["score"] for r in rows], reference, peer, err_msg="hypothesis scores")
 
+    # Inputs longer than tasks.inputs_length=16 (with EOS) are cut; each row, stdout and the summary say so.
+    lengths = [len(sp.encode(line)) + 1 for line in LINES]
+    cut = [n > 16 for n in lengths]
+    assert 0 < sum(cut) < len(LINES), "the fixture should hold inputs of both kinds"
+    assert [r["input_tokens"] for r in rows] == lengths and [r["truncated"] for r in rows] == cut
+    assert f"infer: {sum(cut)} of {len(LINES)} inputs are longer than tasks.inputs_length=16" in capsys.readouterr().out
+    with open(output + ".summary.json") as f:
+        summary = json.load(f)
+    assert {k: summary[k] for k in ("inputs", "truncated", "inputs_length", "longest_input_tokens")} == {
+        "inputs": len(LINES), "truncated": sum(cut), "inputs_length": 16, "longest_input_tokens": max(lengths)}
+
 
 def test_infer_on_a_task_split_keeps_task_and_target(hf_model, tmp_path):
     import csv
@@ -103,6 +114,12 @@ def test_infer_on_a_task_split_keeps_task_and_target(hf_model, tmp_path):
     assert [r["input"] for r in rows] == [f"sst2 sentence: {d['sentence']}" for d in dev]
     assert [r["target"] for r in rows] == [("negative", "positive")[int(d["label"])] for d in dev]
     assert all(r["task"] == "glue_sst2" and np.isfinite(r["score"]) for r in rows)
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(SPIECE))
+    lengths = [len(sp.encode(r["input"])) + 1 for r in rows]
+    assert [r["input_tokens"] for r in rows] == lengths and [r["truncated"] for r in rows] == [n > 16 for n in lengths]
+    assert any(n > 16 for n in lengths)
+    with open(output + ".summary.json") as f:
+        assert json.load(f)["truncated"] == sum(n > 16 for n in lengths)
 
 
 @pytest.mark.parametrize("changes,message", [
@@ -111,10 +128,21 @@ def test_infer_on_a_task_split_keeps_task_and_target(hf_model, tmp_path):
     ({"infer.input": "glue_nope"}, r"infer.input='glue_nope' is not a registered Task or Mixture"),
     ({"infer.field": "text"}, r"line 1 has no string field 'text' \(found \['inputs'\]\); set infer.field"),
     ({"decode.num_beams": 0}, r"decode.num_beams"),
+    ({"data.on_bad_input": "ignore"}, r"data.on_bad_input='ignore': use 'skip'"),
 ])
 def test_bad_infer_input_stops_before_loading(hf_model, changes, message, tmp_path):
     (tmp_path / "inputs.jsonl").write_text(json.dumps({"inputs": "hello"}) + "\n")
     changes = {"infer.input": str(tmp_path / "inputs.jsonl"), **changes}
     with pytest.raises(ConfigError, match=message):
         run(_config(hf_model[1], **changes), str(tmp_path / "w"))
+    assert not os.path.exists(tmp_path / "w" / "predictions.jsonl")
+
+
+def test_an_input_line_of_invalid_utf8_is_named_before_loading(hf_model, tmp_path):
+    """Each output line answers one input line, so a damaged line stops the run, named by file and line
+    (not a UnicodeDecodeError traceback)."""
+    path = tmp_path / "inputs.txt"
+    path.write_bytes(b"hello\nbad \xff byte\n")
+    with pytest.raises(ConfigError, match=r"inputs.txt line 2 is not valid UTF-8 \(byte 5\); save the file as UTF-8"):
+        run(_config(hf_model[1], **{"infer.input": str(path)}), str(tmp_path / "w"))
     assert not os.path.exists(tmp_path / "w" / "predictions.jsonl")

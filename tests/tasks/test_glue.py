@@ -140,11 +140,71 @@ def test_missing_split_names_the_file(registered):
         glue.check_split("glue_test_qnli", "train", data_dir=GLUE_DIR, prefix="glue_test")
 
 
-def test_an_integer_label_out_of_range_is_named_before_training(tmp_path):
-    """A local SST-2 row labelled 7 (two classes) is a ConfigError naming the file and row, not a TF error
-    from inside the input pipeline."""
+def test_an_integer_label_out_of_range_is_named_before_training(tmp_path, capsys):
+    """A local SST-2 row labelled 7 (two classes) is named by file and line, not a TF error from inside the
+    input pipeline: an error under data.on_bad_input='error', a counted skip under 'skip'."""
     folder = tmp_path / "SST-2"
     folder.mkdir()
     (folder / "dev.tsv").write_text("sentence\tlabel\na fine film\t1\na dull one\t7\n")
-    with pytest.raises(ConfigError, match=r"dev.tsv row 2: cannot read GLUE sst2 fields.*label 7"):
-        glue.read_split(str(tmp_path), glue.TASKS["sst2"], "validation")
+    with pytest.raises(ConfigError, match=r"dev.tsv line 3: label '7' is neither one of negative, positive"):
+        glue.read_split(str(tmp_path), glue.TASKS["sst2"], "validation", on_bad_input="error")
+    assert [r["sentence"] for r in glue.read_split(str(tmp_path), glue.TASKS["sst2"], "validation")] == ["a fine film"]
+    assert "skipped 1 of 2 rows of" in capsys.readouterr().out
+
+
+def _glue_dir(tmp_path, task_dir, name, text):
+    folder = tmp_path / task_dir
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    return str(tmp_path)
+
+
+# (task, file, content, damaged line, its problem): each row of a damaged split that the reader must name.
+DAMAGED = [
+    # A row missing its label column: the old reader scored it as `<unk>` (label -1).
+    ("sst2", "dev.tsv", "sentence\tlabel\na fine film\t1\na dull one\nbright\t0\n", 3,
+     r"has 1 tab-separated fields, the header 2"),
+    ("sst2", "dev.tsv", "sentence\tlabel\na fine film\t1\na dull one\tpositiv\nbright\t0\n", 3,
+     r"label 'positiv' is neither one of negative, positive"),
+    ("sst2", "dev.tsv", b"sentence\tlabel\na fine film\t1\na dull \xff one\t0\nbright\t0\n", 3,
+     r"is not valid UTF-8 \(byte 8\)"),
+    ("mnli", "dev_matched.jsonl", '{"premise": "p", "hypothesis": "h", "label": "neutral"}\n{"premise": "p2", '
+     '"hypothesis": "h2", "label": "neutral"\n{"premise": "p3", "hypothesis": "h3", "label": 2}\n', 2,
+     r"is not JSON"),
+    ("mnli", "dev_matched.jsonl", '{"premise": "p", "hypothesis": "h", "label": "neutral"}\n{"premise": "p2", '
+     '"hypothesis": "h2"}\n{"premise": "p3", "hypothesis": "h3", "label": 2}\n', 2, r"no label"),
+    ("cola", "dev.tsv", "gj04\t1\t\tOne sentence.\ngj04\t0\t*\nclc95\t1\t\tAnother one.\n", 2,
+     r"has 3 tab-separated fields, GLUE cola rows at least 4"),
+]
+
+
+@pytest.mark.parametrize("task,name,text,line,problem", DAMAGED, ids=[f"{d[0]}-{d[4][:12]}" for d in DAMAGED])
+def test_a_damaged_row_is_named_or_skipped_and_counted(tmp_path, capsys, task, name, text, line, problem):
+    """Under data.on_bad_input='error' a damaged row stops the reader with its file, line and the fix; under
+    'skip' the other rows are read as they are and the count of skipped rows is printed with the line."""
+    directory = _glue_dir(tmp_path, glue.TASKS[task].directory, name, text)
+    split = "validation_matched" if task == "mnli" else "validation"
+    with pytest.raises(ConfigError, match=rf"{name} line {line}: {problem}.*repair or delete that row.*"
+                                          r"data.on_bad_input='skip'"):
+        glue.read_split(directory, glue.TASKS[task], split, on_bad_input="error")
+    rows = glue.read_split(directory, glue.TASKS[task], split, on_bad_input="skip")
+    assert len(rows) == 2 and [r["idx"] for r in rows] == [0, 1] and -1 not in [r["label"] for r in rows]
+    out = capsys.readouterr().out
+    assert f"skipped 1 of 3 rows of {tmp_path / glue.TASKS[task].directory / name} (line {line}: " in out
+    assert "data.on_bad_input='error' to stop" in out
+
+
+def test_registration_checks_every_row_before_training(tmp_path, capsys):
+    """The check runs when the Task's source is built (registration), not inside the tf.data pipeline, and
+    the dev split's Task holds the rows kept."""
+    directory = _glue_dir(tmp_path, "SST-2", "dev.tsv", "sentence\tlabel\na fine film\t1\na dull one\nbright\t0\n")
+    _glue_dir(tmp_path, "SST-2", "train.tsv", "sentence\tlabel\ngood\t1\nbad\t0\n")
+    with pytest.raises(ConfigError, match=r"SST-2/dev.tsv line 3: has 1 tab-separated fields"):
+        glue.register(str(SPIECE), data_dir=directory, prefix="glue_damaged", on_bad_input="error")
+    glue.register(str(SPIECE), data_dir=directory, prefix="glue_damaged", on_bad_input="skip")
+    assert "GLUE sst2 validation: skipped 1 of 3 rows" in capsys.readouterr().out
+    task = seqio.get_mixture_or_task("glue_damaged_sst2")
+    assert task.num_input_examples("validation") == 2
+    targets = [e["targets_pretokenized"].decode() for e in task.get_dataset(
+        {"inputs": 16, "targets": 4}, split="validation", shuffle=False).as_numpy_iterator()]
+    assert targets == ["positive", "negative"]

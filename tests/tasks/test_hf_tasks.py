@@ -181,3 +181,33 @@ def test_bad_settings_stop_config_validation(tmp_path):
     config.tasks.hf.sst2 = dict(SST2, path=str(tmp_path / "{split}.parquet"), input="{sentence}")
     with pytest.raises(ConfigError, match=r"tasks.hf.sst2 has unknown field\(s\) input"):
         validate_config(config)
+
+
+def _jsonl_pattern(tmp_path, validation_lines):
+    (tmp_path / "train.jsonl").write_text(json.dumps({"sentence": "good", "label": 1}) + "\n")
+    (tmp_path / "validation.jsonl").write_text("\n".join(validation_lines) + "\n")
+    return dict(SST2, path=str(tmp_path / "{split}.jsonl"))
+
+
+def test_a_line_datasets_cannot_parse_is_named_by_file_and_line(tmp_path):
+    spec = _jsonl_pattern(tmp_path, ['{"sentence": "a", "label": 0}', '{"sentence": "b", "label": 1}',
+                                     '{"sentence": "c", "label": 1'])
+    with pytest.raises(ConfigError, match=r"validation.jsonl line 3: is not JSON .*repair or delete that line"):
+        hf_tasks.register("broken", spec, str(SPIECE))
+
+
+@pytest.mark.parametrize("damaged,problem", [
+    ('{"sentence": null, "label": 1}', "has no value in column 'sentence'"),
+    ('{"sentence": "an unlabelled row", "label": -1}', r"has no label \(-1 in column 'label'"),  # was `<unk>`
+])
+def test_a_damaged_row_is_named_or_skipped_and_counted(tmp_path, capsys, damaged, problem):
+    lines = ['{"sentence": "a fine film", "label": 1}', damaged, '{"sentence": "a dull one", "label": 0}']
+    spec = _jsonl_pattern(tmp_path, lines)
+    with pytest.raises(ConfigError, match=rf"validation.jsonl line 2: {problem}.*data.on_bad_input='skip'"):
+        hf_tasks.register("damaged", spec, str(SPIECE), on_bad_input="error")
+    name = hf_tasks.register("damaged", spec, str(SPIECE), on_bad_input="skip")
+    out = capsys.readouterr().out
+    assert f"hf_damaged validation: skipped 1 of 3 rows of {spec['path']} ({tmp_path}/validation.jsonl line 2: " in out
+    task = seqio.get_mixture_or_task(name)
+    examples = list(task.get_dataset({"inputs": 16, "targets": 4}, split="validation", shuffle=False).as_numpy_iterator())
+    assert [e["targets_pretokenized"].decode() for e in examples] == ["positive", "negative"]

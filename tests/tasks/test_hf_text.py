@@ -89,6 +89,22 @@ def test_empty_split_and_missing_files(tmp_path):
         hf_text.export_text("/nonexistent/*.parquet", "train", "text", str(tmp_path / "out"), 2)
 
 
+def test_a_row_without_text_is_named_or_skipped_and_counted(tmp_path, capsys):
+    """A null in the text column was dropped without a word; now it is counted (skip) or stops the export
+    naming the row (error), and nothing of a stopped export is left behind."""
+    import pandas
+    texts = ["first document", None, "third document", "fourth document"]
+    pandas.DataFrame({"text": texts}).to_parquet(tmp_path / "corpus.parquet")
+    path = str(tmp_path / "corpus.parquet")
+    with pytest.raises(ConfigError, match=r"row 2 of split 'train' of .*corpus.parquet: has no text in column "
+                                          r"'text'; give every row text .*data.on_bad_input='skip'"):
+        hf_text.export_text(path, "train", "text", str(tmp_path / "stopped"), 2, on_bad_input="error")
+    assert not os.listdir(tmp_path / "stopped")
+    files = hf_text.export_text(path, "train", "text", str(tmp_path / "out"), 2, on_bad_input="skip")
+    assert sorted(_exported(files)) == sorted(t for t in texts if t)
+    assert f"data.hf_path split 'train': skipped 1 of 4 rows of {path} (row 2 of split 'train'" in capsys.readouterr().out
+
+
 def _config(path, field, **changes):
     return config_with("tiny", **{"data.source": "hf", "data.hf_path": path, "data.text_field": field,
                                   "data.hf_shards": 4, "data.validation_files": 1, "train.steps": 6,

@@ -123,6 +123,9 @@ def test_faulty_inputs_are_skipped_and_counted(tmp_path):
     assert list(map(os.path.basename, report.unreadable)) == ["d_corrupt.gz"]
     assert (report.invalid_utf8_lines, report.overlong_lines, report.empty_lines) == (1, 1, 2)
     assert "skipped 1 unreadable file(s): d_corrupt.gz" in report.summary()
+    # The first skipped line is named by file and line, with the setting that stops at it.
+    assert (f"first skipped: {directory / 'b_bad_utf8.txt'}: line 2 is not valid UTF-8 "
+            "(data.on_bad_input='error' stops at it)") in report.summary()
     # The reader drops the same lines.
     assert _texts(str(directory / "b_bad_utf8.txt"), "text") == ["fine line", "also fine"]
     assert [x["text"].numpy().decode() for x in make_reader("text", max_line_chars=100)(

@@ -87,6 +87,12 @@ class TaskEvaluator:
                             logger_cls=(seqio.JSONLogger, seqio.TensorBoardLogger) if log else (),
                             log_dir=log_dir if log else None, use_memory_cache=True)
             for name in task_names]
+        self.truncated = {name: cut_inputs(name, split, inputs_length, num_examples) for name in task_names}
+        for name, (cut, total, longest) in self.truncated.items():
+            if cut and jax.process_index() == 0:
+                print(f"eval: {cut} of {total} inputs of {name} {split} are longer than tasks.inputs_length="
+                      f"{inputs_length} tokens (with EOS; the longest {longest}) and are cut to it: the model reads "
+                      "only their beginning; raise tasks.inputs_length to score them whole", flush=True)
 
     def _predict(self, params, dataset, should_stop=None) -> list[tuple[int, np.ndarray]]:
         """seqio's `predict_fn`: (index, generated tokens) of every example of an enumerated dataset."""
@@ -115,6 +121,25 @@ class TaskEvaluator:
             for task, scores in future.result().items():
                 results[task] = {name: float(getattr(value, "value", value)) for name, value in scores.items()}
         return results
+
+
+def cut_inputs(name: str, split: str, inputs_length: int, num_examples: int | None = None) -> tuple[int, int, int]:
+    """`(cut, examples, longest)`: how many of the first `num_examples` (all: None or 0) inputs of the Task
+    (or Mixture) `name` in `split` are longer than `inputs_length` tokens with EOS, which seqio cuts to it
+    (`append_eos_after_trim`), out of how many, and the longest length; from each example's
+    `inputs_pretokenized` text and the Task's vocabulary."""
+    import seqio
+    cut = total = longest = 0
+    tasks = seqio.get_mixture_or_task(name)
+    for task in getattr(tasks, "tasks", [tasks]):
+        dataset = task.get_dataset(None, split=split, shuffle=False, num_epochs=1, use_cached=False)
+        if num_examples:
+            dataset = dataset.take(num_examples)
+        vocab = task.output_features["inputs"].vocabulary
+        for example in dataset.as_numpy_iterator():
+            length = len(vocab.encode(example["inputs_pretokenized"].decode())) + 1
+            cut, total, longest = cut + (length > inputs_length), total + 1, max(longest, length)
+    return cut, total, longest
 
 
 def aggregates(glue: dict) -> dict:

@@ -235,3 +235,27 @@ def test_sigterm_during_an_evaluation_stops_it_and_the_resume_runs_it_again(tmp_
     rows = [json.loads(l) for l in metrics.read_text().splitlines()]
     assert [r["step"] for r in rows if "glue_sst2/accuracy" in r] == [20, 40]
     assert json.loads((workdir / "best.json").read_text())["step"] in (20, 40)
+
+
+def test_evaluation_says_how_many_inputs_it_cuts(capsys):
+    """seqio cuts inputs to tasks.inputs_length silently; the evaluator counts them (reference: the lengths
+    seqio's own pipeline gives without a cut) and says so once."""
+    from miniend_jax import build, inputs, parallel
+    from miniend_jax.evaluation.evaluator import DecodeSettings, TaskEvaluator, cut_inputs
+    from miniend_jax.models.t5 import T5
+    import seqio
+    config = _config()
+    os.chdir(ROOT)
+    inputs.register_tasks(config)
+    task = seqio.get_mixture_or_task("glue_sst2")
+    whole = [len(x["inputs"]) for x in task.get_dataset({"inputs": 100_000, "targets": 8}, split="validation",
+                                                        shuffle=False, num_epochs=1).as_numpy_iterator()]
+    for length in (16, 32, 64):
+        assert cut_inputs("glue_sst2", "validation", length) == (sum(n > length for n in whole), len(whole), max(whole))
+    assert cut_inputs("glue_sst2", "validation", 32, 64)[:2] == (sum(n > 32 for n in whole[:64]), 64)
+    mesh = parallel.make_mesh(1, 1, 1)
+    TaskEvaluator(["glue_sst2"], "validation", T5(build.model_config(config.model, "model")), mesh,
+                  parallel.DEFAULT_RULES, inputs_length=32, targets_length=4, decode=DecodeSettings(), num_examples=64)
+    expected = sum(n > 32 for n in whole[:64])
+    assert f"eval: {expected} of 64 inputs of glue_sst2 validation are longer than tasks.inputs_length=32" in \
+        capsys.readouterr().out

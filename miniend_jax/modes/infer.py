@@ -11,8 +11,11 @@ Each input is tokenized with `data.vocab` and cut to `tasks.inputs_length` token
 `append_eos_after_trim`); `decode.*` sets greedy or beam search and the batch; `decode.max_length` (or
 `tasks.targets_length`) the generated tokens. Output (`infer.output`, default `<workdir>/predictions.jsonl`;
 an existing file is never replaced), one line per input in input order: `{"index", "input", "prediction", "score"}` (+ `"task"`, `"target"` for a
-Task), where `score` is the hypothesis's natural-log probability for greedy decoding and HF's
-`sequences_scores` (log-probability / length ** `decode.length_penalty`) for beams.
+Task), where `score` is the hypothesis's natural-log probability for greedy decoding and, for beams, its
+log-probability divided by the length penalty of `decode.length_penalty_rule`: `"t5"` (t5x's beam score)
+((5 + length) / 6) ** `decode.length_penalty`, the plain log-probability when no hypothesis ended within
+the length limit; `"hf"` (HF's `sequences_scores`) length ** `decode.length_penalty`; length counts the
+generated tokens with EOS.
 """
 
 from __future__ import annotations

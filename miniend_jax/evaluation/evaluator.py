@@ -111,7 +111,7 @@ class TaskEvaluator:
 
 
 def aggregates(glue: dict) -> dict:
-    """GLUE average and the paper's GLUE score of `glue` ({GLUE task name (`sst2`, `mnli_matched`, ...):
+    """T5's GLUE average (`metrics.glue_average`) and the paper's GLUE score of `glue` ({GLUE task name (`sst2`, `mnli_matched`, ...):
     {metric: score in percent}}, e.g. `tasks.glue.results_by_glue_task(results)`); {} when it is empty."""
     if not glue:
         return {}
@@ -130,7 +130,8 @@ def markdown_table(results: dict, summary: dict, title: str = "") -> str:
     if summary.get("glue_average") is not None and len(results) > 1:
         without = sorted({name.split("/")[0] for name in undefined})
         note = f" (without {', '.join(without)}: undefined)" if without else ""
-        lines.append(f"| GLUE | average of the tasks above{note} | {summary['glue_average']:.2f} |")
+        lines.append(f"| GLUE | T5's average of the tasks above (MNLI-m/mm one task; no WNLI, AX){note} | "
+                     f"{summary['glue_average']:.2f} |")
     if summary.get("paper_glue_score") is not None and len(summary["paper_glue_score_missing"]) <= 6:
         missing = summary["paper_glue_score_missing"]
         note = f" (without {', '.join(missing)})" if missing else ""

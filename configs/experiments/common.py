@@ -33,8 +33,8 @@ GLUE_DIR = "../shared/data/glue"
 SUBSET_GLUE_DIR = f"{ROOT}/data/glue_sst2_2k"   # SST-2 with SST2_SUBSET training sentences (written by the runner)
 SST2_SUBSET = 2000
 
-# Downstream tasks: (seqio Task, GLUE directory, finetuning steps, decoded tokens). Examples are packed into
-# rows of 128 input tokens (T5's finetuning; unpacked, padding was 2/3 of the compute), FINETUNE_BATCH rows a
+# Downstream tasks: (seqio Task, GLUE directory, finetuning steps, decoded tokens). Examples are packed, as T5
+# finetunes (unpacked, padding was 2/3 of the compute), into rows of 128 input tokens (T5's: 512), FINETUNE_BATCH rows a
 # step: with the runner's vocabulary a row holds about 5 SST-2 or 2.4 STS-B examples, so the steps are
 # about 5 epochs of the 2,000 SST-2 sentences and 1 epoch of STS-B's 5,749 pairs.
 # Low-resource tasks, where pretraining matters most; see docs/results.md for the tasks tried and left out.

@@ -34,6 +34,7 @@ def get_config(task: str = "samsum"):
     c.data.pack = False
     c.decode.num_beams = 4
     c.decode.length_penalty = 0.6
+    c.decode.length_penalty_rule = "t5"   # t5x's beam search, ((5 + len) / 6) ** 0.6
     c.decode.batch_size = 32
     base.use_optimizer_of(c, "finetune")  # AdamW 3e-4, constant, no weight decay
     c.train.steps = 600

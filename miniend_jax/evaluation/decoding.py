@@ -1,7 +1,10 @@
 """Autoregressive decoding with the key/value cache: greedy and beam search, both jitted.
 
-Both follow PyTorch `transformers` `generate` exactly (same scores, same stopping rules), so a checkpoint
-decodes to the same tokens here and there; the tests hold both to that.
+Greedy decoding follows PyTorch `transformers` `generate` exactly. Beam search follows one of two
+references, chosen by `length_penalty_rule`: `"t5"`, t5x's `decoding.beam_search` (T5's own decoder, with
+the brevity penalty `((5 + length) / 6) ** alpha`), or `"hf"`, `generate(num_beams=k)` (same scores and
+stopping rules, so a checkpoint decodes to the same tokens here and there). The tests hold each to its
+reference.
 """
 
 from __future__ import annotations
@@ -85,44 +88,165 @@ def greedy_decode(model: T5, params, encoder_input_tokens: jax.Array, max_decode
 
 
 _NEG = -1.0e9  # the masking constant `generate` uses, kept so that ties and orderings agree with it
+_T5X_NEG = -1.0e7  # t5x's NEG_INF, kept for the same reason
+
+LENGTH_PENALTY_RULES = ("t5", "hf")
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_decode_length", "num_beams", "early_stopping",
-                                             "return_scores"))
+def length_penalty_divisor(rule: str, length_penalty: float, length):
+    """What a finished hypothesis's summed log-probability is divided by.
+
+    Args:
+      rule: `"t5"`: the brevity penalty `((5 + length) / 6) ** length_penalty` of Wu et al. 2016 (Google's
+        NMT, eq. 14) as T5 decodes with it (t5x `decoding.py`, `brevity_penalty`); `"hf"`:
+        `length ** length_penalty` (`transformers` `BeamHypotheses.add`).
+      length_penalty: the exponent alpha (T5: 0.6; HF's default: 1.0).
+      length: the generated tokens, EOS included (int or array).
+
+    Returns:
+      float32, the shape of `length`.
+
+    Raises:
+      ValueError: `rule` is not one of `LENGTH_PENALTY_RULES`.
+    """
+    length = jnp.asarray(length, jnp.float32)
+    if rule == "t5":
+        return ((5.0 + length) / 6.0) ** length_penalty
+    if rule == "hf":
+        return length ** length_penalty
+    raise ValueError(f"length_penalty_rule={rule!r}: use one of {', '.join(LENGTH_PENALTY_RULES)}.")
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_decode_length", "num_beams", "length_penalty_rule",
+                                             "early_stopping", "return_scores"))
 def beam_search(model: T5, params, encoder_input_tokens: jax.Array, max_decode_length: int, num_beams: int = 4,
-                length_penalty: float = 1.0, early_stopping: bool = False, return_scores: bool = False):
-    """Beam search with the key/value cache, as HF `generate(num_beams=k)` does it.
+                length_penalty: float = 0.6, length_penalty_rule: str = "t5", early_stopping: bool = False,
+                return_scores: bool = False):
+    """Beam search with the key/value cache, as t5x (`length_penalty_rule="t5"`) or HF `generate`
+    (`"hf"`) does it.
 
-    At each step the 2k best continuations over all beams are scored by their summed log-probability;
-    continuations that end (EOS, or the length limit) join the finished hypotheses with score
-    `sum_logprob / generated_length ** length_penalty` if they are among the k best, and the k best
-    unfinished ones continue. The search stops when no running beam can beat the worst finished
-    hypothesis (HF's heuristic with `early_stopping=False`), when every beam slot is finished
-    (`early_stopping=True`), or at `max_decode_length`.
+    Both keep the 2k best continuations over all beams by summed log-probability at each step; the k best
+    that did not end keep running. They differ in what finishes and when the search stops:
 
-    Source: HF `transformers` `generation/utils.py` (`_beam_search`, its beam-score bookkeeping).
+    - `"t5"` (t5x `decoding.py` `beam_search`): every one of the 2k candidates that ends with EOS may
+      join the k finished hypotheses, scored `sum_logprob / ((5 + n) / 6) ** length_penalty` with n the
+      generated tokens including EOS; a beam that reaches `max_decode_length` without EOS does not finish.
+      The search stops at `max_decode_length` or once every finished slot of every example beats the best
+      running beam's log-probability divided by the largest brevity penalty. If an example has no
+      finished hypothesis, its best running beam is returned with its plain log-probability.
+    - `"hf"` (`transformers` `generation/utils.py`, `_beam_search` and its beam-score bookkeeping):
+      among the k best candidates, those that end (EOS, or the length limit) may join the finished
+      hypotheses, scored `sum_logprob / n ** length_penalty`. The search stops when no running beam can
+      beat the worst finished hypothesis by HF's heuristic (`early_stopping=False`), when every beam slot
+      is finished (`early_stopping=True`), or at `max_decode_length`.
 
     Args:
       model: the `T5` module (static); params: its (unboxed) parameters, as for `greedy_decode`.
       encoder_input_tokens: int `[batch, enc_len]`, 0 = padding.
       max_decode_length: maximum tokens to generate (HF `max_new_tokens`), static.
       num_beams: k, static.
-      length_penalty: exponent of the generated length dividing a finished hypothesis's score.
-      early_stopping: HF's `early_stopping` (True or False; HF's "never" is not offered), static.
+      length_penalty: the exponent alpha of the length penalty (see `length_penalty_divisor`).
+      length_penalty_rule: `"t5"` or `"hf"`, as above, static.
+      early_stopping: HF's `early_stopping` (True or False; HF's "never" is not offered); `"hf"` only,
+        static.
       return_scores: also return the best hypothesis's score, static.
 
     Returns:
       int32 `[batch, max_decode_length]`: each example's best hypothesis, pad id after its EOS. With
-      `return_scores`, also float32 `[batch]`: its score `sum_logprob / generated_length ** length_penalty`
-      (HF's `sequences_scores`).
+      `return_scores`, also float32 `[batch]`: its score, `sum_logprob / length_penalty_divisor(...)` (for
+      `"hf"`, HF's `sequences_scores`; for `"t5"`, t5x's beam score, the plain log-probability where no
+      hypothesis reached EOS).
+
+    Raises:
+      ValueError: an unknown `length_penalty_rule`, or `early_stopping` with the `"t5"` rule.
     """
-    cfg = model.config
-    batch, k = encoder_input_tokens.shape[0], num_beams
+    if length_penalty_rule not in LENGTH_PENALTY_RULES:
+        raise ValueError(f"length_penalty_rule={length_penalty_rule!r}: use one of "
+                         f"{', '.join(LENGTH_PENALTY_RULES)}.")
+    if length_penalty_rule == "t5" and early_stopping:
+        raise ValueError("early_stopping=True is HF's option; t5x's beam search has none: use "
+                         "length_penalty_rule='hf' or early_stopping=False.")
+    step = _decoder_step(model, params, encoder_input_tokens, max_decode_length, repeat=num_beams)
+    search = _t5x_beam_search if length_penalty_rule == "t5" else _hf_beam_search
+    tokens, scores = search(model.config, step, encoder_input_tokens.shape[0], num_beams, max_decode_length,
+                            length_penalty, early_stopping)
+    return (tokens, scores) if return_scores else tokens
+
+
+def _gather(x, index):
+    """`x[b, index[b, j], ...]`: [batch, n, ...] -> [batch, m, ...] for `index` [batch, m]."""
+    return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def _reorder_cache(cache, parent, batch: int, k: int):
+    """Each cache row follows its beam's parent (`parent` [batch, k], beam indices)."""
+    rows = (parent + jnp.arange(batch)[:, None] * k).reshape(-1)
+    return jax.tree.map(lambda x: x[rows] if x.ndim and x.shape[0] == batch * k else x, cache)
+
+
+def _run(search_step, state):
+    state, go_on = search_step(state)  # the first step builds the cache
+
+    def body(carry):
+        state, _ = carry
+        return search_step(state)
+
+    state, _ = jax.lax.while_loop(lambda carry: carry[1], body, (state, go_on))
+    return state
+
+
+def _t5x_beam_search(cfg, step, batch: int, k: int, length: int, length_penalty: float, early_stopping: bool):
+    """t5x's `beam_search` (see `beam_search`): `(tokens [batch, length], scores [batch])`."""
+    del early_stopping
+    keep = 2 * k
+    penalty = lambda n: length_penalty_divisor("t5", length_penalty, n)
+
+    def search_step(state):
+        position, live, live_scores, finished_seqs, finished_scores, finished, cache = state
+        previous = jnp.where(position == 0, cfg.decoder_start_token_id, live[:, :, jnp.maximum(position - 1, 0)])
+        logits, cache = step(cache, previous.reshape(-1), position)
+        log_probs = jax.nn.log_softmax(logits).reshape(batch, k, -1) + live_scores[:, :, None]
+        vocab = log_probs.shape[-1]
+        top_scores, top_index = jax.lax.top_k(log_probs.reshape(batch, k * vocab), keep)
+        parent, token = top_index // vocab, (top_index % vocab).astype(jnp.int32)
+        candidates = _gather(live, parent).at[:, :, position].set(token)
+        eos = token == cfg.eos_token_id
+
+        # The k best candidates without EOS stay live (whatever their length).
+        live_candidate_scores = top_scores + eos * _T5X_NEG
+        _, best = jax.lax.top_k(live_candidate_scores, k)
+        live, live_scores = _gather(candidates, best), _gather(live_candidate_scores, best)
+        cache = _reorder_cache(cache, _gather(parent, best), batch, k)
+
+        # Every one of the 2k candidates that ends with EOS may replace a worse finished hypothesis.
+        scores = top_scores / penalty(position + 1) + ~eos * _T5X_NEG
+        merged_scores = jnp.concatenate([finished_scores, scores], axis=1)
+        _, chosen = jax.lax.top_k(merged_scores, k)
+        finished_seqs = _gather(jnp.concatenate([finished_seqs, candidates], axis=1), chosen)
+        finished_scores = _gather(merged_scores, chosen)
+        finished = _gather(jnp.concatenate([finished, eos], axis=1), chosen)
+
+        # t5x's stopping test, over the whole batch, with its bound: the largest penalty t5x divides by,
+        # that of its internal length (max_decode_length + 1).
+        best_possible = live_scores[:, :1] / penalty(length + 1)
+        worst_finished = jnp.where(finished, jnp.min(finished_scores, axis=1, keepdims=True), _T5X_NEG)
+        go_on = (position + 1 < length) & ~jnp.all(worst_finished > best_possible)
+        return (position + 1, live, live_scores, finished_seqs, finished_scores, finished, cache), go_on
+
+    empty = jnp.full((batch, k, length), cfg.pad_token_id, jnp.int32)
+    live_scores = jnp.zeros((batch, k), jnp.float32).at[:, 1:].set(_T5X_NEG)  # only beam 0 starts
+    state = (jnp.int32(0), empty, live_scores, empty, jnp.full((batch, k), _T5X_NEG, jnp.float32),
+             jnp.zeros((batch, k), bool), None)
+    _, live, live_scores, finished_seqs, finished_scores, finished, _ = _run(search_step, state)
+    any_finished = jnp.any(finished, axis=1)
+    tokens = jnp.where(any_finished[:, None], finished_seqs[:, 0], live[:, 0])
+    return tokens, jnp.where(any_finished, finished_scores[:, 0], live_scores[:, 0])
+
+
+def _hf_beam_search(cfg, step, batch: int, k: int, length: int, length_penalty: float, early_stopping: bool):
+    """`generate(num_beams=k)`'s beam search (see `beam_search`): `(tokens [batch, length], scores [batch])`."""
     keep = 2 * k                                         # one EOS id: max(2, 1 + 1) * k candidates
-    length = max_decode_length
-    step = _decoder_step(model, params, encoder_input_tokens, length, repeat=k)
-    gather = lambda x, index: jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
-    penalised = lambda scores, generated: scores / (jnp.float32(generated) ** length_penalty)
+    penalised = lambda scores, generated: scores / length_penalty_divisor("hf", length_penalty, generated)
 
     def search_step(state):
         position, running, running_scores, finished_seqs, finished_scores, finished, improvable, cache = state
@@ -133,14 +257,14 @@ def beam_search(model: T5, params, encoder_input_tokens: jax.Array, max_decode_l
         vocab = log_probs.shape[-1]
         top_scores, top_index = jax.lax.top_k(log_probs.reshape(batch, k * vocab), keep)
         parent, token = top_index // vocab, (top_index % vocab).astype(jnp.int32)
-        candidates = gather(running, parent).at[:, :, position].set(token)
+        candidates = _gather(running, parent).at[:, :, position].set(token)
         ends = (token == cfg.eos_token_id) | (position + 1 >= length)
 
         # The k best candidates that did not end keep running.
         running_candidate_scores = top_scores + ends * _NEG
         _, best = jax.lax.top_k(running_candidate_scores, k)
-        running, running_scores = gather(candidates, best), gather(running_candidate_scores, best)
-        running_parent = gather(parent, best)
+        running, running_scores = _gather(candidates, best), _gather(running_candidate_scores, best)
+        cache = _reorder_cache(cache, _gather(parent, best), batch, k)
 
         # Among the k best candidates, those that ended may replace worse finished hypotheses.
         just_finished = ends & (jnp.arange(keep) < k)[None, :]
@@ -151,13 +275,9 @@ def beam_search(model: T5, params, encoder_input_tokens: jax.Array, max_decode_l
         scores += ~just_finished * _NEG
         merged_scores = jnp.concatenate([finished_scores, scores], axis=1)
         _, chosen = jax.lax.top_k(merged_scores, k)
-        finished_seqs = gather(jnp.concatenate([finished_seqs, candidates], axis=1), chosen)
-        finished_scores = gather(merged_scores, chosen)
-        finished = gather(jnp.concatenate([finished, just_finished], axis=1), chosen)
-
-        # Each cache row follows its beam's parent.
-        rows = (running_parent + jnp.arange(batch)[:, None] * k).reshape(-1)
-        cache = jax.tree.map(lambda x: x[rows] if x.ndim and x.shape[0] == batch * k else x, cache)
+        finished_seqs = _gather(jnp.concatenate([finished_seqs, candidates], axis=1), chosen)
+        finished_scores = _gather(merged_scores, chosen)
+        finished = _gather(jnp.concatenate([finished, just_finished], axis=1), chosen)
 
         best_possible = penalised(running_scores[:, :1], position + 1)
         worst_finished = jnp.where(finished, jnp.min(finished_scores, axis=1, keepdims=True), _NEG)
@@ -172,12 +292,5 @@ def beam_search(model: T5, params, encoder_input_tokens: jax.Array, max_decode_l
     initial_scores = jnp.zeros((batch, k), jnp.float32).at[:, 1:].set(_NEG)  # only beam 0 starts
     state = (jnp.int32(0), empty, initial_scores, empty, jnp.full((batch, k), _NEG, jnp.float32),
              jnp.zeros((batch, k), bool), jnp.ones((batch, 1), bool), None)
-    state, go_on = search_step(state)  # the first step builds the cache
-
-    def body(carry):
-        state, _ = carry
-        return search_step(state)
-
-    (_, _, _, finished_seqs, finished_scores, _, _, _), _ = jax.lax.while_loop(lambda carry: carry[1], body,
-                                                                               (state, go_on))
-    return (finished_seqs[:, 0], finished_scores[:, 0]) if return_scores else finished_seqs[:, 0]
+    _, _, _, finished_seqs, finished_scores, _, _, _ = _run(search_step, state)
+    return finished_seqs[:, 0], finished_scores[:, 0]

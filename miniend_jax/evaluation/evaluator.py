@@ -23,7 +23,9 @@ from miniend_jax.models.t5 import T5
 @dataclasses.dataclass(frozen=True)
 class DecodeSettings:
     num_beams: int = 1               # 1: greedy
-    length_penalty: float = 0.6      # T5's beam-search alpha (HF's default is 1.0)
+    length_penalty: float = 0.6      # beam search's alpha: T5's (t5x's default; HF's default is 1.0)
+    length_penalty_rule: str = "t5"  # "t5": t5x's beam search, log-prob / ((5 + len) / 6) ** alpha;
+    #                                  "hf": `generate`'s, log-prob / len ** alpha (see decoding.beam_search)
     max_length: int = 0              # generated tokens; 0: the targets length
     batch_size: int = 32
 
@@ -35,7 +37,8 @@ def decode_rows(model: T5, params, mesh, rules, inputs: np.ndarray, decode: Deco
 
     Returns:
       `(tokens, scores)`: int32 `[n, max_length]` (pad id after EOS) and, with `return_scores`, float32
-      `[n]` (greedy: the hypothesis's log-probability; beams: HF's `sequences_scores`), else None.
+      `[n]` (greedy: the hypothesis's log-probability; beams: its penalised score under
+      `decode.length_penalty_rule`, see `decoding.beam_search`), else None.
       `on_batch(done)` is called after each batch with the number of rows decoded so far.
     """
     import flax.linen as nn
@@ -51,7 +54,8 @@ def decode_rows(model: T5, params, mesh, rules, inputs: np.ndarray, decode: Deco
             batch = jax.device_put(jnp.asarray(batch), sharding)
             if decode.num_beams > 1:
                 out = beam_search(model, params, batch, max_length, num_beams=decode.num_beams,
-                                  length_penalty=decode.length_penalty, return_scores=return_scores)
+                                  length_penalty=decode.length_penalty,
+                                  length_penalty_rule=decode.length_penalty_rule, return_scores=return_scores)
             else:
                 out = greedy_decode(model, params, batch, max_length, return_scores=return_scores)
             decoded, score = out if return_scores else (out, None)
@@ -143,7 +147,7 @@ def cut_inputs(name: str, split: str, inputs_length: int, num_examples: int | No
 
 
 def aggregates(glue: dict) -> dict:
-    """GLUE average and the paper's GLUE score of `glue` ({GLUE task name (`sst2`, `mnli_matched`, ...):
+    """T5's GLUE average (`metrics.glue_average`) and the paper's GLUE score of `glue` ({GLUE task name (`sst2`, `mnli_matched`, ...):
     {metric: score in percent}}, e.g. `tasks.glue.results_by_glue_task(results)`); {} when it is empty."""
     if not glue:
         return {}
@@ -162,7 +166,8 @@ def markdown_table(results: dict, summary: dict, title: str = "") -> str:
     if summary.get("glue_average") is not None and len(results) > 1:
         without = sorted({name.split("/")[0] for name in undefined})
         note = f" (without {', '.join(without)}: undefined)" if without else ""
-        lines.append(f"| GLUE | average of the tasks above{note} | {summary['glue_average']:.2f} |")
+        lines.append(f"| GLUE | T5's average of the tasks above (MNLI-m/mm one task; no WNLI, AX){note} | "
+                     f"{summary['glue_average']:.2f} |")
     if summary.get("paper_glue_score") is not None and len(summary["paper_glue_score_missing"]) <= 6:
         missing = summary["paper_glue_score_missing"]
         note = f" (without {', '.join(missing)})" if missing else ""

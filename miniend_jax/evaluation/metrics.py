@@ -140,14 +140,40 @@ def undefined_scores(results: Mapping[str, Mapping[str, float]]) -> list[str]:
                   if value is None or not np.isfinite(value))
 
 
+# T5's "Average GLUE Score" (t5 `evaluation/eval_utils.py`, `METRIC_NAMES` and `compute_avg_glue`): the
+# mean over these eight groups of the mean of each group's metrics. MNLI matched and mismatched form one
+# group; WNLI and AX are not part of it.
+T5_GLUE_GROUPS = (
+    ("cola", (("cola", "matthews_corrcoef"),)),
+    ("sst2", (("sst2", "accuracy"),)),
+    ("mrpc", (("mrpc", "f1"), ("mrpc", "accuracy"))),
+    ("stsb", (("stsb", "pearson_corrcoef"), ("stsb", "spearman_corrcoef"))),
+    ("qqp", (("qqp", "f1"), ("qqp", "accuracy"))),
+    ("mnli", (("mnli_matched", "accuracy"), ("mnli_mismatched", "accuracy"))),
+    ("qnli", (("qnli", "accuracy"),)),
+    ("rte", (("rte", "accuracy"),)))
+
+
 def glue_average(results: Mapping[str, Mapping[str, float]]) -> float | None:
-    """The standard GLUE average: per task the mean of its metrics, then the mean over tasks present
-    (MNLI matched and mismatched count as two tasks, as in the T5 paper's tables). A task with an
-    undefined score (`undefined_scores`) is left out rather than turning the average into NaN."""
+    """T5's GLUE average (`T5_GLUE_GROUPS`) over the groups present: per group the mean of its metrics
+    that are present, then the mean over groups. T5 reports it only when all eight groups are there; here
+    a missing group is left out (the results table names the tasks scored), and so is a group with an
+    undefined score (`undefined_scores`) rather than turning the average into NaN. WNLI and AX scores
+    do not enter it.
+
+    Args:
+      results: {GLUE task name (`sst2`, `mnli_matched`, ...): {metric: score in percent}}.
+
+    Returns:
+      The average in percent, or None when no group is present.
+    """
     undefined = {name.split("/")[0] for name in undefined_scores(results)}
-    per_task = [float(np.mean(list(scores.values()))) for task, scores in results.items()
-                if scores and task not in undefined]
-    return float(np.mean(per_task)) if per_task else None
+    per_group = []
+    for _, members in T5_GLUE_GROUPS:
+        values = [results[task][metric] for task, metric in members if metric in results.get(task, {})]
+        if values and not any(task in undefined for task, _ in members if task in results):
+            per_group.append(float(np.mean(values)))
+    return float(np.mean(per_group)) if per_group else None
 
 
 def paper_glue_score(results: Mapping[str, Mapping[str, float]]) -> tuple[float | None, list[str]]:

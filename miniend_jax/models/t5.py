@@ -140,8 +140,9 @@ class Dense(nn.Module):
 class RelativePositionBias(nn.Module):
     """Learned per-head bias indexed by relative-position bucket; one table per stack, shared by layers.
 
-    Parameter: `rel_embedding` `[relative_attention_num_buckets, num_heads]`. Buckets from
-    `relative_position_bucket`; as HF `modeling_t5.py` `T5Attention.compute_bias`.
+    Parameter: `rel_embedding` `[relative_attention_num_buckets, num_heads]`, initialised normal with std
+    `d_model ** -0.5` (t5x: uniform, fan-avg; see `init_params`). Buckets from `relative_position_bucket`;
+    as HF `modeling_t5.py` `T5Attention.compute_bias`.
 
     Attributes:
       config: the model config.
@@ -663,7 +664,13 @@ class T5(nn.Module):
 
 
 def init_params(config: T5Config, rng: jax.Array, batch: int = 1, length: int = 8):
-    """Random T5 parameters, initialised as t5x does (normal, see each module's stddev).
+    """Random T5 parameters: untruncated normals with t5x's standard deviations (fan-in scaled kernels,
+    the query's divided by sqrt(d_kv), embeddings 1; see each module's stddev).
+
+    Where t5x differs (t5x `examples/t5/layers.py`, `network.py`): it draws the feed-forward and untied
+    output kernels from a normal truncated at two standard deviations (same variance), and the
+    relative-position tables uniformly with fan-avg scaling (std `(2 / (heads + buckets)) ** 0.5`); here
+    they are untruncated normals, the tables with std `d_model ** -0.5`.
 
     Args:
       config: the model config; parameters are created in `config.param_dtype`, in the layout

@@ -14,10 +14,12 @@ Output (`infer.output`, default `<workdir>/predictions.jsonl`; an existing file 
 per input in input order: `{"index", "input", "input_tokens", "truncated", "prediction", "score"}` (+
 `"task"`, `"target"` for a Task), where `input` is the whole text, `input_tokens` its token count with EOS
 before the cut, `truncated` whether it was cut (the model read only its first `tasks.inputs_length`
-tokens), and `score` the hypothesis's natural-log probability for greedy decoding and HF's
-`sequences_scores` (log-probability / length ** `decode.length_penalty`) for beams. Next to it,
-`<output>.summary.json`: `{"input", "model", "predictions", "inputs", "truncated", "inputs_length",
-"longest_input_tokens"}`.
+tokens), and `score` the hypothesis's natural-log probability for greedy decoding and, for beams, its
+log-probability divided by the length penalty of `decode.length_penalty_rule`: `"t5"` (t5x's beam score)
+((5 + length) / 6) ** `decode.length_penalty`, the plain log-probability when no hypothesis ended within
+the length limit; `"hf"` (HF's `sequences_scores`) length ** `decode.length_penalty`; length counts the
+generated tokens with EOS. Next to it, `<output>.summary.json`: `{"input", "model", "predictions", "inputs",
+"truncated", "inputs_length", "longest_input_tokens"}`.
 """
 
 from __future__ import annotations

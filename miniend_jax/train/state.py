@@ -89,7 +89,8 @@ def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformatio
       move (METHOD.md, "Optimizer").
     - `adamw_scaled`: Adam's direction with each update multiplied by `max(min_param_scale, RMS(p))`, the
       RMS of its own parameter (nanoT5's AdamWScale, Nawrot 2023; the relative step of Adafactor):
-      `p -= lr * (max(min_param_scale, RMS(p)) * m_hat / (sqrt(v_hat) + eps) + wd * p)`.
+      `p -= lr * (max(min_param_scale, RMS(p)) * m_hat / (sqrt(v_hat) + eps) + wd * p)` (nanoT5 adds eps
+      before the bias correction, `eps / sqrt(1 - b2^t)` in these terms, and decays after the step).
     - `adafactor`: Adafactor (Shazeer & Stern 2018) as t5x configures it for T5 (optax's implementation):
       second moments factored into row and column means for arrays whose two largest dimensions are at
       least `adafactor.min_dim_size_to_factor`, decay `1 - (t + 1)^-adafactor.decay_rate`, `adafactor.eps`

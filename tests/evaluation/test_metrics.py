@@ -124,7 +124,7 @@ def test_undefined_scores_are_left_out_of_the_aggregates_and_named():
     assert "stsb/spearman_corrcoef" in summary["paper_glue_score_missing"]
     assert summary["undefined_scores"] == ["stsb/pearson_corrcoef", "stsb/spearman_corrcoef"]
     table = markdown_table(results, summary)
-    assert "average of the tasks above (without stsb: undefined) | 75.00" in table
+    assert "T5's average of the tasks above (MNLI-m/mm one task; no WNLI, AX) (without stsb: undefined) | 75.00" in table
     assert "| GLUE | paper's score" in table and "| nan |" not in table.split("GLUE |", 1)[1]
 
 
@@ -135,3 +135,15 @@ def test_glue_scores():
     paper, missing = metrics.paper_glue_score(results)
     assert paper == pytest.approx(np.mean([90, 80, 50]))
     assert "rte/accuracy" in missing and len(missing) == 5
+
+
+def test_glue_average_is_t5s():
+    """T5's `compute_avg_glue`, written out: mean over CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE of
+    each group's mean metric, MNLI-m and MNLI-mm one group, WNLI and AX not counted."""
+    results = {"cola": {"matthews_corrcoef": 40.0}, "sst2": {"accuracy": 90.0},
+               "mrpc": {"f1": 80.0, "accuracy": 70.0}, "stsb": {"pearson_corrcoef": 60.0, "spearman_corrcoef": 50.0},
+               "qqp": {"f1": 72.0, "accuracy": 78.0}, "mnli_matched": {"accuracy": 84.0},
+               "mnli_mismatched": {"accuracy": 82.0}, "qnli": {"accuracy": 88.0}, "rte": {"accuracy": 66.0},
+               "wnli": {"accuracy": 10.0}, "ax": {"matthews_corrcoef": 5.0}}
+    expected = np.mean([40.0, 90.0, (80 + 70) / 2, (60 + 50) / 2, (72 + 78) / 2, (84 + 82) / 2, 88.0, 66.0])
+    assert metrics.glue_average(results) == pytest.approx(expected)

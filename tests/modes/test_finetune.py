@@ -117,6 +117,7 @@ def test_a_hf_dataset_task_trains_and_scores_like_its_glue_twin(finetuned, tmp_p
     ({"tasks.eval": ""}, r"tasks.eval='': name at least one Task"),
     ({"model.source": "hf", "model.path": "/nonexistent"}, r"model.path='/nonexistent'"),
     ({"decode.num_beams": 0}, r"decode.num_beams=0"),
+    ({"decode.length_penalty_rule": "HF"}, r"decode.length_penalty_rule='HF': use 't5'"),
     ({"tasks.best_metric": "accuracy"}, r"tasks.best_metric='accuracy': use 'task/metric'"),
     ({"tasks.best_metric": "glue_sst2/f1"}, r"tasks.best_metric='glue_sst2/f1': glue_sst2 reports accuracy"),
     ({"tasks.best_metric": "glue_rte/accuracy"}, r"name one of the evaluated Tasks \(glue_sst2;"),

@@ -1,6 +1,6 @@
 """mode=infer: a HF checkpoint decodes a file of inputs and a Task's split into JSONL; predictions and
-hypothesis scores equal PyTorch `transformers` `generate` on the same tokens (greedy and beams, with
-a padded last batch), and bad input stops with an error naming the field and the fix."""
+hypothesis scores equal PyTorch `transformers` `generate` on the same tokens (greedy and HF-rule beams,
+with a padded last batch) or a plain t5x beam search (T5-rule beams, the default), and bad input stops with an error naming the field and the fix."""
 
 import json
 import os
@@ -68,7 +68,8 @@ def test_infer_on_a_text_file_equals_generate(hf_model, num_beams, tmp_path, cap
     model, directory = hf_model
     (tmp_path / "inputs.txt").write_text("\n".join(LINES) + "\n")
     output = run(_config(directory, **{"infer.input": str(tmp_path / "inputs.txt"), "decode.num_beams": num_beams,
-                                       "decode.length_penalty": 0.6}), str(tmp_path / "work"))
+                                       "decode.length_penalty": 0.6, "decode.length_penalty_rule": "hf"}),
+                 str(tmp_path / "work"))
     assert output == str(tmp_path / "work" / "predictions.jsonl")
     rows = [json.loads(line) for line in open(output)]
     written = open(output).read()
@@ -102,6 +103,33 @@ def test_infer_on_a_text_file_equals_generate(hf_model, num_beams, tmp_path, cap
         "inputs": len(LINES), "truncated": sum(cut), "inputs_length": 16, "longest_input_tokens": max(lengths)}
 
 
+def test_infer_with_beams_follows_t5x_by_default(hf_model, tmp_path):
+    """The configs' decoding (`decode.length_penalty_rule="t5"`, alpha 0.6): t5x's hypothesis and beam
+    score, against a plain t5x beam search over float64 log-probabilities."""
+    import copy
+
+    import seqio
+
+    from tests.evaluation.test_decoding import _next_log_probs64, _t5x_reference
+    model, directory = hf_model
+    (tmp_path / "inputs.txt").write_text("\n".join(LINES) + "\n")
+    config = _config(directory, **{"infer.input": str(tmp_path / "inputs.txt"), "decode.num_beams": 3})
+    assert (config.decode.length_penalty_rule, config.decode.length_penalty) == ("t5", 0.6)
+    rows = [json.loads(line) for line in open(run(config, str(tmp_path / "work")))]
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(SPIECE))
+    vocab = seqio.SentencePieceVocabulary(str(SPIECE))
+    model64 = copy.deepcopy(model).double()
+    for row, line in zip(rows, LINES):
+        ids = np.zeros(16, np.int64)
+        encoded = sp.encode(line)[:15] + [1]
+        ids[:len(encoded)] = encoded
+        score, tokens = _t5x_reference(lambda prefixes: _next_log_probs64(model64, ids, prefixes), 3, 6, 0.6)
+        tokens = list(tokens)
+        assert row["prediction"] == vocab.decode(tokens[: tokens.index(1)] if 1 in tokens else tokens)
+        # float32 sums of <= 6 log-softmax values against float64: a few 1e-6 relative
+        np.testing.assert_allclose(row["score"], score, rtol=1e-5, atol=1e-5)
+
+
 def test_infer_on_a_task_split_keeps_task_and_target(hf_model, tmp_path):
     import csv
     model, directory = hf_model
@@ -129,6 +157,7 @@ def test_infer_on_a_task_split_keeps_task_and_target(hf_model, tmp_path):
     ({"infer.field": "text"}, r"line 1 has no string field 'text' \(found \['inputs'\]\); set infer.field"),
     ({"decode.num_beams": 0}, r"decode.num_beams"),
     ({"data.on_bad_input": "ignore"}, r"data.on_bad_input='ignore': use 'skip'"),
+    ({"decode.length_penalty_rule": "t5x"}, r"decode.length_penalty_rule='t5x': use 't5' .* or 'hf'"),
 ])
 def test_bad_infer_input_stops_before_loading(hf_model, changes, message, tmp_path):
     (tmp_path / "inputs.jsonl").write_text(json.dumps({"inputs": "hello"}) + "\n")

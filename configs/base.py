@@ -127,8 +127,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.decode = ml_collections.ConfigDict()
     c.decode.num_beams = 1             # 1: greedy; T5 uses 4 beams for summarization
     c.decode.length_penalty = 0.6      # beam search only: alpha, T5's value (HF's default is 1.0)
-    c.decode.length_penalty_rule = "t5"  # t5: t5x's beam search, log-prob / ((5 + len) / 6) ** alpha;
-    #                                      hf: transformers generate's, log-prob / len ** alpha
+    c.decode.length_penalty_rule = "auto"  # t5: t5x's beam search, log-prob / ((5 + len) / 6) ** alpha;
+    #   hf: transformers generate's, log-prob / len ** alpha; auto: hf with the alpha of a HF model's
+    #   generation_config.json where it sets length_penalty, else t5 (build.decode_settings)
     c.decode.max_length = 0            # generated tokens; 0: tasks.targets_length
     c.decode.batch_size = 32
 

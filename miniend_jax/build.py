@@ -7,6 +7,8 @@ Nothing here trains or writes. Weights are read only by `load_model` / `load_tea
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from miniend_jax.errors import CheckpointError, ConfigError, check
@@ -190,9 +192,24 @@ def placed_params(model_config, params, mesh, rules):
 
 
 def decode_settings(config):
-    """The `DecodeSettings` of `config.decode` (beams, batch size, maximum length)."""
+    """The `DecodeSettings` of `config.decode` (beams, batch size, maximum length, length penalty).
+
+    `decode.length_penalty_rule="auto"` resolves here: a HF model (`model.source="hf"`) whose
+    `generation_config.json` sets `length_penalty` is decoded as its checkpoint asks, with HF's rule
+    (`len ** alpha`) and that alpha; every other model with T5's rule (`((5 + len) / 6) ** alpha`, t5x) and
+    `decode.length_penalty`."""
+    import json
     from miniend_jax.evaluation.evaluator import DecodeSettings
-    return DecodeSettings(**config.decode.to_dict())
+    settings = config.decode.to_dict()
+    if settings["length_penalty_rule"] == "auto":
+        settings["length_penalty_rule"] = "t5"
+        path = os.path.join(config.model.path, "generation_config.json") if config.model.source == "hf" else ""
+        if path and os.path.isfile(path):
+            with open(path) as f:
+                generation = json.load(f)
+            if isinstance(generation.get("length_penalty"), (int, float)):
+                settings.update(length_penalty_rule="hf", length_penalty=float(generation["length_penalty"]))
+    return DecodeSettings(**settings)
 
 
 def model_name(config) -> str:

@@ -234,9 +234,10 @@ def _validate_decode(dec) -> None:
           "use a positive integer.")
     check(isinstance(dec.max_length, int) and dec.max_length >= 0, "decode.max_length", dec.max_length,
           "use 0 (the targets length) or a positive number of tokens.")
-    from miniend_jax.evaluation.decoding import LENGTH_PENALTY_RULES
-    check(dec.length_penalty_rule in LENGTH_PENALTY_RULES, "decode.length_penalty_rule", dec.length_penalty_rule,
-          "use 't5' (t5x's beam search, T5's brevity penalty) or 'hf' (transformers generate's).")
+    from miniend_jax.evaluation.decoding import CONFIG_LENGTH_PENALTY_RULES
+    check(dec.length_penalty_rule in CONFIG_LENGTH_PENALTY_RULES, "decode.length_penalty_rule",
+          dec.length_penalty_rule, "use 't5' (t5x's beam search, T5's brevity penalty), 'hf' (transformers "
+          "generate's) or 'auto' (hf where a HF model's generation_config.json sets length_penalty, else t5).")
     check(isinstance(dec.length_penalty, (int, float)) and not isinstance(dec.length_penalty, bool),
           "decode.length_penalty", dec.length_penalty, "use a number (T5: 0.6; HF's default: 1.0).")
 

@@ -91,6 +91,7 @@ _NEG = -1.0e9  # the masking constant `generate` uses, kept so that ties and ord
 _T5X_NEG = -1.0e7  # t5x's NEG_INF, kept for the same reason
 
 LENGTH_PENALTY_RULES = ("t5", "hf")
+CONFIG_LENGTH_PENALTY_RULES = LENGTH_PENALTY_RULES + ("auto",)   # auto: see `build.decode_settings`
 
 
 def length_penalty_divisor(rule: str, length_penalty: float, length):

@@ -104,8 +104,9 @@ def test_infer_on_a_text_file_equals_generate(hf_model, num_beams, tmp_path, cap
 
 
 def test_infer_with_beams_follows_t5x_by_default(hf_model, tmp_path):
-    """The configs' decoding (`decode.length_penalty_rule="t5"`, alpha 0.6): t5x's hypothesis and beam
-    score, against a plain t5x beam search over float64 log-probabilities."""
+    """The configs' decoding (`decode.length_penalty_rule="auto"`, which is T5's rule for a checkpoint whose
+    generation_config sets no length penalty; alpha 0.6): t5x's hypothesis and beam score, against a plain
+    t5x beam search over float64 log-probabilities."""
     import copy
 
     import seqio
@@ -114,7 +115,9 @@ def test_infer_with_beams_follows_t5x_by_default(hf_model, tmp_path):
     model, directory = hf_model
     (tmp_path / "inputs.txt").write_text("\n".join(LINES) + "\n")
     config = _config(directory, **{"infer.input": str(tmp_path / "inputs.txt"), "decode.num_beams": 3})
-    assert (config.decode.length_penalty_rule, config.decode.length_penalty) == ("t5", 0.6)
+    from miniend_jax.build import decode_settings
+    settings = decode_settings(config)
+    assert (settings.length_penalty_rule, settings.length_penalty) == ("t5", 0.6)
     rows = [json.loads(line) for line in open(run(config, str(tmp_path / "work")))]
     sp = sentencepiece.SentencePieceProcessor(model_file=str(SPIECE))
     vocab = seqio.SentencePieceVocabulary(str(SPIECE))
@@ -157,7 +160,7 @@ def test_infer_on_a_task_split_keeps_task_and_target(hf_model, tmp_path):
     ({"infer.field": "text"}, r"line 1 has no string field 'text' \(found \['inputs'\]\); set infer.field"),
     ({"decode.num_beams": 0}, r"decode.num_beams"),
     ({"data.on_bad_input": "ignore"}, r"data.on_bad_input='ignore': use 'skip'"),
-    ({"decode.length_penalty_rule": "t5x"}, r"decode.length_penalty_rule='t5x': use 't5' .* or 'hf'"),
+    ({"decode.length_penalty_rule": "t5x"}, r"decode.length_penalty_rule='t5x': use 't5' .*'hf' .* or 'auto'"),
 ])
 def test_bad_infer_input_stops_before_loading(hf_model, changes, message, tmp_path):
     (tmp_path / "inputs.jsonl").write_text(json.dumps({"inputs": "hello"}) + "\n")
@@ -175,3 +178,18 @@ def test_an_input_line_of_invalid_utf8_is_named_before_loading(hf_model, tmp_pat
     with pytest.raises(ConfigError, match=r"inputs.txt line 2 is not valid UTF-8 \(byte 5\); save the file as UTF-8"):
         run(_config(hf_model[1], **{"infer.input": str(path)}), str(tmp_path / "w"))
     assert not os.path.exists(tmp_path / "w" / "predictions.jsonl")
+
+
+def test_auto_decodes_as_the_checkpoints_generation_config_asks(tmp_path):
+    """`decode.length_penalty_rule="auto"`: HF's rule and alpha where a HF checkpoint's generation_config
+    sets a length penalty (as `generate` would decode it), T5's rule and `decode.length_penalty` otherwise;
+    an explicit rule is kept."""
+    from miniend_jax.build import decode_settings
+    rule = lambda settings: (settings.length_penalty_rule, settings.length_penalty)
+    assert rule(decode_settings(_config(str(tmp_path)))) == ("t5", 0.6)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"decoder_start_token_id": 0, "eos_token_id": 1}))
+    assert rule(decode_settings(_config(str(tmp_path)))) == ("t5", 0.6)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"length_penalty": 2.0, "num_beams": 4}))
+    assert rule(decode_settings(_config(str(tmp_path)))) == ("hf", 2.0)
+    assert rule(decode_settings(_config(str(tmp_path), **{"decode.length_penalty_rule": "t5"}))) == ("t5", 0.6)
+    assert rule(decode_settings(_config(str(tmp_path), **{"model.source": "preset"}))) == ("t5", 0.6)

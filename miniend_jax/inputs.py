@@ -165,9 +165,34 @@ def task_names(name: str) -> list[str]:
     return [name]
 
 
+def train_files(config) -> list[str]:
+    """The files the `train` split of each Task of `tasks.train` is read from, for the local sources (GLUE,
+    summarization, classification directories, `tasks.hf` datasets); TFDS sources have none here."""
+    from tasks import classification, glue, hf_tasks, hf_text, summarization
+    t, files = config.tasks, []
+    specs = hf_tasks.specs(config)
+    for name in task_names(t.train):
+        glue_task = glue.task_of(name)
+        if glue_task is not None:
+            if t.glue_source == "local" and "train" in glue_task.splits:
+                files.append(glue.split_file(t.glue_dir, glue_task, "train"))
+        elif name.startswith("summ_") and name[len("summ_"):] in summarization.TASKS:
+            task = summarization.TASKS[name[len("summ_"):]]
+            if t.summarization_source == "local" and "train" in task.local:
+                files.append(os.path.join(t.summarization_dir, task.local_dir, task.local["train"].file))
+        elif name.startswith(hf_tasks.PREFIX) and name[len(hf_tasks.PREFIX):] in specs:
+            path = specs[name[len(hf_tasks.PREFIX):]]["path"]
+            files += [row[0] for row in hf_text.source_key(path.replace("{split}", "train"), "train", "")["files"]]
+        else:
+            files += [os.path.join(d, classification.SPLIT_FILES["train"]) for d in classification_dirs(config)
+                      if classification.task_name(d) == name]
+    return files
+
+
 def build_task_data(config, process_index: int, process_count: int):
     """The loop's `Data` for finetuning: `tasks.train` (shuffled, repeated) and its validation loss."""
     from miniend_jax.train.loop import Data
+    from miniend_jax.train.resume import input_record
     from tasks import pretraining as tp  # noqa: I001 - before seqio (tasks/runtime.py)
     import seqio
     t = config.tasks
@@ -181,7 +206,9 @@ def build_task_data(config, process_index: int, process_count: int):
     if t.eval_split in seqio.get_mixture_or_task(t.train).splits:
         make_eval = lambda: iter(tp.get_dataset(t.train, lengths, split=t.eval_split, batch_size=per_host,
                                                 shuffle=False, seed=0, num_epochs=1, **common))
-    return Data(train=train, make_eval=make_eval, inputs_length=t.inputs_length, targets_length=t.targets_length)
+    record = input_record(f"tasks:{t.train}", train_files(config))
+    return Data(train=train, make_eval=make_eval, inputs_length=t.inputs_length, targets_length=t.targets_length,
+                inputs=record)
 
 
 def best_metric(config) -> tuple[str, str]:

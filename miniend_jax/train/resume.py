@@ -2,7 +2,8 @@
 count (`train.steps`, which shapes the learning-rate schedule) and the input files its position refers to.
 
 Every checkpoint's meta records `train_steps` (the schedule it was trained under) and `inputs`
-(`input_record`: each corpus file's path, size and fingerprints, and the held-out count). On resume:
+(`input_record`: each file's path, size and fingerprints, and the held-out count: the corpus of
+pretraining and distillation, the `train` split files of a finetuning run's Tasks). On resume:
 
 | change                                        | what happens                                            |
 |-----------------------------------------------|---------------------------------------------------------|

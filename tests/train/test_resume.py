@@ -169,3 +169,24 @@ def test_a_resume_under_changed_inputs_or_steps_says_what_happens(tmp_path):
     losses = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
     assert sorted({r["step"] for r in losses if "loss" in r}) == list(range(1, 9))
     assert np.isfinite([r["loss"] for r in losses if "loss" in r]).all()
+
+
+def test_a_finetune_records_its_train_files_and_refuses_a_replaced_one(tmp_path):
+    """The same rule for a finetuning run's Tasks: its input position refers to the train split's files."""
+    from miniend_jax import inputs
+    folder = tmp_path / "topics"
+    folder.mkdir()
+    (folder / "train.tsv").write_text("the cat sat\tanimals\nstocks fell\tmarkets\nthe dog ran\tanimals\n")
+    (folder / "dev.tsv").write_text("bonds rose\tmarkets\n")
+    config = config_with("tiny_finetune", **{"tasks.classification_dirs": str(folder), "tasks.train": "cls_topics",
+                                             "tasks.eval": "cls_topics"})
+    inputs.register_tasks(config)
+    assert inputs.train_files(config) == [str(folder / "train.tsv")]
+    recorded = inputs.build_task_data(config, 0, 1).inputs
+    assert [f["path"] for f in recorded["files"]] == [str(folder / "train.tsv")]
+    meta = {"step": 20, "train_steps": config.train.steps, "inputs": recorded}
+    assert resume.check_resume(config, str(tmp_path), meta, inputs.build_task_data(config, 0, 1).inputs) is True
+    (folder / "train.tsv").write_text("bonds rose\tmarkets\nthe cat sat\tanimals\n")
+    inputs.register_tasks(config)
+    with pytest.raises(ConfigError, match=r"replaced: .*train.tsv"):
+        resume.check_resume(config, str(tmp_path), meta, inputs.build_task_data(config, 0, 1).inputs)

@@ -134,9 +134,9 @@ def test_equal_mixture_samples_each_task_as_often_and_leaves_out_wnli(registered
 
 
 def test_missing_split_names_the_file(registered):
-    with pytest.raises(ConfigError, match=r"qqp split .train.: no train\.tsv .*QQP"):
+    with pytest.raises(ConfigError, match=r"qqp split .train.: no QQP/train\.tsv or QQP/train\.jsonl in .*glue"):
         glue.check_split("glue_test_qqp", "train", data_dir=GLUE_DIR, prefix="glue_test")
-    with pytest.raises(ConfigError, match=r"qnli split .train.: no train\.tsv .*QNLI"):
+    with pytest.raises(ConfigError, match=r"qnli split .train.: no QNLI/train\.tsv or QNLI/train\.jsonl in .*glue"):
         glue.check_split("glue_test_qnli", "train", data_dir=GLUE_DIR, prefix="glue_test")
 
 
@@ -148,3 +148,113 @@ def test_an_integer_label_out_of_range_is_named_before_training(tmp_path):
     (folder / "dev.tsv").write_text("sentence\tlabel\na fine film\t1\na dull one\t7\n")
     with pytest.raises(ConfigError, match=r"dev.tsv row 2: cannot read GLUE sst2 fields.*label 7"):
         glue.read_split(str(tmp_path), glue.TASKS["sst2"], "validation")
+
+
+# GLUE's test files as the download script leaves them (headers included; no labels), a few rows each.
+TEST_FILES = {
+    "cola": ("CoLA/test.tsv", ["index", "sentence"]),
+    "sst2": ("SST-2/test.tsv", ["index", "sentence"]),
+    "mrpc": ("MRPC/test.tsv", ["index", "#1 ID", "#2 ID", "#1 String", "#2 String"]),
+    "stsb": ("STS-B/test.tsv", ["index", "genre", "filename", "year", "old_index", "source1", "source2",
+                                "sentence1", "sentence2"]),
+    "qqp": ("QQP/test.tsv", ["id", "question1", "question2"]),
+    "mnli_matched": ("MNLI/test_matched.tsv", ["index", "promptID", "pairID", "genre", "sentence1_binary_parse",
+                                               "sentence2_binary_parse", "sentence1_parse", "sentence2_parse",
+                                               "sentence1", "sentence2"]),
+    "qnli": ("QNLI/test.tsv", ["index", "question", "sentence"]),
+    "rte": ("RTE/test.tsv", ["index", "sentence1", "sentence2"]),
+    "wnli": ("WNLI/test.tsv", ["index", "sentence1", "sentence2"]),
+    "ax": ("diagnostic/diagnostic.tsv", ["index", "sentence1", "sentence2"]),
+}
+TEST_FILES["mnli_mismatched"] = ("MNLI/test_mismatched.tsv", TEST_FILES["mnli_matched"][1])
+TEXTS = ["The cat sat on the mat .", 'He said "no" to the café\'s offer.', "Why is the sky blue?",
+         "A man is playing a guitar.", "It rained all day in Zürich , so we stayed in."]
+TEXT_COLUMNS = {"sentence", "#1 String", "#2 String", "sentence1", "sentence2", "question1", "question2",
+                "question"}
+
+
+def write_test_files(directory, rows=3) -> dict[str, int]:
+    """Writes GLUE's unlabelled test files under `directory` ({TFDS config: row count}); text columns hold
+    `TEXTS` in turn, the other columns placeholders, `index` (QQP: `id`) counts from 0."""
+    counts = {}
+    for n, (config, (path, header)) in enumerate(TEST_FILES.items()):
+        count = rows + n % 3  # files of different lengths
+        lines = ["\t".join(header)]
+        for row in range(count):
+            lines.append("\t".join(str(row) if column in ("index", "id") else
+                                   TEXTS[(row + n + k) % len(TEXTS)] if column in TEXT_COLUMNS else f"x{k}"
+                                   for k, column in enumerate(header)))
+        (directory / path).parent.mkdir(parents=True, exist_ok=True)
+        (directory / path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        counts[config] = count
+    return counts
+
+
+def t5_test_examples(directory, config: str) -> list[dict]:
+    """T5's examples of the test file of TFDS config `config`: TFDS `glue`'s own reader over the file, then
+    T5's `get_glue_text_preprocessor` (inputs, targets, idx)."""
+    import tensorflow_datasets as tfds
+    from t5.data import glue_utils
+    builder = tfds.text.glue.Glue(config=config, data_dir=str(directory / "tfds"))
+    path = str(directory / TEST_FILES[config][0])
+    if config == "mrpc":
+        rows = [e for _, e in builder._generate_examples(None, "test", mrpc_files={"test": path})]
+    else:
+        rows = [e for _, e in builder._generate_examples(data_file=path, split="test")]
+    dataset = tf.data.Dataset.from_tensor_slices({k: [r[k] for r in rows] for k in rows[0]})
+    preprocess = glue_utils.get_glue_text_preprocessor(builder.builder_config)
+    return [{"inputs": x["inputs"].decode(), "targets": x["targets"].decode(), "idx": int(x["idx"])}
+            for x in preprocess(dataset).as_numpy_iterator()]
+
+
+# The project's Task and split of each TFDS config's test set.
+TEST_SPLITS = {"cola": ("cola", "test"), "sst2": ("sst2", "test"), "mrpc": ("mrpc", "test"),
+               "stsb": ("stsb", "test"), "qqp": ("qqp", "test"), "mnli_matched": ("mnli_matched", "test"),
+               "mnli_mismatched": ("mnli_mismatched", "test"), "qnli": ("qnli", "test"), "rte": ("rte", "test"),
+               "wnli": ("wnli", "test"), "ax": ("ax", "test")}
+
+
+@pytest.fixture(scope="module")
+def glue_test_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("glue_test_files")
+    counts = write_test_files(directory)
+    names = glue.register(str(SPIECE), data_dir=str(directory), prefix="glue_tf")
+    return directory, counts, names
+
+
+@pytest.mark.parametrize("config", sorted(TEST_SPLITS))
+def test_unlabelled_test_splits_equal_t5s_examples(glue_test_dir, config):
+    """Every GLUE test set (AX cast as MNLI) read from GLUE's files gives T5's inputs and targets (`<unk>`,
+    STS-B `-1.0`) and TFDS's idx, row for row; MNLI's also as glue_mnli's test_matched/test_mismatched."""
+    directory, counts, _ = glue_test_dir
+    task, split = TEST_SPLITS[config]
+    expected = t5_test_examples(directory, config)
+    assert len(expected) == counts[config]
+    names = [(f"glue_tf_{task}", split)]
+    if task.startswith("mnli_"):
+        names.append(("glue_tf_mnli", "test_" + task[5:]))
+    for name, split in names:
+        dataset = seqio.get_mixture_or_task(name).get_dataset({"inputs": 128, "targets": 8}, split=split,
+                                                               shuffle=False, use_cached=False)
+        ours = [{"inputs": x["inputs_pretokenized"].decode(), "targets": x["targets_pretokenized"].decode(),
+                 "idx": int(x["idx"])} for x in dataset.as_numpy_iterator()]
+        assert ours == expected, name
+        assert glue.unlabelled(name, split, prefix="glue_tf")
+
+
+def test_test_sets_form_the_submission_mixture(glue_test_dir):
+    _, _, names = glue_test_dir
+    mixture = seqio.get_mixture_or_task("glue_tf_submission")
+    assert {t.name for t in mixture.tasks} == {f"glue_tf_{task}" for task, _ in TEST_SPLITS.values()}
+    assert seqio.get_mixture_or_task("glue_tf_ax").splits == ("test",)
+    assert glue.task_of("glue_tf_ax", "glue_tf").metric_fns == ()  # T5: "Only test set available."
+    assert not glue.unlabelled("glue_tf_rte", "validation", prefix="glue_tf")
+
+
+def test_a_missing_test_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"sst2 split .test.: no SST-2/test\.tsv or SST-2/test\.jsonl"):
+        glue.check_split("glue_sst2", "test", data_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"ax split .test.: no diagnostic/diagnostic\.tsv .*AX/AX\.tsv"):
+        glue.check_split("glue_ax", "test", data_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"mnli_matched has no split 'train'; use one of validation, test"):
+        glue.check_split("glue_mnli_matched", "train", data_dir=str(tmp_path))

@@ -364,6 +364,16 @@ def register(name: str, spec: Mapping, spiece_model: str, *, extra_ids: int = 10
     return task_name(name)
 
 
+def unlabelled(task: str, split: str) -> bool:
+    """Whether `split` of the registered classification Task `task` (`hf_<name>`) has no label at all: every
+    target is `<unk>` (a negative class index, as GLUE's test splits on the HF hub have), so there is
+    nothing to score."""
+    layout = _LAYOUTS.get(task)
+    if layout is None or layout.kind != "classification" or split not in layout.mapping:
+        return False
+    return all(target == "<unk>" for target in layout.examples(split)["targets"])
+
+
 def labels(task: str) -> tuple[str, ...]:
     """The label names of the registered classification Task `task` (`hf_<name>`); () for other kinds."""
     layout = _LAYOUTS.get(task)

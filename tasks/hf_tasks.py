@@ -30,7 +30,9 @@ memory; pretraining corpora go through `tasks/hf_text.py` instead).
 Bad input stops at registration, before training, with a `ConfigError` that names `tasks.hf.<name>.<field>`
 and the fix: no dataset at the path, an unknown split, an empty split, a template column the dataset does
 not have (its columns are listed), a column whose values a template cannot render (lists, dicts), a label
-index outside `label_names`, a correlation metric over text, an unknown metric.
+index outside `label_names`, a correlation metric over text, an unknown metric. A classification split whose
+every label is missing (a negative index: GLUE's test splits) is decoded by `mode=infer` but not scored
+(`unlabelled`; evaluate and finetune refuse it).
 """
 
 from __future__ import annotations

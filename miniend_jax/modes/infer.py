@@ -2,17 +2,20 @@
 file of inputs, greedy or with beams, batched over the mesh, into JSONL.
 
 Inputs (`infer.input`):
-- a registered Task or Mixture name (`glue_sst2`, `summ_xsum`, a `cls_<dir>` Task): its
-  `tasks.eval_split` split, preprocessed as for evaluation (each row also gets the Task and the target);
+- a registered Task or Mixture name (`glue_sst2`, `summ_xsum`, a `cls_<dir>` Task, `glue_submission`): its
+  `tasks.eval_split` split, preprocessed as for evaluation (each row also gets the Task, the split, the
+  example's `idx` where the Task has one, and the target); a split without labels (GLUE's `test`) is
+  decoded like any other, its targets being `<unk>`. The Tasks of a Mixture that lack the split are left
+  out, as seqio's Evaluator does;
 - a `.jsonl` file: the text of field `infer.field` of each line;
 - any other file: one input per line, as given (no Task prefix is added).
 
 Each input is tokenized with `data.vocab` and cut to `tasks.inputs_length` tokens (EOS kept, seqio's
 `append_eos_after_trim`); `decode.*` sets greedy or beam search and the batch; `decode.max_length` (or
 `tasks.targets_length`) the generated tokens. Output (`infer.output`, default `<workdir>/predictions.jsonl`;
-an existing file is never replaced), one line per input in input order: `{"index", "input", "prediction", "score"}` (+ `"task"`, `"target"` for a
-Task), where `score` is the hypothesis's natural-log probability for greedy decoding and HF's
-`sequences_scores` (log-probability / length ** `decode.length_penalty`) for beams.
+an existing file is never replaced), one line per input in input order: `{"index", "input", "prediction",
+"score"}` (+ `"task"`, `"split"`, `"idx"`, `"target"` for a Task), where `score` is the hypothesis's
+natural-log probability for greedy decoding and HF's `sequences_scores` (log-probability / length ** `decode.length_penalty`) for beams.
 """
 
 from __future__ import annotations
@@ -63,17 +66,22 @@ def read_file_inputs(path: str, field: str) -> list[str]:
 
 
 def _task_inputs(config, name: str) -> list[dict]:
-    """Every example of the Tasks of `name` in `tasks.eval_split`: task, input and target text, token ids."""
+    """Every example of the Tasks of `name` that have `tasks.eval_split`, in it: task, split, idx (where the
+    Task has one), input and target text, token ids."""
     from tasks import runtime  # noqa: F401,I001 - before seqio: TensorFlow on the host, quiet
     import seqio
     t = config.tasks
     rows = []
     for task_name in inputs.task_names(name):
         task = seqio.get_mixture_or_task(task_name)
+        if t.eval_split not in task.splits:
+            continue
         dataset = task.get_dataset({"inputs": t.inputs_length, "targets": t.targets_length}, split=t.eval_split,
                                    shuffle=False, num_epochs=1, use_cached=False)
         for example in dataset.as_numpy_iterator():
-            rows.append({"task": task_name, "input": example["inputs_pretokenized"].decode(),
+            idx = {"idx": int(example["idx"])} if "idx" in example else {}
+            rows.append({"task": task_name, "split": t.eval_split, **idx,
+                         "input": example["inputs_pretokenized"].decode(),
                          "target": example["targets_pretokenized"].decode(), "ids": example["inputs"]})
     return rows
 
@@ -122,7 +130,8 @@ def run(config, workdir: str) -> str:
         rows = [{"input": text, "ids": np.asarray(vocab.encode(text)[: t.inputs_length - 1] + [1], np.int32)}
                 for text in texts]
     else:
-        inputs.check_tasks(config, inputs.register_tasks(config), [("infer.input", i.input, t.eval_split)])
+        inputs.check_tasks(config, inputs.register_tasks(config), [("infer.input", i.input, t.eval_split)],
+                           scored=False)
         rows = _task_inputs(config, i.input)
         if not rows:
             raise ConfigError(f"infer.input={i.input!r} has no examples in split {t.eval_split!r}.")

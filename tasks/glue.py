@@ -131,8 +131,10 @@ def split_file(directory: str, task: GlueTask, split: str) -> str:
     for candidate in candidates:
         if os.path.isfile(os.path.join(directory, candidate)):
             return os.path.join(directory, candidate)
-    raise ConfigError(f"GLUE {task.name} split {split!r}: no {' or '.join(candidates)} in {directory}; point "
-                      "the GLUE data directory at the GLUE download layout, or use the TFDS source.")
+    files = " or ".join(stem + extension for stem in _as_tuple(task.splits[split]) for extension in (".tsv", ".jsonl"))
+    folders = " or ".join(os.path.join(directory, folder) for folder in _as_tuple(task.directory))
+    raise ConfigError(f"GLUE {task.name} split {split!r}: no {files} in {folders}; point the GLUE data directory "
+                      "at the GLUE download layout, or use the TFDS source.")
 
 
 def unlabelled(seqio_name: str, split: str, prefix: str = "glue") -> bool:

@@ -134,9 +134,9 @@ def test_equal_mixture_samples_each_task_as_often_and_leaves_out_wnli(registered
 
 
 def test_missing_split_names_the_file(registered):
-    with pytest.raises(ConfigError, match=r"qqp split .train.: no QQP/train\.tsv or QQP/train\.jsonl in .*glue"):
+    with pytest.raises(ConfigError, match=r"qqp split .train.: no train\.tsv .*QQP"):
         glue.check_split("glue_test_qqp", "train", data_dir=GLUE_DIR, prefix="glue_test")
-    with pytest.raises(ConfigError, match=r"qnli split .train.: no QNLI/train\.tsv or QNLI/train\.jsonl in .*glue"):
+    with pytest.raises(ConfigError, match=r"qnli split .train.: no train\.tsv .*QNLI"):
         glue.check_split("glue_test_qnli", "train", data_dir=GLUE_DIR, prefix="glue_test")
 
 
@@ -252,9 +252,9 @@ def test_test_sets_form_the_submission_mixture(glue_test_dir):
 
 
 def test_a_missing_test_file_is_named(tmp_path):
-    with pytest.raises(ConfigError, match=r"sst2 split .test.: no SST-2/test\.tsv or SST-2/test\.jsonl"):
+    with pytest.raises(ConfigError, match=r"sst2 split .test.: no test\.tsv or test\.jsonl in .*/SST-2;"):
         glue.check_split("glue_sst2", "test", data_dir=str(tmp_path))
-    with pytest.raises(ConfigError, match=r"ax split .test.: no diagnostic/diagnostic\.tsv .*AX/AX\.tsv"):
+    with pytest.raises(ConfigError, match=r"ax split .test.: no diagnostic\.tsv .*AX\.tsv.* in .*/diagnostic or .*/AX;"):
         glue.check_split("glue_ax", "test", data_dir=str(tmp_path))
     with pytest.raises(ConfigError, match=r"mnli_matched has no split 'train'; use one of validation, test"):
         glue.check_split("glue_mnli_matched", "train", data_dir=str(tmp_path))

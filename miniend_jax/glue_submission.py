@@ -147,7 +147,11 @@ def write_submission(predictions: list[str], out: str, *, glue_dir: str | None =
             twice = next(i for i in indices if indices.count(i) > 1)
             raise ConfigError(f"{sources[name]}: {name} idx {twice} is predicted twice; decode each test set once.")
         if glue_dir:
-            expected = len(glue.read_split(glue_dir, task, split))
+            try:
+                expected = len(glue.read_split(glue_dir, task, split))
+            except ConfigError as error:
+                raise ConfigError(f"--glue_dir={glue_dir!r}: {error} Set --glue_dir to the GLUE folder the test "
+                                  "splits were decoded from (tasks.glue_dir), or to '' to skip this check.") from None
             if indices != list(range(expected)):
                 raise ConfigError(f"{sources[name]}: {len(indices)} {name} predictions, but the test file in "
                                   f"{glue_dir} has {expected} rows; decode the whole split (infer.examples=0), or "

@@ -12,7 +12,8 @@ rounded to the nearest 0.2 with one decimal (`-1.0` for unlabelled rows, as T5 w
 Local directories are laid out as the GLUE download script leaves them: `<Task>/train.tsv`, `<Task>/dev.tsv`,
 `<Task>/test.tsv` (MNLI: `dev_matched` / `dev_mismatched` / `test_matched` / `test_mismatched`; `.tsv` or
 `.jsonl`; CoLA's train and dev files have no header, its test file has one) and AX as
-`diagnostic/diagnostic.tsv` (or `AX/AX.tsv`, the name GLUE serves it under). Rows are numbered from 0 in
+`diagnostic/diagnostic.tsv` (or `AX.tsv`, the name GLUE serves it under, in `diagnostic/`, `AX/` or the
+GLUE folder itself). Rows are numbered from 0 in
 file order (`idx`, as TFDS numbers them), which is the `index` column of GLUE's test files.
 
 Task names: `glue_<task>` (`glue_cola`, ..., `glue_mnli` with the splits `validation_matched`,
@@ -105,7 +106,7 @@ TASKS = {t.name: t for t in (
     GlueTask("wnli", "WNLI", ("sentence1", "sentence2"), ("not_entailment", "entailment"), (metrics.accuracy,),
              "wnli"),
     # The diagnostic set: a test set only, cast as MNLI (T5's `get_glue_text_preprocessor`).
-    GlueTask("ax", ("diagnostic", "AX"), ("hypothesis", "premise"), ("entailment", "neutral", "contradiction"), (),
+    GlueTask("ax", ("diagnostic", "AX", ""), ("hypothesis", "premise"), ("entailment", "neutral", "contradiction"), (),
              "ax", columns={"premise": "sentence1", "hypothesis": "sentence2"},
              splits={"test": ("diagnostic", "AX")}, benchmark="mnli"),
 )}

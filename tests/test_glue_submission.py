@@ -152,6 +152,17 @@ def test_bad_predictions_are_named_before_anything_is_written(tmp_path, kind, me
     assert not os.path.exists(tmp_path / "out")
 
 
+def test_a_glue_dir_without_the_test_file_is_named(tmp_path):
+    counts = write_test_files(tmp_path / "glue")
+    path = _write(tmp_path / "p.jsonl", [l for l in _predictions(counts) if l["task"] == "glue_ax"])
+    os.rename(tmp_path / "glue" / "diagnostic", tmp_path / "glue" / "AX")  # AX/diagnostic.tsv: read as well
+    write_submission([path], str(tmp_path / "out"), glue_dir=str(tmp_path / "glue"))
+    with pytest.raises(ConfigError, match=r"--glue_dir='/nonexistent': GLUE ax split 'test': no diagnostic.tsv .*"
+                                          r"Set --glue_dir to the GLUE folder .* or to '' to skip"):
+        write_submission([path], str(tmp_path / "out2"), glue_dir="/nonexistent")
+    assert write_submission([path], str(tmp_path / "out3"), glue_dir=None) == {"AX.tsv": counts["ax"]}
+
+
 def test_fill_invalid_writes_the_most_frequent_label(tmp_path):
     counts = write_test_files(tmp_path / "glue")
     lines = [line for line in _predictions(counts) if line["task"] in ("glue_mnli_matched", "glue_stsb")]

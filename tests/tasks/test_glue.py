@@ -254,7 +254,10 @@ def test_test_sets_form_the_submission_mixture(glue_test_dir):
 def test_a_missing_test_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"sst2 split .test.: no test\.tsv or test\.jsonl in .*/SST-2;"):
         glue.check_split("glue_sst2", "test", data_dir=str(tmp_path))
-    with pytest.raises(ConfigError, match=r"ax split .test.: no diagnostic\.tsv .*AX\.tsv.* in .*/diagnostic or .*/AX;"):
+    with pytest.raises(ConfigError, match=r"ax split .test.: no diagnostic\.tsv .*AX\.tsv.* in "
+                                          r".*/diagnostic or .*/AX or .*/;"):
         glue.check_split("glue_ax", "test", data_dir=str(tmp_path))
+    (tmp_path / "AX.tsv").write_text("index\tsentence1\tsentence2\n0\tA.\tB.\n")  # as GLUE serves it
+    assert glue.split_file(str(tmp_path), glue.TASKS["ax"], "test") == str(tmp_path / "AX.tsv")
     with pytest.raises(ConfigError, match=r"mnli_matched has no split 'train'; use one of validation, test"):
         glue.check_split("glue_mnli_matched", "train", data_dir=str(tmp_path))

@@ -109,7 +109,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.tasks = ml_collections.ConfigDict()
     c.tasks.train = "glue_sst2"        # a Task or Mixture (e.g. "glue")
     c.tasks.eval = "glue_sst2"         # comma-separated Tasks scored by decoding
-    c.tasks.eval_split = "validation"
+    c.tasks.eval_split = "validation"   # "test": GLUE's unlabelled test sets, for mode=infer (scoring refuses them)
     c.tasks.eval_examples = 0          # 0: the whole split
     c.tasks.best_metric = ""           # "task/metric" keeping the best checkpoint; "": first eval task's main metric
     c.tasks.inputs_length = 128

@@ -97,11 +97,17 @@ def eval_task_names(config) -> list[str]:
     return [n.strip() for n in config.tasks.eval.split(",") if n.strip()]
 
 
-def check_tasks(config, names: list[str], wanted: list[tuple[str, str, str]] | None = None) -> None:
-    """Every named Task (or Mixture) is registered and its files for the splits used are on disk.
+def check_tasks(config, names: list[str], wanted: list[tuple[str, str, str]] | None = None, *,
+                scored: bool = True) -> None:
+    """Every named Task (or Mixture) is registered and its files for the splits used are on disk; with
+    `scored` (modes evaluate and finetune), no split scored is one without labels (`unlabelled`).
 
     `wanted`: (config field, Task or Mixture name, split) to check; default those of `tasks.eval` (and
-    `tasks.train` when finetuning)."""
+    `tasks.train` when finetuning, whose `tasks.eval_split` also gives the validation loss).
+
+    Raises:
+      ConfigError: naming the field, the Task and split, and the fix.
+    """
     from tasks import classification, glue, hf_tasks, summarization  # noqa: I001 - before seqio (tasks/runtime.py)
     import seqio
     t = config.tasks
@@ -131,8 +137,32 @@ def check_tasks(config, names: list[str], wanted: list[tuple[str, str, str]] | N
         if split not in task.splits:
             raise ConfigError(f"{field}={name!r} has no split {split!r} (it has {', '.join(task.splits)}); "
                               "choose another task or split.")
+        if scored:
+            _check_labelled(field, name, split)
     if config.mode == "finetune":
+        if scored and t.eval_split in seqio.get_mixture_or_task(t.train).splits:
+            _check_labelled("tasks.train", t.train, t.eval_split)  # its validation loss
         check_best_metric(config)
+
+
+def unlabelled(task_name: str, split: str) -> bool:
+    """Whether `split` of the Task `task_name` has no labels to score against: GLUE's test splits (and
+    AX), a `tasks.hf` classification split whose every label is missing (-1, e.g. GLUE's test splits
+    from the HF hub)."""
+    from tasks import glue, hf_tasks
+    return glue.unlabelled(task_name, split) or hf_tasks.unlabelled(task_name, split)
+
+
+def _check_labelled(field: str, name: str, split: str) -> None:
+    """Raises a `ConfigError` when a Task of `name` that has `split` has no labels in it (seqio's Evaluator
+    scores the Tasks of a Mixture that have the split): scoring would compare predictions with `<unk>`."""
+    import seqio
+    for task_name in task_names(name):
+        if split in seqio.get_mixture_or_task(task_name).splits and unlabelled(task_name, split):
+            raise ConfigError(
+                f"{field}={name!r}: split {split!r} of {task_name} has no labels (GLUE keeps its test labels "
+                "for the benchmark server), so there is nothing to score; decode it with --config.mode=infer "
+                f"(then `python -m miniend_jax.glue_submission`), or score a labelled split such as 'validation'.")
 
 
 def check_best_metric(config) -> None:

@@ -1,20 +1,32 @@
-"""GLUE as T5 text-to-text seqio Tasks: all nine tasks, from TFDS `glue` or a local GLUE directory.
+"""GLUE as T5 text-to-text seqio Tasks: the nine tasks and the diagnostic set AX, from TFDS `glue` or a
+local GLUE directory.
 
 Format (T5's `glue` preprocessor): the benchmark name, then each text feature as `name: text` in sorted
 feature order; the target is the label's name (`<unk>` for unlabelled rows), and for STS-B the score
-rounded to the nearest 0.2 with one decimal:
+rounded to the nearest 0.2 with one decimal (`-1.0` for unlabelled rows, as T5 writes them):
 
     sst2 sentence: it 's a charming journey .               -> positive
     mnli hypothesis: Everyone likes it. premise: It is nice.  -> neutral
     stsb sentence1: A man is dancing. sentence2: A man dances. -> 4.8
 
-Local directories are laid out as the GLUE download script leaves them (and as ../shared/data/glue):
-`<Task>/train.tsv`, `<Task>/dev.tsv` (MNLI: `dev_matched` / `dev_mismatched`, `.tsv` or `.jsonl`).
-Task names: `glue_<task>` (`glue_cola`, ..., `glue_mnli` with validation splits `validation_matched` and
-`validation_mismatched`, registered also as `glue_mnli_matched` / `glue_mnli_mismatched` for evaluation),
-the proportional mixture `glue` over the tasks whose training files exist, and `glue_equal`, the same tasks
-but WNLI at equal rates (short finetuning runs: proportional mixing gives SST-2 three quarters of the
-examples of the local tasks and RTE 3%, too few to learn even its label words).
+Local directories are laid out as the GLUE download script leaves them: `<Task>/train.tsv`, `<Task>/dev.tsv`,
+`<Task>/test.tsv` (MNLI: `dev_matched` / `dev_mismatched` / `test_matched` / `test_mismatched`; `.tsv` or
+`.jsonl`; CoLA's train and dev files have no header, its test file has one) and AX as
+`diagnostic/diagnostic.tsv` (or `AX.tsv`, the name GLUE serves it under, in `diagnostic/`, `AX/` or the
+GLUE folder itself). Rows are numbered from 0 in
+file order (`idx`, as TFDS numbers them), which is the `index` column of GLUE's test files.
+
+Task names: `glue_<task>` (`glue_cola`, ..., `glue_mnli` with the splits `validation_matched`,
+`validation_mismatched`, `test_matched` and `test_mismatched`, registered also as `glue_mnli_matched` /
+`glue_mnli_mismatched` with splits `validation` and `test`), `glue_ax` (split `test` only, formatted as MNLI
+like T5 does, to be decoded by an MNLI model), the proportional mixture `glue` over the tasks whose
+training files exist, `glue_equal`, the same tasks but WNLI at equal rates (short finetuning runs:
+proportional mixing gives SST-2 three quarters of the examples of the local tasks and RTE 3%, too few to
+learn even its label words), and `glue_submission`, every Task with a `test` split (the eleven files of a
+GLUE benchmark submission, `miniend_jax/glue_submission.py`).
+
+Test splits have no labels (GLUE keeps them private; `unlabelled` says which splits): `mode=infer` decodes
+them, the scoring modes refuse them.
 """
 
 from __future__ import annotations
@@ -42,16 +54,22 @@ csv.field_size_limit(1 << 24)
 
 @dataclasses.dataclass(frozen=True)
 class GlueTask:
-    name: str                        # T5's benchmark name, also the task suffix
-    directory: str                   # folder of the local GLUE layout
+    name: str                        # the task suffix (`glue_<name>`), also T5's benchmark name unless `benchmark`
+    directory: str | tuple[str, ...]  # folder(s) of the local GLUE layout, tried in order
     features: tuple[str, ...]        # text features, sorted (T5's order)
     labels: tuple[str, ...] | None   # class names by id; None: regression (STS-B)
-    metric_fns: tuple[Callable, ...]
+    metric_fns: tuple[Callable, ...]  # () for a test-only set (AX), as in T5
     tfds_config: str
     columns: dict = dataclasses.field(default_factory=dict)  # feature -> local TSV column name
     label_column: str = "label"
-    splits: dict = dataclasses.field(default_factory=lambda: {"train": "train", "validation": "dev"})
-    header: bool = True
+    # split -> file stem(s) in the task's folder, tried in order
+    splits: dict = dataclasses.field(default_factory=lambda: {"train": "train", "validation": "dev", "test": "test"})
+    headerless: tuple[str, ...] = ()  # splits whose files have no header row
+    benchmark: str = ""              # the name that starts the inputs; "": `name` (AX is cast as MNLI)
+
+    @property
+    def prefix(self) -> str:
+        return self.benchmark or self.name
 
     @property
     def metric_names(self) -> list[str]:
@@ -60,13 +78,14 @@ class GlueTask:
 
     @property
     def main_metric(self) -> str:
-        """The metric that picks the best finetuning checkpoint (the first one GLUE reports)."""
-        return self.metric_names[0]
+        """The metric that picks the best finetuning checkpoint (the first one GLUE reports); "" for AX."""
+        names = self.metric_names
+        return names[0] if names else ""
 
 
 TASKS = {t.name: t for t in (
     GlueTask("cola", "CoLA", ("sentence",), ("unacceptable", "acceptable"), (metrics.matthews_corrcoef,),
-             "cola", columns={"sentence": 3}, label_column=1, header=False),
+             "cola", columns={"sentence": 3}, label_column=1, headerless=("train", "validation")),
     GlueTask("sst2", "SST-2", ("sentence",), ("negative", "positive"), (metrics.accuracy,), "sst2"),
     GlueTask("mrpc", "MRPC", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
              (metrics.f1_with_invalid, metrics.accuracy), "mrpc",
@@ -79,32 +98,52 @@ TASKS = {t.name: t for t in (
              (metrics.accuracy,), "mnli", columns={"premise": "sentence1", "hypothesis": "sentence2"},
              label_column="gold_label",
              splits={"train": "train", "validation_matched": "dev_matched",
-                     "validation_mismatched": "dev_mismatched"}),
+                     "validation_mismatched": "dev_mismatched", "test_matched": "test_matched",
+                     "test_mismatched": "test_mismatched"}),
     GlueTask("qnli", "QNLI", ("question", "sentence"), ("entailment", "not_entailment"), (metrics.accuracy,),
              "qnli"),
     GlueTask("rte", "RTE", ("sentence1", "sentence2"), ("entailment", "not_entailment"), (metrics.accuracy,),
              "rte"),
     GlueTask("wnli", "WNLI", ("sentence1", "sentence2"), ("not_entailment", "entailment"), (metrics.accuracy,),
              "wnli"),
+    # The diagnostic set: a test set only, cast as MNLI (T5's `get_glue_text_preprocessor`).
+    GlueTask("ax", ("diagnostic", "AX", ""), ("hypothesis", "premise"), ("entailment", "neutral", "contradiction"), (),
+             "ax", columns={"premise": "sentence1", "hypothesis": "sentence2"},
+             splits={"test": ("diagnostic", "AX")}, benchmark="mnli"),
 )}
-# MNLI's two validation sets as tasks of their own, for evaluation (TFDS configs of glue/mnli).
-EVAL_ONLY = {"mnli_matched": ("mnli", "validation_matched"), "mnli_mismatched": ("mnli", "validation_mismatched")}
+# MNLI's matched and mismatched sets as tasks of their own (TFDS configs glue/mnli_matched, _mismatched):
+# name -> (base task, {split of the task: split of the base task}).
+EVAL_ONLY = {"mnli_matched": ("mnli", {"validation": "validation_matched", "test": "test_matched"}),
+             "mnli_mismatched": ("mnli", {"validation": "validation_mismatched", "test": "test_mismatched"})}
 
 
 # --------------------------------------------------------------------------------------------
 # Local files
 # --------------------------------------------------------------------------------------------
+def _as_tuple(value) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 def split_file(directory: str, task: GlueTask, split: str) -> str:
     """The local file of `split`, or a `ConfigError` naming what is missing."""
-    stem = task.splits.get(split)
-    if stem is None:
+    if split not in task.splits:
         raise ConfigError(f"GLUE {task.name} has no split {split!r}; use one of {', '.join(task.splits)}.")
-    folder = os.path.join(directory, task.directory)
-    for extension in (".tsv", ".jsonl"):
-        if os.path.isfile(os.path.join(folder, stem + extension)):
-            return os.path.join(folder, stem + extension)
-    raise ConfigError(f"GLUE {task.name} split {split!r}: no {stem}.tsv or {stem}.jsonl in {folder}; point "
-                      "the GLUE data directory at the GLUE download layout, or use the TFDS source.")
+    candidates = [os.path.join(folder, stem + extension) for folder in _as_tuple(task.directory)
+                  for stem in _as_tuple(task.splits[split]) for extension in (".tsv", ".jsonl")]
+    for candidate in candidates:
+        if os.path.isfile(os.path.join(directory, candidate)):
+            return os.path.join(directory, candidate)
+    files = " or ".join(stem + extension for stem in _as_tuple(task.splits[split]) for extension in (".tsv", ".jsonl"))
+    folders = " or ".join(os.path.join(directory, folder) for folder in _as_tuple(task.directory))
+    raise ConfigError(f"GLUE {task.name} split {split!r}: no {files} in {folders}; point the GLUE data directory "
+                      "at the GLUE download layout, or use the TFDS source.")
+
+
+def unlabelled(seqio_name: str, split: str, prefix: str = "glue") -> bool:
+    """Whether `split` of the GLUE Task `seqio_name` has no labels: GLUE's test splits (`test`,
+    `test_matched`, `test_mismatched`; AX is one), whose labels GLUE keeps for its server (TFDS and the
+    download script give every row the label -1)."""
+    return task_of(seqio_name, prefix) is not None and split.startswith("test")
 
 
 def _label(task: GlueTask, raw) -> float | int:
@@ -155,13 +194,14 @@ def _read_rows(path: str, size: int, mtime_ns: int, name: str, split: str, on_ba
     bad = task_files.BadRows(path, f"GLUE {task.name} {split}", on_bad_input,
                              f"repair or delete that row (GLUE {task.name} rows hold {', '.join(task.features)} "
                              f"and a label: {labels})")
-    labelled = split != "test"
+    labelled = not split.startswith("test")  # GLUE's test splits are unlabelled (`unlabelled`)
     lines = task_files.read_lines(path)
-    records = []  # (line number, record)
+    records = []  # (line number, the row's place among the file's rows, record)
     if path.endswith(".jsonl"):
         for number, text, problem in lines:
             if problem is None and not text.strip():
                 continue
+            ordinal = len(records) + len(bad)
             try:
                 record = json.loads(text) if problem is None else None
             except json.JSONDecodeError as error:
@@ -172,15 +212,16 @@ def _read_rows(path: str, size: int, mtime_ns: int, name: str, split: str, on_ba
             if problem is not None:
                 bad.add(number, problem)
                 continue
-            records.append((number, record))
+            records.append((number, ordinal, record))
     else:
         header = None
-        if task.header:
+        if split not in task.headerless:
             if not lines:
                 raise ConfigError(f"{path} is empty; check the GLUE data directory.")
             header = lines.pop(0)[1].split("\t")
-            wanted = [task.columns.get(f, f) for f in task.features] + ([task.label_column] if labelled else [])
-            absent = [c for c in wanted if c not in header]
+            # A feature's column is its own name or the layout's (CoLA's test file names `sentence`).
+            wanted = [f if f in header else task.columns.get(f, f) for f in task.features]
+            absent = [c for c in wanted + ([task.label_column] if labelled else []) if c not in header]
             if absent:
                 raise ConfigError(f"{path} line 1: the header has no column {', '.join(map(repr, absent))} (it has "
                                   f"{', '.join(header)}); use the GLUE download's {task.directory} files.")
@@ -188,6 +229,7 @@ def _read_rows(path: str, size: int, mtime_ns: int, name: str, split: str, on_ba
         for number, text, problem in lines:
             if problem is None and not text:
                 continue
+            ordinal = len(records) + len(bad)
             fields = text.split("\t")
             if problem is None and header and len(fields) != len(header):
                 problem = f"has {len(fields)} tab-separated fields, the header {len(header)}"
@@ -196,9 +238,9 @@ def _read_rows(path: str, size: int, mtime_ns: int, name: str, split: str, on_ba
             if problem is not None:
                 bad.add(number, problem)
                 continue
-            records.append((number, dict(zip(header, fields)) if header else dict(enumerate(fields))))
+            records.append((number, ordinal, dict(zip(header, fields)) if header else dict(enumerate(fields))))
     rows = []
-    for number, record in records:
+    for number, ordinal, record in records:
         row = {}
         for feature in task.features:
             value = record.get(feature, record.get(task.columns.get(feature, feature)))
@@ -211,14 +253,14 @@ def _read_rows(path: str, size: int, mtime_ns: int, name: str, split: str, on_ba
             try:
                 if _unlabelled(raw):
                     if labelled:
-                        raise ValueError(f"no label (in {task.label_column!r}; only the test split is unlabelled)")
+                        raise ValueError(f"no label (in {task.label_column!r}; only the test splits are unlabelled)")
                     row["label"] = -1.0 if task.labels is None else -1
                 else:
                     row["label"] = _label(task, raw)
             except ValueError as error:
                 bad.add(number, str(error))
                 continue
-            row["idx"] = len(rows)
+            row["idx"] = ordinal  # the row's place in the file: the `index` column of GLUE's test files
             rows.append(row)
     bad.report(len(rows) + len(bad))
     if not rows:
@@ -259,7 +301,7 @@ def _exists(directory, task, split) -> bool:
 # T5's text-to-text format and postprocessing
 # --------------------------------------------------------------------------------------------
 def t5_format(x: dict, *, task: GlueTask) -> dict:
-    parts = [task.name]
+    parts = [task.prefix]
     for feature in task.features:
         parts += [f"{feature}:", x[feature]]
     if task.labels is None:
@@ -300,8 +342,9 @@ def _source(task: GlueTask, source: str, data_dir: str, tfds_data_dir: str | Non
 def register(spiece_model: str, *, source: str = "local", data_dir: str = "../shared/data/glue",
              tfds_data_dir: str | None = None, extra_ids: int = 100, prefix: str = "glue",
              on_bad_input: str = "skip") -> list[str]:
-    """Registers `<prefix>_<task>` for the nine tasks, MNLI's two evaluation tasks and the proportional
-    mixture `<prefix>` (over the tasks with training data); returns the task names registered. Local tasks
+    """Registers `<prefix>_<task>` for the nine tasks and AX, MNLI's matched and mismatched tasks, the
+    mixtures `<prefix>` (proportional, over the tasks with training data), `<prefix>_equal` and
+    `<prefix>_submission` (the Tasks with a `test` split); returns the task names registered. Local tasks
     with no file on disk are not registered (`check_split` names the file to provide); every row of the
     local files is checked now, damaged ones skipped and counted or an error by `on_bad_input`."""
     check_downstream_source(source, "tasks.glue_source")
@@ -319,17 +362,16 @@ def register(spiece_model: str, *, source: str = "local", data_dir: str = "../sh
             preprocessors=_preprocessors(task),
             output_features=features, postprocess_fn=functools.partial(postprocess, task=task),
             metric_fns=list(task.metric_fns))
-    for eval_name, (base, split) in EVAL_ONLY.items():
+    for eval_name, (base, rename) in EVAL_ONLY.items():
         name = f"{prefix}_{eval_name}"
         task = TASKS[base]
-        if source == "local" and not _exists(data_dir, task, split):
+        if source == "local" and not any(_exists(data_dir, task, split) for split in rename.values()):
             continue
         names.append(name)
         if source == "tfds":
-            data = seqio.TfdsDataSource(tfds_name="glue/mnli:2.0.0", tfds_data_dir=tfds_data_dir,
-                                        splits={"validation": split})
+            data = seqio.TfdsDataSource(tfds_name=f"glue/{base}:2.0.0", tfds_data_dir=tfds_data_dir, splits=rename)
         else:
-            data = _local_source(data_dir, task, rename={"validation": split}, on_bad_input=on_bad_input)
+            data = _local_source(data_dir, task, rename=rename, on_bad_input=on_bad_input)
         registry.add_task(
             name, definition + [name], source=data,
             preprocessors=_preprocessors(task),
@@ -341,6 +383,9 @@ def register(spiece_model: str, *, source: str = "local", data_dir: str = "../sh
     equal = [n for n in trainable if n != f"{prefix}_wnli"]
     if equal:
         registry.add_mixture(f"{prefix}_equal", equal, default_rate=1.0)
+    testable = [n for n in names if "test" in seqio.get_mixture_or_task(n).splits]
+    if testable:
+        registry.add_mixture(f"{prefix}_submission", testable, default_rate=1.0)
     return names
 
 
@@ -351,7 +396,12 @@ def check_split(name: str, split: str, *, source: str = "local", data_dir: str =
     if task is None or source != "local":
         return
     suffix = name[len(prefix) + 1:]
-    split_file(data_dir, task, EVAL_ONLY[suffix][1] if suffix in EVAL_ONLY and split == "validation" else split)
+    if suffix in EVAL_ONLY:
+        rename = EVAL_ONLY[suffix][1]
+        if split not in rename:
+            raise ConfigError(f"GLUE {suffix} has no split {split!r}; use one of {', '.join(rename)}.")
+        split = rename[split]
+    split_file(data_dir, task, split)
 
 
 def check_targets_length(name: str, spiece_model: str, targets_length: int, extra_ids: int = 100,

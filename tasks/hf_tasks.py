@@ -35,6 +35,8 @@ index outside `label_names`, a correlation metric over text, an unknown metric; 
 Damaged rows (no value in a column a template uses; label -1, unlabelled, outside the `test` split) are
 named by file and line (or row) and skipped and counted, or stop the run, by `data.on_bad_input`
 (`tasks/task_files.py`).
+A classification split whose every label is missing (a negative index: GLUE's test splits) is decoded by
+`mode=infer` but not scored (`unlabelled`; evaluate and finetune refuse it).
 """
 
 from __future__ import annotations
@@ -472,6 +474,16 @@ def register(name: str, spec: Mapping, spiece_model: str, *, extra_ids: int = 10
         postprocess_fn=layout.postprocess,
         metric_fns=[metrics.METRICS[m] for m in metric_names(spec)])
     return task_name(name)
+
+
+def unlabelled(task: str, split: str) -> bool:
+    """Whether `split` of the registered classification Task `task` (`hf_<name>`) has no label at all: every
+    target is `<unk>` (a negative class index, as GLUE's test splits on the HF hub have), so there is
+    nothing to score."""
+    layout = _LAYOUTS.get(task)
+    if layout is None or layout.kind != "classification" or split not in layout.mapping:
+        return False
+    return all(target == "<unk>" for target in layout.examples(split)["targets"])
 
 
 def labels(task: str) -> tuple[str, ...]:

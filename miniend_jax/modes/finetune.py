@@ -90,7 +90,7 @@ class BestCheckpoint:
                                            targets_length=t.targets_length, decode=decode_settings(self.config),
                                            num_examples=t.eval_examples,
                                            log_dir=os.path.join(self.workdir, "inference_eval"))
-        results = self.evaluator.evaluate(params, step, should_stop=trainer.stop_requested)
+        results = self.evaluator.evaluate(params, step, should_stop=trainer.stop_requested if trainer else None)
         if self.task not in results or self.metric not in results[self.task]:
             raise ConfigError(f"tasks.best_metric: {self.task}/{self.metric} is not among the scores "
                               f"{sorted(f'{k}/{m}' for k, v in results.items() for m in v)}; set it to one of them.")

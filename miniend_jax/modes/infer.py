@@ -2,8 +2,11 @@
 file of inputs, greedy or with beams, batched over the mesh, into JSONL.
 
 Inputs (`infer.input`):
-- a registered Task or Mixture name (`glue_sst2`, `summ_xsum`, a `cls_<dir>` Task): its
-  `tasks.eval_split` split, preprocessed as for evaluation (each row also gets the Task and the target);
+- a registered Task or Mixture name (`glue_sst2`, `summ_xsum`, a `cls_<dir>` Task, `glue_submission`): its
+  `tasks.eval_split` split, preprocessed as for evaluation (each row also gets the Task, the split, the
+  example's `idx` where the Task has one, and the target); a split without labels (GLUE's `test`) is
+  decoded like any other, its targets being `<unk>`. The Tasks of a Mixture that lack the split are left
+  out, as seqio's Evaluator does;
 - a `.jsonl` file: the text of field `infer.field` of each line;
 - any other file: one input per line, as given (no Task prefix is added).
 
@@ -12,7 +15,7 @@ Each input is tokenized with `data.vocab` and cut to `tasks.inputs_length` token
 greedy or beam search and the batch; `decode.max_length` (or `tasks.targets_length`) the generated tokens.
 Output (`infer.output`, default `<workdir>/predictions.jsonl`; an existing file is never replaced), one line
 per input in input order: `{"index", "input", "input_tokens", "truncated", "prediction", "score"}` (+
-`"task"`, `"target"` for a Task), where `input` is the whole text, `input_tokens` its token count with EOS
+`"task"`, `"split"`, `"idx"`, `"target"` for a Task), where `input` is the whole text, `input_tokens` its token count with EOS
 before the cut, `truncated` whether it was cut (the model read only its first `tasks.inputs_length`
 tokens), and `score` the hypothesis's natural-log probability for greedy decoding and, for beams, its
 log-probability divided by the length penalty of `decode.length_penalty_rule`: `"t5"` (t5x's beam score)
@@ -75,21 +78,26 @@ def read_file_inputs(path: str, field: str) -> list[str]:
 
 
 def _task_inputs(config, name: str) -> list[dict]:
-    """Every example of the Tasks of `name` in `tasks.eval_split`: task, input and target text, token ids
-    (cut to `tasks.inputs_length`) and `input_tokens`, the input's length with EOS before the cut."""
+    """Every example of the Tasks of `name` that have `tasks.eval_split`, in it: task, split, idx (where the
+    Task has one), input and target text, token ids (cut to `tasks.inputs_length`) and `input_tokens`, the
+    input's length with EOS before the cut."""
     from tasks import runtime  # noqa: F401,I001 - before seqio: TensorFlow on the host, quiet
     import seqio
     t = config.tasks
     rows = []
     for task_name in inputs.task_names(name):
         task = seqio.get_mixture_or_task(task_name)
+        if t.eval_split not in task.splits:
+            continue
         dataset = task.get_dataset({"inputs": t.inputs_length, "targets": t.targets_length}, split=t.eval_split,
                                    shuffle=False, num_epochs=1, use_cached=False)
         vocab = task.output_features["inputs"].vocabulary
         for example in dataset.as_numpy_iterator():
             text = example["inputs_pretokenized"].decode()
-            rows.append({"task": task_name, "input": text, "target": example["targets_pretokenized"].decode(),
-                         "ids": example["inputs"], "input_tokens": len(vocab.encode(text)) + 1})
+            idx = {"idx": int(example["idx"])} if "idx" in example else {}
+            rows.append({"task": task_name, "split": t.eval_split, **idx, "input": text,
+                         "target": example["targets_pretokenized"].decode(), "ids": example["inputs"],
+                         "input_tokens": len(vocab.encode(text)) + 1})
     return rows
 
 
@@ -151,7 +159,8 @@ def run(config, workdir: str) -> str:
         rows = [{"input": text, "ids": np.asarray(ids[: t.inputs_length - 1] + [1], np.int32),
                  "input_tokens": len(ids) + 1} for text, ids in zip(texts, encoded)]
     else:
-        inputs.check_tasks(config, inputs.register_tasks(config), [("infer.input", i.input, t.eval_split)])
+        inputs.check_tasks(config, inputs.register_tasks(config), [("infer.input", i.input, t.eval_split)],
+                           scored=False)
         rows = _task_inputs(config, i.input)
         if not rows:
             raise ConfigError(f"infer.input={i.input!r} has no examples in split {t.eval_split!r}.")

@@ -164,7 +164,7 @@ class _ScriptedEvaluator:
     def __init__(self, values):
         self.values = list(values)
 
-    def evaluate(self, params, step):
+    def evaluate(self, params, step, should_stop=None):
         return {"glue_stsb": {"pearson_corrcoef": self.values.pop(0), "spearman_corrcoef": 1.0}}
 
 
@@ -260,3 +260,44 @@ def test_evaluation_says_how_many_inputs_it_cuts(capsys):
     expected = sum(n > 32 for n in whole[:64])
     assert f"eval: {expected} of 64 inputs of glue_sst2 validation are longer than tasks.inputs_length=32" in \
         capsys.readouterr().out
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"mode": "evaluate", "tasks.eval": "glue_rte"}, r"tasks.eval='glue_rte': split 'test' of glue_rte has no labels"),
+    ({"mode": "evaluate", "tasks.eval": "glue_ax"}, r"split 'test' of glue_ax has no labels"),
+    ({"mode": "evaluate", "tasks.eval": "glue_submission"}, r"tasks.eval='glue_submission': split 'test' of glue_\w+ "),
+    ({"mode": "finetune", "tasks.train": "glue_rte", "tasks.eval": "glue_rte"}, r"split 'test' of glue_rte has no"),
+    ({"mode": "finetune", "tasks.train": "glue_rte", "tasks.eval": "summ_xsum", "tasks.best_metric": ""},
+     r"tasks.train='glue_rte': split 'test' of glue_rte has no labels"),  # its validation loss
+])
+def test_scoring_an_unlabelled_split_stops_before_loading(tmp_path, changes, message):
+    """GLUE's test splits have no labels: evaluate and finetune (its scores and its validation loss) refuse
+    them, pointing at mode=infer, before any weight is read or anything written."""
+    from tests.conftest import SHARED_DATA
+    from tests.tasks.test_glue import write_test_files
+    write_test_files(tmp_path / "glue")
+    (tmp_path / "glue" / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\tA.\tB.\tentailment\n")
+    config = _config(**{"tasks.glue_dir": str(tmp_path / "glue"), "tasks.summarization_dir": str(SHARED_DATA),
+                        "tasks.eval_split": "test", "tasks.targets_length": 8, **changes})
+    with pytest.raises(ConfigError, match=message + r".*--config.mode=infer"):
+        run(config, str(tmp_path / "w"))
+    assert not os.path.exists(tmp_path / "w" / "results.json") and not os.path.exists(tmp_path / "w" / "checkpoints")
+
+
+def test_a_hf_split_without_labels_is_not_scored(tmp_path):
+    """A `tasks.hf` classification split whose labels are all -1 (GLUE's test splits on the HF hub)."""
+    import pandas
+
+    from miniend_jax import inputs
+    from tasks import hf_tasks
+    from tests.conftest import SPIECE
+    pandas.DataFrame({"sentence": ["good", "bad"], "label": [1, 0]}).to_parquet(tmp_path / "validation.parquet")
+    pandas.DataFrame({"sentence": ["fine", "dull"], "label": [-1, -1]}).to_parquet(tmp_path / "test.parquet")
+    spec = dict(path=str(tmp_path / "{split}.parquet"), inputs="sst2 sentence: {sentence}", targets="{label}",
+                label_names="negative,positive", metrics="accuracy")
+    hf_tasks.register("unlabelled_sst2", spec, str(SPIECE))
+    assert inputs.unlabelled("hf_unlabelled_sst2", "test") and not inputs.unlabelled("hf_unlabelled_sst2", "validation")
+    config = _config(**{"mode": "evaluate", "tasks.hf": {"unlabelled_sst2": spec}, "tasks.eval": "hf_unlabelled_sst2",
+                        "tasks.eval_split": "test"})
+    with pytest.raises(ConfigError, match=r"split 'test' of hf_unlabelled_sst2 has no labels"):
+        run(config, str(tmp_path / "w"))

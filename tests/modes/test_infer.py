@@ -193,3 +193,29 @@ def test_auto_decodes_as_the_checkpoints_generation_config_asks(tmp_path):
     assert rule(decode_settings(_config(str(tmp_path)))) == ("hf", 2.0)
     assert rule(decode_settings(_config(str(tmp_path), **{"decode.length_penalty_rule": "t5"}))) == ("t5", 0.6)
     assert rule(decode_settings(_config(str(tmp_path), **{"model.source": "preset"}))) == ("t5", 0.6)
+
+
+def test_infer_on_glue_test_splits_feeds_the_submission(hf_model, tmp_path):
+    """`infer.input=glue_submission` with split `test` decodes every GLUE test set of the GLUE folder (AX
+    included): rows carry task, split, TFDS's idx and T5's input and target; the lines, with label texts as
+    predictions, make the eleven submission files."""
+    from miniend_jax.glue_submission import write_submission
+    from tests.tasks.test_glue import TEST_SPLITS, t5_test_examples, write_test_files
+    counts = write_test_files(tmp_path / "glue")
+    output = run(_config(hf_model[1], **{"infer.input": "glue_submission", "tasks.eval_split": "test",
+                                         "tasks.glue_dir": str(tmp_path / "glue")}), str(tmp_path / "w"))
+    rows = [json.loads(line) for line in open(output)]
+    assert len(rows) == sum(counts.values()) and all(r["split"] == "test" for r in rows)
+    for config, (task, _) in TEST_SPLITS.items():
+        ours = [{"inputs": r["input"], "targets": r["target"], "idx": r["idx"]} for r in rows
+                if r["task"] == f"glue_{task}"]
+        assert ours == t5_test_examples(tmp_path / "glue", config), config
+    with open(output, "w") as f:
+        for r in rows:
+            f.write(json.dumps({**r, "prediction": "2.2" if r["task"] == "glue_stsb" else
+                                "neutral" if r["task"].startswith(("glue_mnli", "glue_ax")) else
+                                "not_entailment" if r["task"] in ("glue_rte", "glue_qnli") else
+                                {"glue_cola": "acceptable", "glue_sst2": "positive", "glue_mrpc": "equivalent",
+                                 "glue_qqp": "duplicate", "glue_wnli": "entailment"}[r["task"]]}) + "\n")
+    written = write_submission([output], str(tmp_path / "submission"), glue_dir=str(tmp_path / "glue"))
+    assert sum(written.values()) == len(rows) and len(written) == 11

@@ -188,7 +188,8 @@ def test_a_damaged_row_is_named_or_skipped_and_counted(tmp_path, capsys, task, n
                                           r"data.on_bad_input='skip'"):
         glue.read_split(directory, glue.TASKS[task], split, on_bad_input="error")
     rows = glue.read_split(directory, glue.TASKS[task], split, on_bad_input="skip")
-    assert len(rows) == 2 and [r["idx"] for r in rows] == [0, 1] and -1 not in [r["label"] for r in rows]
+    # idx is the row's place in the file (as TFDS numbers rows, and GLUE's test files' `index`)
+    assert len(rows) == 2 and [r["idx"] for r in rows] == [0, 2] and -1 not in [r["label"] for r in rows]
     out = capsys.readouterr().out
     assert f"skipped 1 of 3 rows of {tmp_path / glue.TASKS[task].directory / name} (line {line}: " in out
     assert "data.on_bad_input='error' to stop" in out
@@ -208,3 +209,115 @@ def test_registration_checks_every_row_before_training(tmp_path, capsys):
     targets = [e["targets_pretokenized"].decode() for e in task.get_dataset(
         {"inputs": 16, "targets": 4}, split="validation", shuffle=False).as_numpy_iterator()]
     assert targets == ["positive", "negative"]
+
+# GLUE's test files as the download script leaves them (headers included; no labels), a few rows each.
+TEST_FILES = {
+    "cola": ("CoLA/test.tsv", ["index", "sentence"]),
+    "sst2": ("SST-2/test.tsv", ["index", "sentence"]),
+    "mrpc": ("MRPC/test.tsv", ["index", "#1 ID", "#2 ID", "#1 String", "#2 String"]),
+    "stsb": ("STS-B/test.tsv", ["index", "genre", "filename", "year", "old_index", "source1", "source2",
+                                "sentence1", "sentence2"]),
+    "qqp": ("QQP/test.tsv", ["id", "question1", "question2"]),
+    "mnli_matched": ("MNLI/test_matched.tsv", ["index", "promptID", "pairID", "genre", "sentence1_binary_parse",
+                                               "sentence2_binary_parse", "sentence1_parse", "sentence2_parse",
+                                               "sentence1", "sentence2"]),
+    "qnli": ("QNLI/test.tsv", ["index", "question", "sentence"]),
+    "rte": ("RTE/test.tsv", ["index", "sentence1", "sentence2"]),
+    "wnli": ("WNLI/test.tsv", ["index", "sentence1", "sentence2"]),
+    "ax": ("diagnostic/diagnostic.tsv", ["index", "sentence1", "sentence2"]),
+}
+TEST_FILES["mnli_mismatched"] = ("MNLI/test_mismatched.tsv", TEST_FILES["mnli_matched"][1])
+TEXTS = ["The cat sat on the mat .", 'He said "no" to the café\'s offer.', "Why is the sky blue?",
+         "A man is playing a guitar.", "It rained all day in Zürich , so we stayed in."]
+TEXT_COLUMNS = {"sentence", "#1 String", "#2 String", "sentence1", "sentence2", "question1", "question2",
+                "question"}
+
+
+def write_test_files(directory, rows=3) -> dict[str, int]:
+    """Writes GLUE's unlabelled test files under `directory` ({TFDS config: row count}); text columns hold
+    `TEXTS` in turn, the other columns placeholders, `index` (QQP: `id`) counts from 0."""
+    counts = {}
+    for n, (config, (path, header)) in enumerate(TEST_FILES.items()):
+        count = rows + n % 3  # files of different lengths
+        lines = ["\t".join(header)]
+        for row in range(count):
+            lines.append("\t".join(str(row) if column in ("index", "id") else
+                                   TEXTS[(row + n + k) % len(TEXTS)] if column in TEXT_COLUMNS else f"x{k}"
+                                   for k, column in enumerate(header)))
+        (directory / path).parent.mkdir(parents=True, exist_ok=True)
+        (directory / path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        counts[config] = count
+    return counts
+
+
+def t5_test_examples(directory, config: str) -> list[dict]:
+    """T5's examples of the test file of TFDS config `config`: TFDS `glue`'s own reader over the file, then
+    T5's `get_glue_text_preprocessor` (inputs, targets, idx)."""
+    import tensorflow_datasets as tfds
+    from t5.data import glue_utils
+    builder = tfds.text.glue.Glue(config=config, data_dir=str(directory / "tfds"))
+    path = str(directory / TEST_FILES[config][0])
+    if config == "mrpc":
+        rows = [e for _, e in builder._generate_examples(None, "test", mrpc_files={"test": path})]
+    else:
+        rows = [e for _, e in builder._generate_examples(data_file=path, split="test")]
+    dataset = tf.data.Dataset.from_tensor_slices({k: [r[k] for r in rows] for k in rows[0]})
+    preprocess = glue_utils.get_glue_text_preprocessor(builder.builder_config)
+    return [{"inputs": x["inputs"].decode(), "targets": x["targets"].decode(), "idx": int(x["idx"])}
+            for x in preprocess(dataset).as_numpy_iterator()]
+
+
+# The project's Task and split of each TFDS config's test set.
+TEST_SPLITS = {"cola": ("cola", "test"), "sst2": ("sst2", "test"), "mrpc": ("mrpc", "test"),
+               "stsb": ("stsb", "test"), "qqp": ("qqp", "test"), "mnli_matched": ("mnli_matched", "test"),
+               "mnli_mismatched": ("mnli_mismatched", "test"), "qnli": ("qnli", "test"), "rte": ("rte", "test"),
+               "wnli": ("wnli", "test"), "ax": ("ax", "test")}
+
+
+@pytest.fixture(scope="module")
+def glue_test_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("glue_test_files")
+    counts = write_test_files(directory)
+    names = glue.register(str(SPIECE), data_dir=str(directory), prefix="glue_tf")
+    return directory, counts, names
+
+
+@pytest.mark.parametrize("config", sorted(TEST_SPLITS))
+def test_unlabelled_test_splits_equal_t5s_examples(glue_test_dir, config):
+    """Every GLUE test set (AX cast as MNLI) read from GLUE's files gives T5's inputs and targets (`<unk>`,
+    STS-B `-1.0`) and TFDS's idx, row for row; MNLI's also as glue_mnli's test_matched/test_mismatched."""
+    directory, counts, _ = glue_test_dir
+    task, split = TEST_SPLITS[config]
+    expected = t5_test_examples(directory, config)
+    assert len(expected) == counts[config]
+    names = [(f"glue_tf_{task}", split)]
+    if task.startswith("mnli_"):
+        names.append(("glue_tf_mnli", "test_" + task[5:]))
+    for name, split in names:
+        dataset = seqio.get_mixture_or_task(name).get_dataset({"inputs": 128, "targets": 8}, split=split,
+                                                               shuffle=False, use_cached=False)
+        ours = [{"inputs": x["inputs_pretokenized"].decode(), "targets": x["targets_pretokenized"].decode(),
+                 "idx": int(x["idx"])} for x in dataset.as_numpy_iterator()]
+        assert ours == expected, name
+        assert glue.unlabelled(name, split, prefix="glue_tf")
+
+
+def test_test_sets_form_the_submission_mixture(glue_test_dir):
+    _, _, names = glue_test_dir
+    mixture = seqio.get_mixture_or_task("glue_tf_submission")
+    assert {t.name for t in mixture.tasks} == {f"glue_tf_{task}" for task, _ in TEST_SPLITS.values()}
+    assert seqio.get_mixture_or_task("glue_tf_ax").splits == ("test",)
+    assert glue.task_of("glue_tf_ax", "glue_tf").metric_fns == ()  # T5: "Only test set available."
+    assert not glue.unlabelled("glue_tf_rte", "validation", prefix="glue_tf")
+
+
+def test_a_missing_test_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"sst2 split .test.: no test\.tsv or test\.jsonl in .*/SST-2;"):
+        glue.check_split("glue_sst2", "test", data_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"ax split .test.: no diagnostic\.tsv .*AX\.tsv.* in "
+                                          r".*/diagnostic or .*/AX or .*/;"):
+        glue.check_split("glue_ax", "test", data_dir=str(tmp_path))
+    (tmp_path / "AX.tsv").write_text("index\tsentence1\tsentence2\n0\tA.\tB.\n")  # as GLUE serves it
+    assert glue.split_file(str(tmp_path), glue.TASKS["ax"], "test") == str(tmp_path / "AX.tsv")
+    with pytest.raises(ConfigError, match=r"mnli_matched has no split 'train'; use one of validation, test"):
+        glue.check_split("glue_mnli_matched", "train", data_dir=str(tmp_path))

@@ -205,8 +205,14 @@ def decode_settings(config):
         settings["length_penalty_rule"] = "t5"
         path = os.path.join(config.model.path, "generation_config.json") if config.model.source == "hf" else ""
         if path and os.path.isfile(path):
-            with open(path) as f:
-                generation = json.load(f)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    generation = json.load(f)
+                if not isinstance(generation, dict):
+                    raise ValueError("not a JSON object")
+            except (ValueError, UnicodeDecodeError) as error:
+                raise ConfigError(f"{path} cannot be read ({error}); repair or delete it, or set "
+                                  "decode.length_penalty_rule to 't5' or 'hf'.") from None
             if isinstance(generation.get("length_penalty"), (int, float)):
                 settings.update(length_penalty_rule="hf", length_penalty=float(generation["length_penalty"]))
     return DecodeSettings(**settings)

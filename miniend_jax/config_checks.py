@@ -16,7 +16,7 @@ from miniend_jax.errors import ConfigError, check
 
 MODES = ("distill", "pretrain", "finetune", "evaluate", "infer", "export", "plan")
 # Fields that may change when a run in an existing workdir is continued.
-RESUMABLE_CHANGES = ("mode", "train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
+RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
                      "data.on_input_change",
                      "export.path", "export.at_end", "overwrite_config", "jax_cache_dir", "distributed.enabled",
                      "distributed.coordinator_address", "distributed.num_processes", "distributed.process_id",
@@ -197,6 +197,7 @@ def _validate_downstream(config, paths_here: bool = True) -> None:
     check(not t.best_metric or t.best_metric.count("/") == 1, "tasks.best_metric", t.best_metric,
           "use 'task/metric', e.g. 'glue_sst2/accuracy', or '' for the first eval task's main metric.")
     _validate_decode(dec)
+    _resolve_decode(config)
 
 
 def _validate_infer(config) -> None:
@@ -219,6 +220,7 @@ def _validate_infer(config) -> None:
     _check_on_bad_input(config.data)
     _validate_hf_tasks(config)
     _validate_decode(config.decode)
+    _resolve_decode(config)
 
 
 def _validate_hf_tasks(config) -> None:
@@ -240,6 +242,12 @@ def _validate_decode(dec) -> None:
           "generate's) or 'auto' (hf where a HF model's generation_config.json sets length_penalty, else t5).")
     check(isinstance(dec.length_penalty, (int, float)) and not isinstance(dec.length_penalty, bool),
           "decode.length_penalty", dec.length_penalty, "use a number (T5: 0.6; HF's default: 1.0).")
+
+
+def _resolve_decode(config) -> None:
+    """The decoding settings resolve (`length_penalty_rule="auto"` reads a HF model's generation config)."""
+    from miniend_jax.build import decode_settings
+    decode_settings(config)
 
 
 def check_vocab_file(path: str, fix: str = "") -> None:
@@ -349,19 +357,34 @@ def check_models_divide(config, shape, models) -> None:
 def check_workdir(config, workdir: str) -> None:
     """Refuses a workdir that holds another run's config (unless `overwrite_config`); writes nothing.
 
+    A field the workdir's config.json lacks (a setting added after that run started) is not a change: the
+    run continues with the field's value, and the fields are printed.
+
     Raises:
-      ConfigError: naming the first differing field and the fix.
+      ConfigError: naming the first differing field and the fix; a config.json that cannot be read.
     """
     path = os.path.join(workdir, "config.json")
     resolved = json.loads(config.to_json_best_effort())
     if os.path.exists(path) and not config.get("overwrite_config", False):
-        with open(path) as f:
-            previous = json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                previous = json.load(f)
+            if not isinstance(previous, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path} is damaged ({error}); restore it from the run's command (the config file and "
+                              "its overrides), or set --config.overwrite_config=True to write this run's.") from None
         from flax import traverse_util
         old = traverse_util.flatten_dict(previous, sep=".")
         new = traverse_util.flatten_dict(resolved, sep=".")
+        added = sorted(k for k in set(new) - set(old) if not k.startswith("mesh.rules."))
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
-                         and not k.startswith("mesh.rules."))
+                         and not k.startswith("mesh.rules.") and k not in added)
+        if added and not changed:
+            import jax
+            if jax.process_index() == 0:
+                print(f"{path} predates the settings {', '.join(added)}: continuing with "
+                      f"{', '.join(f'{k}={new[k]!r}' for k in added)}", flush=True)
         if changed:
             key = changed[0]
             raise ConfigError(f"workdir {workdir} holds a different run (config.json has {key}={old.get(key)!r}, "

@@ -38,6 +38,8 @@ import sysconfig
 import time
 from typing import Any, Callable
 
+from miniend_jax.plot import read_metrics
+
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -141,9 +143,7 @@ def _finished(workdir: str, steps: int) -> bool:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         return False
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return any(r.get("step") == steps and "eval/ground_truth" in r for r in rows)
+    return any(r.get("step") == steps and "eval/ground_truth" in r for r in read_metrics(workdir))
 
 
 def _done(workdir: str, config) -> bool:
@@ -265,9 +265,7 @@ def _log_tail(workdir: str, lines: int = 30) -> str:
 
 
 def _heldout_loss(workdir: str) -> float:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return [r for r in rows if "eval/ground_truth" in r][-1]["eval/ground_truth"]
+    return [r for r in read_metrics(workdir) if "eval/ground_truth" in r][-1]["eval/ground_truth"]
 
 
 ROWS = ("teacher", "miniend_e", "scratch", "random_init")

@@ -21,7 +21,6 @@ similar fraction.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -131,8 +130,11 @@ def _read_config(workdir: str):
     if not os.path.isfile(path):
         raise ConfigError(f"--workdir={workdir!r} holds no config.json; point it at a pretrain, distill or "
                           "finetune workdir.")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    try:
+        with open(path, encoding="utf-8") as f:
+            return ml_collections.ConfigDict(json.load(f))
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ConfigError(f"{path} cannot be read ({error}); point --workdir at a complete run.") from None
 
 
 def initial_params(config, model_config, trained_params):
@@ -156,16 +158,21 @@ def initial_params(config, model_config, trained_params):
 def held_out_lines(config, text: str, examples: int) -> list[str]:
     """`examples` non-empty lines of `text`, or of the run's last held-out corpus file (plain text)."""
     if not text:
-        files = sorted(glob.glob(config.data.files)) if config.data.get("files") else []
-        held_out = files[len(files) - config.data.validation_files:] if config.data.validation_files else []
+        from tasks.pretraining import resolve_files, split_files
+        files = resolve_files(config.data.files) if config.data.get("files") else []
+        held_out = split_files(files, config.data.validation_files)["validation"] if (
+            files and config.data.validation_files) else []
         if not held_out or not all(re.search(r"\.(txt|text)$", f) for f in held_out):
             raise ConfigError("the run's held-out corpus is not plain text files; give --text=FILE (one example "
                               "per line).")
         text = held_out[-1]
     if not os.path.isfile(text):
         raise ConfigError(f"--text={text!r} is not a file; give a text file with one example per line.")
-    with open(text, encoding="utf-8") as f:
-        lines = [line.strip() for line in f if line.strip()]
+    from tasks import task_files
+    damaged = [number for number, _, problem in task_files.read_lines(text) if problem is not None]
+    if damaged:
+        raise ConfigError(f"--text={text!r} line {damaged[0]} is not valid UTF-8; give a UTF-8 text file.")
+    lines = [line.strip() for _, line, _ in task_files.read_lines(text) if line.strip()]
     if not lines:
         raise ConfigError(f"--text={text!r} holds no text; give a file with one example per line.")
     return lines[:examples]

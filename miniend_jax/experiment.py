@@ -22,9 +22,12 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+
+from miniend_jax.jsonl import append_jsonl, read_jsonl
 
 # Student rows: (workdir name, label in the table). Each has configs/experiments/<name>.py.
 ROWS = (
@@ -142,22 +145,40 @@ def stage_times(root: str) -> dict[str, float]:
     path = os.path.join(root, "times.jsonl")
     totals: dict[str, float] = {}
     if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                row = json.loads(line)
-                totals[row["stage"]] = totals.get(row["stage"], 0.0) + row["seconds"]
+        for row in read_jsonl(path):
+            totals[row["stage"]] = totals.get(row["stage"], 0.0) + row["seconds"]
     return totals
 
 
 def reached_last_step(workdir: str) -> bool:
-    """Whether the run in `workdir` checkpointed the last of its `train.steps` (from its resolved
-    `config.json`): a run stopped by a signal exits 0 too, after checkpointing an earlier step."""
+    """Whether the run in `workdir` finished: it checkpointed the last of its `train.steps` (from its
+    resolved `config.json`) and logged that step's final evaluation (and, finetuning, wrote its results).
+    A run stopped by a signal exits 0 too, after checkpointing an earlier step, or the last one when the
+    signal came during the final evaluation."""
     try:
         with open(os.path.join(workdir, "config.json")) as f:
-            steps = json.load(f)["train"]["steps"]
+            config = json.load(f)
+        steps, mode = config["train"]["steps"], config["mode"]
+        rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return os.path.isdir(os.path.join(workdir, "checkpoints", str(steps)))
+    evaluated = any(r.get("step") == steps and any(k.startswith("eval/") for k in r) for r in rows)
+    return (os.path.isdir(os.path.join(workdir, "checkpoints", str(steps))) and evaluated
+            and (mode != "finetune" or os.path.exists(os.path.join(workdir, "results.json"))))
+
+
+def _run_forwarding_signals(command: list[str], log) -> int:
+    """Runs `command` to its end, passing SIGINT and SIGTERM on to it as SIGTERM (its loop then
+    checkpoints the current step and exits 0) instead of letting them kill it mid-step; returns its
+    exit status."""
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    forward = lambda signum, frame: process.poll() is None and process.send_signal(signal.SIGTERM)
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_stage(root: str, name: str, args: list[str]) -> None:
@@ -176,10 +197,9 @@ def run_stage(root: str, name: str, args: list[str]) -> None:
     print(f"[experiment] {name}: {' '.join(command[1:])} (log: {workdir}.log)", flush=True)
     start = time.time()
     with open(workdir + ".log", "a") as log:
-        rc = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+        rc = _run_forwarding_signals(command, log)
     seconds = time.time() - start
-    with open(os.path.join(root, "times.jsonl"), "a") as f:
-        f.write(json.dumps({"stage": name, "seconds": round(seconds, 1), "rc": rc}) + "\n")
+    append_jsonl(os.path.join(root, "times.jsonl"), {"stage": name, "seconds": round(seconds, 1), "rc": rc})
     if rc != 0:
         with open(workdir + ".log", errors="replace") as log:
             tail = [line for line in log.read().splitlines() if line.strip()][-5:]

@@ -51,32 +51,36 @@ def _read(path: str, prefix: str) -> dict[str, tuple]:
     from tasks import glue
     if not os.path.isfile(path):
         raise ConfigError(f"--predictions: {path} is not a file; give the predictions.jsonl of mode=infer.")
+    from tasks import task_files
     found = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ConfigError(f"{path} line {number} is not JSON ({error.msg}); give the predictions.jsonl "
-                                  "of mode=infer.") from None
-            task, split = row.get("task"), row.get("split")
-            if not isinstance(task, str) or glue.task_of(task, prefix) is None:
-                raise ConfigError(f"{path} line {number} is no prediction of a GLUE Task (task={task!r}); decode "
-                                  "GLUE's test splits with --config.mode=infer --config.infer.input=glue_submission "
-                                  "--config.tasks.eval_split=test.")
-            suffix = task[len(prefix) + 1:]
-            name = FILES.get((suffix, split))
-            if name is None:
-                raise ConfigError(f"{path} line {number}: {task} split {split!r} is no GLUE test set (the server "
-                                  "scores the test splits only); decode with --config.tasks.eval_split=test.")
-            if not isinstance(row.get("idx"), int) or not isinstance(row.get("prediction"), str):
-                raise ConfigError(f"{path} line {number} has no integer `idx` or no `prediction`; decode again "
-                                  "with this version's mode=infer.")
-            file_split = glue.EVAL_ONLY[suffix][1][split] if suffix in glue.EVAL_ONLY else split
-            found.setdefault(name, (glue.task_of(task, prefix), file_split, []))[2].append(
-                (row["idx"], row["prediction"], number))
+    for number, line, problem in task_files.read_lines(path):
+        if problem is None and not line.strip():
+            continue
+        try:
+            if problem is not None:
+                raise ValueError(problem)
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("is not a JSON object")
+        except ValueError as error:
+            raise ConfigError(f"{path} line {number} {getattr(error, 'msg', error)}; give the predictions.jsonl "
+                              "of mode=infer.") from None
+        task, split = row.get("task"), row.get("split")
+        if not isinstance(task, str) or glue.task_of(task, prefix) is None:
+            raise ConfigError(f"{path} line {number} is no prediction of a GLUE Task (task={task!r}); decode "
+                              "GLUE's test splits with --config.mode=infer --config.infer.input=glue_submission "
+                              "--config.tasks.eval_split=test.")
+        suffix = task[len(prefix) + 1:]
+        name = FILES.get((suffix, split))
+        if name is None:
+            raise ConfigError(f"{path} line {number}: {task} split {split!r} is no GLUE test set (the server "
+                              "scores the test splits only); decode with --config.tasks.eval_split=test.")
+        if type(row.get("idx")) is not int or not isinstance(row.get("prediction"), str):  # (JSON true is no idx)
+            raise ConfigError(f"{path} line {number} has no integer `idx` or no `prediction`; decode again "
+                              "with this version's mode=infer.")
+        file_split = glue.EVAL_ONLY[suffix][1][split] if suffix in glue.EVAL_ONLY else split
+        found.setdefault(name, (glue.task_of(task, prefix), file_split, []))[2].append(
+            (row["idx"], row["prediction"], number))
     return found
 
 
@@ -147,8 +151,8 @@ def write_submission(predictions: list[str], out: str, *, glue_dir: str | None =
             twice = next(i for i in indices if indices.count(i) > 1)
             raise ConfigError(f"{sources[name]}: {name} idx {twice} is predicted twice; decode each test set once.")
         if glue_dir:
-            try:
-                expected = len(glue.read_split(glue_dir, task, split))
+            try:  # the server scores every row of the test file: a damaged row stops here, named
+                expected = len(glue.read_split(glue_dir, task, split, on_bad_input="error"))
             except ConfigError as error:
                 raise ConfigError(f"--glue_dir={glue_dir!r}: {error} Set --glue_dir to the GLUE folder the test "
                                   "splits were decoded from (tasks.glue_dir), or to '' to skip this check.") from None

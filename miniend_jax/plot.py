@@ -8,13 +8,13 @@ One panel per key, one line per workdir (labelled by the workdir's name).
 from __future__ import annotations
 
 import argparse
-import json
 import os
+
+from miniend_jax.jsonl import read_jsonl
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(os.path.join(workdir, "metrics.jsonl"))
 
 
 def plot(workdirs: list[str], keys: list[str], out: str, title: str | None = None,

@@ -283,7 +283,7 @@ def _local_source(directory: str, task: GlueTask, rename: dict | None = None,
         rows = read_split(directory, task, rename[split], on_bad_input)
         columns = {f: [r[f] for r in rows] for f in task.features}
         columns["label"] = np.asarray([r["label"] for r in rows], label_dtype.as_numpy_dtype)
-        columns["idx"] = np.arange(len(rows), dtype=np.int64)
+        columns["idx"] = np.asarray([r["idx"] for r in rows], np.int64)  # the row's place in the file
         return tf.data.Dataset.from_tensor_slices(columns)
 
     return seqio.FunctionDataSource(dataset_fn, splits=splits, num_input_examples=counts)

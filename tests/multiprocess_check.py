@@ -2,7 +2,8 @@
 
 Usage: multiprocess_check.py WORKDIR NUM_PROCESSES PROCESS_ID PORT [TOTAL_STEPS [MESH]], with XLA_FLAGS
 giving each process its simulated CPU devices, MESH as d,f,t (default 2,2,2). A workdir that holds a
-checkpoint is resumed (with TOTAL_STEPS beyond it), whatever number of processes and mesh wrote it. The
+checkpoint is resumed (with TOTAL_STEPS beyond it), whatever number of processes and mesh wrote it; the
+trained student then decodes the first batch greedily and prints the tokens and scores. The
 optimizer is Adafactor with factored statistics (their shardings differ from the parameters'). Runs the project's own path:
 `parallel.initialize_distributed`, the layout checks, the `Trainer` (global arrays assembled from each
 process's rows, the sharded step, orbax checkpoints written by every process, metrics from process 0). The global batches are fixed, so a run of one
@@ -71,7 +72,16 @@ def main(workdir: str, num_processes: int, process_id: int, port: int, total_ste
                 inputs_length=ENC_LEN, targets_length=DEC_LEN)
     models = Models(spec=spec, student_config=student, teacher_config=teacher, teacher_params=teacher_params)
     config_checks.write_resolved_config(config, workdir)
-    Trainer(config, workdir, models, data, mesh).run()
+    state = Trainer(config, workdir, models, data, mesh).run()
+    # Decoding with the sharded student, as evaluate / infer / finetuning's evaluation do: every process
+    # gives the same inputs and must get every row back (its devices hold only some of them).
+    import json
+    from miniend_jax.evaluation.evaluator import DecodeSettings, decode_rows
+    from miniend_jax.models.t5 import T5
+    inputs = global_batches(student.vocab_size)[0]["encoder_input_tokens"].astype(np.int32)
+    tokens, scores = decode_rows(T5(student), state.params, mesh, parallel.rules_from_config(config.mesh.rules),
+                                 inputs, DecodeSettings(num_beams=1, batch_size=BATCH), 6, return_scores=True)
+    print("decoded " + json.dumps({"tokens": tokens.tolist(), "scores": scores.tolist()}), flush=True)
     print(f"process {process_id} done", flush=True)
 
 

@@ -235,21 +235,59 @@ def test_report_tables_what_the_stages_wrote(tmp_path, monkeypatch):
 
 
 def test_a_stage_stopped_before_its_last_step_is_not_marked_done(tmp_path, monkeypatch):
-    """A run stopped by SIGTERM or SIGINT checkpoints its current step and exits 0: the runner must not take
-    it for finished (done.json would skip it forever, and its scores would be an unfinished model's)."""
-    reached = {"step": 5}
+    """A run stopped by SIGTERM or SIGINT checkpoints its current step and exits 0, also when the signal
+    comes during its final evaluation, after the last step's checkpoint: the runner must not take it for
+    finished (done.json would skip it forever, and its scores would be missing or an unfinished model's)."""
+    reached = {"step": 5, "evaluated": False}
 
-    def stopped_run(command, stdout, stderr):
+    def stopped_run(command, log):
         workdir = command[-1].split("=", 1)[1]
         os.makedirs(os.path.join(workdir, "checkpoints", str(reached["step"])), exist_ok=True)
         with open(os.path.join(workdir, "config.json"), "w") as f:
-            json.dump({"train": {"steps": 10}}, f)
+            json.dump({"mode": "distill", "train": {"steps": 10}}, f)
+        with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps({"step": reached["step"], "loss": 1.0}) + "\n")
+            if reached["evaluated"]:
+                f.write(json.dumps({"step": reached["step"], "eval/ground_truth": 1.0}) + "\n")
+            f.write('{"step": 11, "lo')  # a line cut by a kill: readers skip it
         return 0
 
-    monkeypatch.setattr(experiment.subprocess, "call", stopped_run)
+    monkeypatch.setattr(experiment, "_run_forwarding_signals", stopped_run)
     with pytest.raises(SystemExit, match=r"stage exited before its last step.*resumes from its checkpoint"):
         experiment.run_stage(str(tmp_path), "stage", ["--config=configs/experiments/teacher.py"])
+    reached["step"] = 10  # stopped during the final evaluation: the last checkpoint exists, no final scores
+    with pytest.raises(SystemExit, match=r"stage exited before its last step"):
+        experiment.run_stage(str(tmp_path), "stage", ["--config=configs/experiments/teacher.py"])
     assert not (tmp_path / "stage" / "done.json").exists()
-    reached["step"] = 10  # the same command again: the run resumes and finishes
+    reached["evaluated"] = True  # the same command again: the run resumes and finishes
     experiment.run_stage(str(tmp_path), "stage", ["--config=configs/experiments/teacher.py"])
     assert (tmp_path / "stage" / "done.json").exists()
+    assert [r["stage"] for r in experiment.read_jsonl(str(tmp_path / "times.jsonl"))] == ["stage"] * 3
+
+
+def test_the_runner_passes_a_signal_on_and_waits_for_the_checkpoint(tmp_path):
+    """Ctrl-C or SIGTERM to the runner reaches the stage as SIGTERM and the runner waits for it to exit
+    (subprocess.call killed it with SIGKILL after 0.25 s, losing the step being checkpointed)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from tests.conftest import ROOT
+    script = tmp_path / "stage.py"
+    script.write_text("import signal, sys, time\n"
+                      "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(1.0), print('checkpointed'), sys.exit(0)))\n"
+                      "print('ready', flush=True)\n"
+                      "time.sleep(60)\n")
+    runner = tmp_path / "runner.py"
+    runner.write_text(f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+                      "from miniend_jax import experiment\n"
+                      f"log = open({str(tmp_path / 'stage.log')!r}, 'w')\n"
+                      f"rc = experiment._run_forwarding_signals([sys.executable, {str(script)!r}], log)\n"
+                      "print('rc', rc, flush=True)\n")
+    process = subprocess.Popen([sys.executable, str(runner)], stdout=subprocess.PIPE, text=True)
+    log, deadline = tmp_path / "stage.log", time.time() + 60
+    while time.time() < deadline and not (log.exists() and "ready" in log.read_text()):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, _ = process.communicate(timeout=60)
+    assert "rc 0" in stdout and "checkpointed" in log.read_text()

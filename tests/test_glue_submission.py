@@ -178,3 +178,28 @@ def test_fill_invalid_writes_the_most_frequent_label(tmp_path):
         "neutral", "neutral", "contradiction", "neutral", "entailment"]
     assert counts["mnli_matched"] == 5 and counts["stsb"] == 3
     assert [float(r[1]) for r in _read(tmp_path / "out" / "STS-B.tsv")[1:]] == [1.0, 2.0, 1.5]  # median of 1, 2
+
+
+@pytest.mark.parametrize("line,message", [
+    (b'{"task": "glue_rte", "split": "test", "idx": 0, "prediction": "entailment"}\n\xff\xfe\n',
+     r"p.jsonl line 2 is not valid UTF-8"),
+    (b'[1, 2]\n', r"p.jsonl line 1 is not a JSON object"),
+    (b'{"task": "glue_rte", "split": "test", "idx": true, "prediction": "entailment"}\n',
+     r"p.jsonl line 1 has no integer `idx`"),
+])
+def test_a_damaged_predictions_line_is_named(tmp_path, line, message):
+    """A line that is not UTF-8, not an object, or holds JSON `true` as idx (a raw UnicodeDecodeError or
+    AttributeError, or read as idx 1, before)."""
+    (tmp_path / "p.jsonl").write_bytes(line)
+    with pytest.raises(ConfigError, match=message):
+        write_submission([str(tmp_path / "p.jsonl")], str(tmp_path / "out"), glue_dir=None)
+
+
+def test_a_damaged_row_of_the_test_file_stops_the_submission(tmp_path):
+    """The server scores every row: a test row the reader would skip is named, not left out."""
+    counts = write_test_files(tmp_path / "glue")
+    rte = tmp_path / "glue" / "RTE" / "test.tsv"
+    rte.write_text(rte.read_text().rstrip("\n") + "\n4\tonly one field\n")
+    lines = [l for l in _predictions(counts) if l["task"] == "glue_rte"]
+    with pytest.raises(ConfigError, match=r"RTE/test.tsv line 6: has 2 tab-separated fields, the header 3"):
+        write_submission([_write(tmp_path / "p.jsonl", lines)], str(tmp_path / "out"), glue_dir=str(tmp_path / "glue"))

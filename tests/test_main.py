@@ -331,6 +331,14 @@ def test_workdir_of_another_run_is_not_overwritten(tmp_path):
         write_resolved_config(_tiny_config(**{"distill.objective": "miniend_e"}), str(tmp_path))
     assert json.loads((tmp_path / "config.json").read_text())["train"]["steps"] == 60
     assert json.loads(before)["distill"] == json.loads((tmp_path / "config.json").read_text())["distill"]
+    # A workdir of an older version lacks settings added since: not a change (it was refused before).
+    older = json.loads((tmp_path / "config.json").read_text())
+    del older["decode"]["length_penalty_rule"], older["data"]["on_input_change"]
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    write_resolved_config(_tiny_config(**{"train.steps": 60, "mesh.fsdp": 2, "mesh.rules.embed": ""}), str(tmp_path))
+    (tmp_path / "config.json").write_text('{"train": {"steps": 6')  # cut short
+    with pytest.raises(ConfigError, match=r"config.json is damaged .*overwrite_config=True"):
+        write_resolved_config(_tiny_config(), str(tmp_path))
 
 
 @pytest.mark.parametrize("source", ["hf", "miniend"])

@@ -83,6 +83,13 @@ def test_two_processes_equal_one_process_with_eight_devices(tmp_path):
     for name, workdir in runs.items():
         _, params[name], _ = restore_workdir(str(workdir))
     jax.tree.map(assert_float32_equivalent, params["two"], params["one"])
+    # Decoding over the two processes' devices returns every row to each process, as one process decodes
+    # (it failed: a batch-sharded output spans devices a process cannot read).
+    decoded = {name: json.loads(text.split("decoded ", 1)[1].splitlines()[0])
+               for name, text in outputs.items()}
+    assert decoded["two_0"] == decoded["two_1"]
+    assert decoded["two_0"]["tokens"] == decoded["one_0"]["tokens"]
+    assert_float32_equivalent(decoded["two_0"]["scores"], decoded["one_0"]["scores"])
     # Each process kept its own input-pipeline position.
     assert sorted(os.listdir(runs["two"] / "input_state" / "4")) == ["process_0", "process_1"]
 

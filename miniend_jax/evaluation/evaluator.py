@@ -59,14 +59,23 @@ def decode_rows(model: T5, params, mesh, rules, inputs: np.ndarray, decode: Deco
             else:
                 out = greedy_decode(model, params, batch, max_length, return_scores=return_scores)
             decoded, score = out if return_scores else (out, None)
-            tokens.append(np.asarray(jax.device_get(decoded))[:len(chunk)])
+            tokens.append(_on_host(decoded)[:len(chunk)])
             if return_scores:
-                scores.append(np.asarray(jax.device_get(score))[:len(chunk)])
+                scores.append(_on_host(score)[:len(chunk)])
             if on_batch is not None:
                 on_batch(start + len(chunk))
     empty = np.zeros((0, max_length), np.int32)
     return (np.concatenate(tokens) if tokens else empty,
             (np.concatenate(scores) if scores else np.zeros((0,), np.float32)) if return_scores else None)
+
+
+def _on_host(array) -> np.ndarray:
+    """The whole of a batch-sharded output on this host: with several processes, each holds only its
+    devices' rows, so the rows are gathered from all of them (a collective: every process calls it)."""
+    if getattr(array, "is_fully_addressable", True):
+        return np.asarray(jax.device_get(array))
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
 class TaskEvaluator:

@@ -29,7 +29,7 @@ def run(config, workdir: str):
     from miniend_jax.distill.student_init import copy_teacher_layers
     from miniend_jax.modes import export
     from miniend_jax.train.loop import Models, Trainer
-    from miniend_jax.train.resume import check_resume
+    from miniend_jax.train.resume import check_resume, models_record
     from miniend_jax.workdir import workdir_lock
 
     shape = config_checks.validate_layout(config, jax.process_count(), jax.device_count())
@@ -40,6 +40,7 @@ def run(config, workdir: str):
     config_checks.check_workdir(config, workdir)
     with workdir_lock(workdir):  # one run at a time; a refused start leaves the workdir as it was
         data = inputs.build_data(config, jax.process_index(), jax.process_count(), workdir)
+        data.inputs = {**data.inputs, "models": models_record(config)}
         restore_inputs = check_resume(config, workdir, check_resumable(workdir, student), data.inputs)
         teacher_params = None
         if teacher is not None:
@@ -51,7 +52,8 @@ def run(config, workdir: str):
         models = Models(spec=spec, student_config=student, teacher_config=teacher, teacher_params=teacher_params,
                         student_init=init)
         mesh = parallel.make_mesh(*shape)
-        state = Trainer(config, workdir, models, data, mesh, restore_inputs=restore_inputs).run()
-        if config.export.at_end and int(state.step) == config.train.steps:  # not after a preemption stop
-            export.run(config, workdir)
+        trainer = Trainer(config, workdir, models, data, mesh, restore_inputs=restore_inputs)
+        state = trainer.run()
+        if config.export.at_end and int(state.step) == config.train.steps and not trainer.stopped:
+            export.run(config, workdir)  # not after a stop request, even at the last step
         return state

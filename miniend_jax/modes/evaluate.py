@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 
 from miniend_jax import build, config_checks, inputs
+from miniend_jax.errors import ConfigError
+from miniend_jax.workdir import workdir_lock
 
 
 def run(config, workdir: str) -> dict:
@@ -18,18 +20,31 @@ def run(config, workdir: str) -> dict:
       The written payload: per-Task scores (GLUE metrics in percent, ROUGE F-measures x 100) and aggregates.
 
     Raises:
-      ConfigError, CheckpointError: bad input, before any weight is read.
+      ConfigError, CheckpointError: bad input, before any weight is read; a workdir that a training run
+        holds (its lock) or that holds a finetuning run's results (`best.json`: its `results.json` is
+        that run's).
     """
     import jax
     from miniend_jax import parallel
-    from miniend_jax.evaluation.evaluator import TaskEvaluator, markdown_table, write_results
-    from miniend_jax.models.t5 import T5
-    from tasks.glue import results_by_glue_task
     shape = parallel.mesh_shape(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, jax.device_count())
     model_config = build.model_config(config.model, "model")
     config_checks.check_vocab(config, [("model", model_config)])
     config_checks.check_models_divide(config, shape, [("model", model_config)])
     inputs.check_tasks(config, inputs.register_tasks(config))
+    if os.path.exists(os.path.join(workdir, "best.json")):
+        raise ConfigError(f"--workdir={workdir} holds a finetuning run (best.json), whose results.json this "
+                          "evaluation would replace; write the evaluation to another --workdir (model.path may "
+                          "point at this one's best/).")
+    with workdir_lock(workdir):  # not beside a training run in the same workdir
+        return _evaluate(config, workdir, shape, model_config)
+
+
+def _evaluate(config, workdir: str, shape, model_config) -> dict:
+    import jax
+    from miniend_jax import parallel
+    from miniend_jax.evaluation.evaluator import TaskEvaluator, markdown_table, write_results
+    from miniend_jax.models.t5 import T5
+    from tasks.glue import results_by_glue_task
     model_config, params = build.load_model(config.model, model_config, config.seed)
     mesh = parallel.make_mesh(*shape)
     rules = parallel.rules_from_config(config.mesh.rules)

@@ -11,7 +11,7 @@ import numpy as np
 
 from miniend_jax import build, config_checks, inputs
 from miniend_jax.build import decode_settings, model_name
-from miniend_jax.errors import CheckpointError, ConfigError
+from miniend_jax.errors import CheckpointError, ConfigError, EvaluationInterrupted
 from miniend_jax.inputs import best_metric, eval_task_names
 
 
@@ -33,7 +33,7 @@ def run(config, workdir: str):
     from miniend_jax import parallel
     from miniend_jax.checkpoints.state import check_resumable
     from miniend_jax.train.loop import Models, Trainer
-    from miniend_jax.train.resume import check_resume
+    from miniend_jax.train.resume import check_resume, models_record
     from miniend_jax.workdir import workdir_lock
     shape = config_checks.validate_layout(config, jax.process_count(), jax.device_count())
     model_config = build.model_config(config.model, "model", dropout_rate=config.model.dropout_rate)
@@ -43,6 +43,7 @@ def run(config, workdir: str):
     with workdir_lock(workdir):  # one run at a time; a refused start leaves the workdir as it was
         data = inputs.build_task_data(config, jax.process_index(), jax.process_count())
         model_config, params = build.load_model(config.model, model_config, config.seed)
+        data.inputs = {**data.inputs, "models": models_record(config)}
         restore_inputs = check_resume(config, workdir, check_resumable(workdir, model_config), data.inputs)
         config_checks.write_resolved_config(config, workdir)
         models = Models(spec=build.distill_spec(config), student_config=model_config, student_init=lambda abstract: params)
@@ -69,6 +70,8 @@ class BestCheckpoint:
                 with open(path) as f:
                     saved = json.load(f)
                 value = saved["value"]
+                if value is not None and not isinstance(value, (int, float)):
+                    raise TypeError(f"value {value!r} is no number")
             except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
                 raise CheckpointError(f"{path} is damaged ({type(error).__name__}: {error}); delete it to choose "
                                       "the best checkpoint afresh from the next evaluation.") from None
@@ -90,7 +93,10 @@ class BestCheckpoint:
                                            targets_length=t.targets_length, decode=decode_settings(self.config),
                                            num_examples=t.eval_examples,
                                            log_dir=os.path.join(self.workdir, "inference_eval"))
-        results = self.evaluator.evaluate(params, step, should_stop=trainer.stop_requested if trainer else None)
+        should_stop = trainer.stop_requested if trainer else None
+        results = self.evaluator.evaluate(params, step, should_stop=should_stop)
+        if should_stop is not None and should_stop():  # saving a better model could outlast a preemption's grace
+            raise EvaluationInterrupted(1, 1, "evaluations (scored, not yet kept)")
         if self.task not in results or self.metric not in results[self.task]:
             raise ConfigError(f"tasks.best_metric: {self.task}/{self.metric} is not among the scores "
                               f"{sorted(f'{k}/{m}' for k, v in results.items() for m in v)}; set it to one of them.")
@@ -108,6 +114,7 @@ class BestCheckpoint:
                 vocab = self.config.data.vocab if os.path.isfile(self.config.data.vocab) else None
                 save_hf_checkpoint(os.path.join(self.workdir, "best"), self.model_config, host, spiece_model=vocab,
                                    extra_ids=self.config.data.extra_ids)
+                _keep_generation_config(self.config.model, os.path.join(self.workdir, "best"))
                 write_results(self.workdir, results, step=step, model=model_name(self.config),
                               glue=results_by_glue_task(results))
                 path = os.path.join(self.workdir, "best.json")
@@ -117,6 +124,15 @@ class BestCheckpoint:
                 print(f"best {self.task}/{self.metric} {value:.2f} at step {step}: saved to "
                       f"{os.path.join(self.workdir, 'best')}", flush=True)
         return {f"{task}/{name}": v for task, scores in results.items() for name, v in scores.items()}
+
+
+def _keep_generation_config(section, directory: str) -> None:
+    """A HF model's `generation_config.json` goes with its finetuned weights, so that decoding `best/` follows
+    the same rule (`decode.length_penalty_rule="auto"`) as the evaluation that chose it."""
+    import shutil
+    source = os.path.join(section.path, "generation_config.json") if section.source == "hf" else ""
+    if source and os.path.isfile(source):
+        shutil.copyfile(source, os.path.join(directory, "generation_config.json"))
 
 
 def _gather(params):

@@ -189,7 +189,8 @@ def run(config, workdir: str) -> str:
                                   on_batch=_progress(len(rows)))
     if jax.process_index() == 0:
         vocab = seqio_vocabulary(config.data.vocab, config.data.extra_ids)
-        with open(output + ".tmp", "w", encoding="utf-8") as f:
+        staged = f"{output}.{os.getpid()}.tmp"  # per run: two runs to one output never share it
+        with open(staged, "w", encoding="utf-8") as f:
             for n, (row, ids, score) in enumerate(zip(rows, decoded, scores)):
                 ids = ids.tolist()
                 ids = ids[: ids.index(1)] if 1 in ids else ids
@@ -197,11 +198,16 @@ def run(config, workdir: str) -> str:
                         "truncated": row["input_tokens"] > t.inputs_length,
                         "prediction": vocab.decode(ids), "score": float(score)}
                 f.write(json.dumps(line, ensure_ascii=False) + "\n")
-        with open(summary_path(output) + ".tmp", "w", encoding="utf-8") as f:
+        try:  # placed only if no other run wrote the output meanwhile (a link never replaces a file)
+            os.link(staged, output)
+        except FileExistsError:
+            raise ConfigError(f"{output} was written by another run while this one decoded; this run's "
+                              f"predictions are in {staged}.") from None
+        os.unlink(staged)
+        with open(summary_path(output) + f".{os.getpid()}.tmp", "w", encoding="utf-8") as f:
             json.dump({"input": i.input, "model": build.model_name(config), "predictions": output, **summary}, f,
                       indent=2)
-        os.replace(summary_path(output) + ".tmp", summary_path(output))
-        os.replace(output + ".tmp", output)
+        os.replace(summary_path(output) + f".{os.getpid()}.tmp", summary_path(output))
         print(f"infer: {len(rows)} predictions in {output} ({summary['truncated']} inputs cut to "
               f"tasks.inputs_length={t.inputs_length}; summary in {summary_path(output)})", file=sys.stdout,
               flush=True)

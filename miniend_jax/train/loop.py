@@ -153,6 +153,7 @@ class Trainer:
         self.meta = {"train_steps": config.train.steps, "inputs": data.inputs}
         self._stop = None           # the run's `_StopRequests`, while it runs
         self._pending_evaluation = False
+        self.stopped = False        # whether `run` ended on a stop request (SIGTERM / SIGINT)
         self.rules = parallel.rules_from_config(config.mesh.get("rules", {}))
         train = config.train
         layout = step_layout(config, models, mesh, self.rules)
@@ -227,6 +228,7 @@ class Trainer:
                     if not self._evaluate_or_stop(state, teacher_params, step):
                         return state
                 if stop.requested(step):
+                    self.stopped = True
                     self.checkpointer.save(state, models.student_config, input_iterator=self.data.train, force=True,
                                            meta=self.meta)
                     self.checkpointer.close()
@@ -237,7 +239,8 @@ class Trainer:
                                        force=step == total, meta=self.meta)
             if pending_skip is not None:
                 self._check_skip(*pending_skip, consecutive_skips)
-            self._evaluate_or_stop(state, teacher_params, step)  # the final checkpoint is written already
+            if not self._evaluate_or_stop(state, teacher_params, step):  # its checkpoint is written already
+                return state
         self.checkpointer.close()
         self.writer.close()
         return state
@@ -253,6 +256,7 @@ class Trainer:
             self.evaluate(state, teacher_params, step)
             return True
         except EvaluationInterrupted as interrupted:
+            self.stopped = True
             self.checkpointer.save(state, self.models.student_config, input_iterator=self.data.train, force=True,
                                    meta={**self.meta, "evaluation_pending": True})
             self.checkpointer.close()

@@ -9,6 +9,8 @@ import time
 
 import jax
 
+from miniend_jax.jsonl import append_jsonl
+
 
 def _format_duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
@@ -37,8 +39,7 @@ class MetricsWriter:
         if not self.active:
             return
         scalars = {k: float(v) for k, v in metrics.items()}
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **scalars}) + "\n")
+        append_jsonl(self.path, {"step": step, **scalars})
         if self._summary is not None:
             with self._summary.as_default():
                 for name, value in scalars.items():

@@ -14,6 +14,9 @@ pretraining and distillation, the `train` split files of a finetuning run's Task
 |                                               | the new schedule, printing the rate before and after    |
 | a corpus file appended to                     | continues from its position; the added text is read     |
 |                                               | when the pass reaches it                                |
+| the teacher's weights or the vocabulary file  | refused: every step so far was trained against them     |
+| changed (another newest step of a miniend     |                                                         |
+| teacher workdir)                              |                                                         |
 | a file added, removed or replaced; the files  | `data.on_input_change='error'` (default): refused,      |
 | reordered; `data.validation_files` changed;   | naming the change; `'restart'`: parameters and          |
 | another source                                | optimizer state resume, the input pipeline starts again |
@@ -59,6 +62,28 @@ def input_record(source: str, files=(), validation_files: int = 0, **identity) -
     the held-out count, and any `identity` fields (e.g. a TFDS name for `c4`)."""
     return {"source": source, "files": [file_record(f) for f in files], "validation_files": int(validation_files),
             **identity}
+
+
+def model_record(section) -> dict:
+    """What identifies a model section's weights (`teacher`): a HF directory's weight and config files
+    (`file_record`s), a miniend workdir's newest checkpoint step, or a preset's name and overrides."""
+    import glob
+    if section.source == "hf":
+        names = ("*.safetensors", "*.bin", "config.json")
+        files = sorted(f for name in names for f in glob.glob(os.path.join(section.path, name)))
+        return {"source": "hf", "files": [file_record(f) for f in files]}
+    if section.source == "miniend":
+        from miniend_jax.checkpoints.state import read_meta
+        return {"source": "miniend", "path": os.path.abspath(section.path), "step": read_meta(section.path)["step"]}
+    return {"source": section.source, "preset": section.preset, "overrides": section.overrides.to_dict()}
+
+
+def models_record(config) -> dict:
+    """The teacher (distillation) and the vocabulary a run trains against."""
+    record = {"vocab": file_record(config.data.vocab)}
+    if config.mode == "distill":
+        record["teacher"] = model_record(config.teacher)
+    return record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,4 +232,20 @@ def check_resume(config, workdir: str, meta: dict | None, inputs: dict | None) -
         except (OSError, ValueError, KeyError, TypeError):
             previous = None
     check_train_steps(config, meta, previous, where)
-    return check_inputs(meta.get("inputs"), inputs, config.data.get("on_input_change", "error"), where)
+    recorded, current = dict(meta.get("inputs") or {}), dict(inputs or {})
+    old_models, new_models = recorded.pop("models", {}), current.pop("models", {})
+    for name in sorted(set(old_models) & set(new_models)):
+        if old_models[name] != new_models[name]:
+            raise ConfigError(
+                f"the {name} changed since {where} ({_model_change(old_models[name], new_models[name])}): every step "
+                f"so far was trained against the one recorded. Restore it, or use a new --workdir.")
+    return check_inputs(recorded or None, current or None, config.data.get("on_input_change", "error"), where)
+
+
+def _model_change(old: dict, new: dict) -> str:
+    if "head" in old:  # a file_record (the vocabulary)
+        return f"{old['path']}: {old['size']} -> {new.get('size')} bytes, its recorded bytes differ"
+    if "files" in old and "files" in new:
+        changes = input_changes({"files": old["files"]}, {"files": new["files"]})
+        return "; ".join(str(c) for c in changes[:3]) or "its files differ"
+    return f"{_identity(old)} -> {_identity(new)}"

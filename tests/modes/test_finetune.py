@@ -301,3 +301,12 @@ def test_a_hf_split_without_labels_is_not_scored(tmp_path):
                         "tasks.eval_split": "test"})
     with pytest.raises(ConfigError, match=r"split 'test' of hf_unlabelled_sst2 has no labels"):
         run(config, str(tmp_path / "w"))
+
+
+def test_evaluate_does_not_overwrite_a_finetuning_runs_results(finetuned):
+    """evaluate into a finetuning workdir replaced its best results.json (which the experiment reads)."""
+    before = open(os.path.join(finetuned, "results.json")).read()
+    with pytest.raises(ConfigError, match=r"holds a finetuning run \(best.json\), whose results.json"):
+        run(_config(**{"mode": "evaluate", "model.source": "hf", "model.path": os.path.join(finetuned, "best")}),
+            finetuned)
+    assert open(os.path.join(finetuned, "results.json")).read() == before

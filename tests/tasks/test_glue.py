@@ -206,9 +206,12 @@ def test_registration_checks_every_row_before_training(tmp_path, capsys):
     assert "GLUE sst2 validation: skipped 1 of 3 rows" in capsys.readouterr().out
     task = seqio.get_mixture_or_task("glue_damaged_sst2")
     assert task.num_input_examples("validation") == 2
-    targets = [e["targets_pretokenized"].decode() for e in task.get_dataset(
-        {"inputs": 16, "targets": 4}, split="validation", shuffle=False).as_numpy_iterator()]
-    assert targets == ["positive", "negative"]
+    examples = list(task.get_dataset({"inputs": 16, "targets": 4}, split="validation",
+                                     shuffle=False).as_numpy_iterator())
+    assert [e["targets_pretokenized"].decode() for e in examples] == ["positive", "negative"]
+    # idx, what a GLUE submission is keyed by, stays the row's place in the file past the skipped row
+    assert [int(e["idx"]) for e in examples] == [0, 2]
+
 
 # GLUE's test files as the download script leaves them (headers included; no labels), a few rows each.
 TEST_FILES = {

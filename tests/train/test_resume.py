@@ -190,3 +190,32 @@ def test_a_finetune_records_its_train_files_and_refuses_a_replaced_one(tmp_path)
     inputs.register_tasks(config)
     with pytest.raises(ConfigError, match=r"replaced: .*train.tsv"):
         resume.check_resume(config, str(tmp_path), meta, inputs.build_task_data(config, 0, 1).inputs)
+
+
+def test_a_changed_teacher_or_vocabulary_is_refused_whatever_the_input_policy(tmp_path):
+    """A miniend teacher workdir that trained on (its newest checkpoint is what `teacher.path` loads), a HF
+    teacher's weights rewritten, a vocabulary file replaced: every step so far was trained against the
+    recorded ones, so the resume is refused, also under data.on_input_change=restart."""
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "config.json").write_text('{"d_model": 64}')
+    (teacher / "model.safetensors").write_bytes(b"\x00" * 300_000)
+    vocab = tmp_path / "spiece.model"
+    vocab.write_bytes((ROOT.parent / "shared" / "data" / "t5_spiece" / "spiece.model").read_bytes())
+    config = config_with("tiny", **{"teacher.source": "hf", "teacher.path": str(teacher), "data.vocab": str(vocab),
+                                    "data.on_input_change": "restart"})
+    meta = {"step": 10, "train_steps": config.train.steps, "inputs": {"models": resume.models_record(config)}}
+    assert resume.check_resume(config, str(tmp_path), meta, {"models": resume.models_record(config)})
+    with open(teacher / "model.safetensors", "r+b") as f:
+        f.seek(150_000)
+        f.write(b"\x01")  # the middle of a file of the same size: not seen (the fingerprint is head and tail)
+    assert resume.check_resume(config, str(tmp_path), meta, {"models": resume.models_record(config)})
+    with open(teacher / "model.safetensors", "r+b") as f:
+        f.seek(299_999)
+        f.write(b"\x01")
+    with pytest.raises(ConfigError, match=r"the teacher changed since .*replaced: .*model.safetensors"):
+        resume.check_resume(config, str(tmp_path), meta, {"models": resume.models_record(config)})
+    meta["inputs"]["models"] = resume.models_record(config)
+    vocab.write_bytes(vocab.read_bytes()[:-10])
+    with pytest.raises(ConfigError, match=r"the vocab changed since .*spiece.model"):
+        resume.check_resume(config, str(tmp_path), meta, {"models": resume.models_record(config)})

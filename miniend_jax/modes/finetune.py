@@ -46,9 +46,11 @@ def run(config, workdir: str):
         data.inputs = {**data.inputs, "models": models_record(config)}
         restore_inputs = check_resume(config, workdir, check_resumable(workdir, model_config), data.inputs)
         config_checks.write_resolved_config(config, workdir)
-        models = Models(spec=build.distill_spec(config), student_config=model_config, student_init=lambda abstract: params)
+        models = Models(spec=build.distill_spec(config), student_config=model_config,
+                        student_init=lambda abstract: params)
         mesh = parallel.make_mesh(*shape)
-        trainer = Trainer(config, workdir, models, data, mesh, on_evaluate=BestCheckpoint(config, workdir, model_config),
+        trainer = Trainer(config, workdir, models, data, mesh,
+                          on_evaluate=BestCheckpoint(config, workdir, model_config),
                           restore_inputs=restore_inputs)
         return trainer.run()
 

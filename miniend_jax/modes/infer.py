@@ -15,9 +15,9 @@ Each input is tokenized with `data.vocab` and cut to `tasks.inputs_length` token
 greedy or beam search and the batch; `decode.max_length` (or `tasks.targets_length`) the generated tokens.
 Output (`infer.output`, default `<workdir>/predictions.jsonl`; an existing file is never replaced), one line
 per input in input order: `{"index", "input", "input_tokens", "truncated", "prediction", "score"}` (+
-`"task"`, `"split"`, `"idx"`, `"target"` for a Task), where `input` is the whole text, `input_tokens` its token count with EOS
-before the cut, `truncated` whether it was cut (the model read only its first `tasks.inputs_length`
-tokens), and `score` the hypothesis's natural-log probability for greedy decoding and, for beams, its
+`"task"`, `"split"`, `"idx"`, `"target"` for a Task), where `input` is the whole text, `input_tokens` its
+token count with EOS before the cut, `truncated` whether it was cut (the model read only its first
+`tasks.inputs_length` tokens), and `score` the hypothesis's natural-log probability for greedy decoding and, for beams, its
 log-probability divided by the length penalty of `decode.length_penalty_rule`: `"t5"` (t5x's beam score)
 ((5 + length) / 6) ** `decode.length_penalty`, the plain log-probability when no hypothesis ended within
 the length limit; `"hf"` (HF's `sequences_scores`) length ** `decode.length_penalty`; length counts the

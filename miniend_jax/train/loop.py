@@ -348,7 +348,8 @@ class Trainer:
 
 class _StopRequests:
     """SIGTERM / SIGINT (e.g. a TPU preemption notice) ask the loop to checkpoint and stop after the
-    current step, or during an evaluation after its current batch (a preempted TPU VM has about 30 s). With several processes, all stop at the same step: each step they agree on whether
+    current step, or during an evaluation after its current batch (a preempted TPU VM has about 30 s).
+    With several processes, all stop at the same step: each step they agree on whether
     any of them was signalled."""
 
     def __init__(self):

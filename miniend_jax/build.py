@@ -198,19 +198,16 @@ def decode_settings(config):
     `generation_config.json` sets `length_penalty` is decoded as its checkpoint asks, with HF's rule
     (`len ** alpha`) and that alpha; every other model with T5's rule (`((5 + len) / 6) ** alpha`, t5x) and
     `decode.length_penalty`."""
-    import json
     from miniend_jax.evaluation.evaluator import DecodeSettings
     settings = config.decode.to_dict()
     if settings["length_penalty_rule"] == "auto":
         settings["length_penalty_rule"] = "t5"
         path = os.path.join(config.model.path, "generation_config.json") if config.model.source == "hf" else ""
         if path and os.path.isfile(path):
+            from miniend_jax.jsonl import read_json_object
             try:
-                with open(path, encoding="utf-8") as f:
-                    generation = json.load(f)
-                if not isinstance(generation, dict):
-                    raise ValueError("not a JSON object")
-            except (ValueError, UnicodeDecodeError) as error:
+                generation = read_json_object(path)
+            except ValueError as error:
                 raise ConfigError(f"{path} cannot be read ({error}); repair or delete it, or set "
                                   "decode.length_penalty_rule to 't5' or 'hf'.") from None
             if isinstance(generation.get("length_penalty"), (int, float)):

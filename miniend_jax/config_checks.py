@@ -366,12 +366,10 @@ def check_workdir(config, workdir: str) -> None:
     path = os.path.join(workdir, "config.json")
     resolved = json.loads(config.to_json_best_effort())
     if os.path.exists(path) and not config.get("overwrite_config", False):
+        from miniend_jax.jsonl import read_json_object
         try:
-            with open(path, encoding="utf-8") as f:
-                previous = json.load(f)
-            if not isinstance(previous, dict):
-                raise ValueError("not a JSON object")
-        except (ValueError, UnicodeDecodeError) as error:
+            previous = read_json_object(path)
+        except ValueError as error:
             raise ConfigError(f"{path} is damaged ({error}); restore it from the run's command (the config file and "
                               "its overrides), or set --config.overwrite_config=True to write this run's.") from None
         from flax import traverse_util

@@ -1,4 +1,5 @@
-"""Append-only JSONL files (`metrics.jsonl`, `times.jsonl`) that survive a writer killed mid-line."""
+"""JSON files a run reads back: append-only JSONL (`metrics.jsonl`, `times.jsonl`) that survives a writer
+killed mid-line, and single JSON objects (a workdir's `config.json`, a HF `generation_config.json`)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,20 @@ def append_jsonl(path: str, row: dict) -> None:
             unfinished = f.read(1) != b"\n"
     with open(path, "a") as f:
         f.write(("\n" if unfinished else "") + json.dumps(row) + "\n")
+
+
+def read_json_object(path: str) -> dict:
+    """The JSON object in `path`.
+
+    Raises:
+      OSError: the file cannot be opened.
+      ValueError: it is not UTF-8, not JSON, or not an object (the message says which).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8 ({error.reason} at byte {error.start})") from None
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value

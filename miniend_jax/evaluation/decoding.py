@@ -185,6 +185,27 @@ def _reorder_cache(cache, parent, batch: int, k: int):
     return jax.tree.map(lambda x: x[rows] if x.ndim and x.shape[0] == batch * k else x, cache)
 
 
+def _expand(cfg, step, cache, beams, beam_scores, position, batch: int, k: int, keep: int):
+    """One step of both searches: each beam's next-token log-probabilities added to its score, and the
+    `keep` best continuations of all `k` beams: `(scores [batch, keep], parent beam, token, candidate
+    sequences [batch, keep, length], cache)`."""
+    previous = jnp.where(position == 0, cfg.decoder_start_token_id, beams[:, :, jnp.maximum(position - 1, 0)])
+    logits, cache = step(cache, previous.reshape(-1), position)
+    log_probs = jax.nn.log_softmax(logits).reshape(batch, k, -1) + beam_scores[:, :, None]
+    vocab = log_probs.shape[-1]
+    top_scores, top_index = jax.lax.top_k(log_probs.reshape(batch, k * vocab), keep)
+    parent, token = top_index // vocab, (top_index % vocab).astype(jnp.int32)
+    return top_scores, parent, token, _gather(beams, parent).at[:, :, position].set(token), cache
+
+
+def _merge_finished(finished_seqs, finished_scores, finished, candidates, scores, ended, k: int):
+    """The `k` best of the finished hypotheses and the candidates (`scores`, masked where not `ended`)."""
+    merged_scores = jnp.concatenate([finished_scores, scores], axis=1)
+    _, chosen = jax.lax.top_k(merged_scores, k)
+    return (_gather(jnp.concatenate([finished_seqs, candidates], axis=1), chosen), _gather(merged_scores, chosen),
+            _gather(jnp.concatenate([finished, ended], axis=1), chosen))
+
+
 def _run(search_step, state):
     state, go_on = search_step(state)  # the first step builds the cache
 
@@ -204,13 +225,8 @@ def _t5x_beam_search(cfg, step, batch: int, k: int, length: int, length_penalty:
 
     def search_step(state):
         position, live, live_scores, finished_seqs, finished_scores, finished, cache = state
-        previous = jnp.where(position == 0, cfg.decoder_start_token_id, live[:, :, jnp.maximum(position - 1, 0)])
-        logits, cache = step(cache, previous.reshape(-1), position)
-        log_probs = jax.nn.log_softmax(logits).reshape(batch, k, -1) + live_scores[:, :, None]
-        vocab = log_probs.shape[-1]
-        top_scores, top_index = jax.lax.top_k(log_probs.reshape(batch, k * vocab), keep)
-        parent, token = top_index // vocab, (top_index % vocab).astype(jnp.int32)
-        candidates = _gather(live, parent).at[:, :, position].set(token)
+        top_scores, parent, token, candidates, cache = _expand(cfg, step, cache, live, live_scores, position,
+                                                               batch, k, keep)
         eos = token == cfg.eos_token_id
 
         # The k best candidates without EOS stay live (whatever their length).
@@ -221,11 +237,8 @@ def _t5x_beam_search(cfg, step, batch: int, k: int, length: int, length_penalty:
 
         # Every one of the 2k candidates that ends with EOS may replace a worse finished hypothesis.
         scores = top_scores / penalty(position + 1) + ~eos * _T5X_NEG
-        merged_scores = jnp.concatenate([finished_scores, scores], axis=1)
-        _, chosen = jax.lax.top_k(merged_scores, k)
-        finished_seqs = _gather(jnp.concatenate([finished_seqs, candidates], axis=1), chosen)
-        finished_scores = _gather(merged_scores, chosen)
-        finished = _gather(jnp.concatenate([finished, eos], axis=1), chosen)
+        finished_seqs, finished_scores, finished = _merge_finished(finished_seqs, finished_scores, finished,
+                                                                   candidates, scores, eos, k)
 
         # t5x's stopping test, over the whole batch, with its bound: the largest penalty t5x divides by,
         # that of its internal length (max_decode_length + 1).
@@ -251,14 +264,8 @@ def _hf_beam_search(cfg, step, batch: int, k: int, length: int, length_penalty: 
 
     def search_step(state):
         position, running, running_scores, finished_seqs, finished_scores, finished, improvable, cache = state
-        previous = jnp.where(position == 0, cfg.decoder_start_token_id,
-                             running[:, :, jnp.maximum(position - 1, 0)])
-        logits, cache = step(cache, previous.reshape(-1), position)
-        log_probs = jax.nn.log_softmax(logits).reshape(batch, k, -1) + running_scores[:, :, None]
-        vocab = log_probs.shape[-1]
-        top_scores, top_index = jax.lax.top_k(log_probs.reshape(batch, k * vocab), keep)
-        parent, token = top_index // vocab, (top_index % vocab).astype(jnp.int32)
-        candidates = _gather(running, parent).at[:, :, position].set(token)
+        top_scores, parent, token, candidates, cache = _expand(cfg, step, cache, running, running_scores, position,
+                                                               batch, k, keep)
         ends = (token == cfg.eos_token_id) | (position + 1 >= length)
 
         # The k best candidates that did not end keep running.
@@ -274,11 +281,8 @@ def _hf_beam_search(cfg, step, batch: int, k: int, length: int, length_penalty: 
             scores += jnp.all(finished, axis=-1, keepdims=True) * _NEG
         scores += ~improvable * _NEG
         scores += ~just_finished * _NEG
-        merged_scores = jnp.concatenate([finished_scores, scores], axis=1)
-        _, chosen = jax.lax.top_k(merged_scores, k)
-        finished_seqs = _gather(jnp.concatenate([finished_seqs, candidates], axis=1), chosen)
-        finished_scores = _gather(merged_scores, chosen)
-        finished = _gather(jnp.concatenate([finished, just_finished], axis=1), chosen)
+        finished_seqs, finished_scores, finished = _merge_finished(finished_seqs, finished_scores, finished,
+                                                                   candidates, scores, just_finished, k)
 
         best_possible = penalised(running_scores[:, :1], position + 1)
         worst_finished = jnp.where(finished, jnp.min(finished_scores, axis=1, keepdims=True), _NEG)

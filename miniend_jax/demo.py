@@ -328,6 +328,9 @@ def movement_table(workdirs: dict) -> str:
 
 
 def main() -> int:
+    if any(a in ("--help", "-h") for a in sys.argv[1:]):
+        print(__doc__.strip())
+        return 0
     os.chdir(ROOT_DIR)
     sys.path.insert(0, ROOT_DIR)
     from miniend_jax.console import quiet_console

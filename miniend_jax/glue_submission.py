@@ -187,8 +187,12 @@ def main(argv: list[str] | None = None) -> None:
                         "check each Task is complete; '' skips the check.")
     flags.DEFINE_bool("fill_invalid", False, "Write the most frequent prediction (STS-B: the median) in place of "
                       "predictions that are no answer, instead of stopping.")
+    argv = list(argv if argv is not None else sys.argv)
+    if any(a in ("--help", "-h", "--helpfull") for a in argv[1:]):
+        print(__doc__.strip() + "\n\nflags:\n" + flags.FLAGS.module_help(sys.modules[__name__]))
+        sys.exit(0)
     try:
-        flags.FLAGS(argv if argv is not None else sys.argv)
+        flags.FLAGS(argv)
     except flags.Error as error:
         print(f"error: {error} (`--help` lists the flags)", file=sys.stderr)
         sys.exit(2)

@@ -181,7 +181,7 @@ def check_train_steps(config, meta: dict, previous_steps: int | None, where: str
     """
     step, steps = int(meta["step"]), int(config.train.steps)
     if steps < step:
-        raise ConfigError(f"train.steps={steps} is below the step of {where} ({step}): there is nothing to train. "
+        raise ConfigError(f"train.steps={steps} is below the step of {where}: there is nothing to train. "
                           f"Set train.steps > {step} to continue the run, or use a new --workdir.")
     if previous_steps is not None and previous_steps != steps and step < steps:
         at, before, after = rate_change(config.optim, previous_steps, steps, step)

@@ -99,7 +99,7 @@ def test_train_steps_rules(capsys):
     resume.check_train_steps(config_with("tiny", **{"train.steps": 20}), meta, 20, "ckpt")
     assert "the run is complete: ckpt is at train.steps=20; its final evaluation runs again" in capsys.readouterr().out
     linear = config_with("tiny", **{"optim.decay": "linear", "train.steps": 10})
-    with pytest.raises(ConfigError, match=r"train.steps=10 is below the step of ckpt \(20\).*train.steps > 20"):
+    with pytest.raises(ConfigError, match=r"train.steps=10 is below the step of ckpt: .*train.steps > 20"):
         resume.check_train_steps(linear, meta, 30, "ckpt")
     longer = config_with("tiny", **{"optim.decay": "linear", "train.steps": 60})
     with pytest.raises(ConfigError, match=r"train.steps 30 -> 60 moves .* from 0.001 to 0.002.*Restore train.steps=30"):

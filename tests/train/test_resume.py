@@ -160,13 +160,13 @@ def test_a_resume_under_changed_inputs_or_steps_says_what_happens(tmp_path):
 
     # Replaced, then resumed with data.on_input_change=restart: state resumes, the pipeline starts afresh.
     (corpus / "b.txt").write_text("\n".join(_text_lines(60, 700)) + "\n")
-    restart = _launch(workdir, corpus, "--config.train.steps=8", "--config.overwrite_config=True",
-                      "--config.data.on_input_change=restart")
+    # (train.steps as before: the run is complete, so only its final evaluation runs, on the restored state.)
+    restart = _launch(workdir, corpus, "--config.train.steps=6", "--config.data.on_input_change=restart")
     assert restart.returncode == 0, restart.stderr[-3000:]
     assert "replaced: " in restart.stdout and "input pipeline starts again" in restart.stdout
-    assert "resumed from checkpoint at step 6" in restart.stdout and _steps(workdir)[-1] == 8
+    assert "resumed from checkpoint at step 6" in restart.stdout and "the run is complete" in restart.stdout
     losses = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
-    assert sorted({r["step"] for r in losses if "loss" in r}) == list(range(1, 9))
+    assert sorted({r["step"] for r in losses if "loss" in r}) == list(range(1, 7))
     assert np.isfinite([r["loss"] for r in losses if "loss" in r]).all()
 
 

@@ -169,10 +169,11 @@ def held_out_lines(config, text: str, examples: int) -> list[str]:
     if not os.path.isfile(text):
         raise ConfigError(f"--text={text!r} is not a file; give a text file with one example per line.")
     from tasks import task_files
-    damaged = [number for number, _, problem in task_files.read_lines(text) if problem is not None]
+    read = task_files.read_lines(text)
+    damaged = [number for number, _, problem in read if problem is not None]
     if damaged:
         raise ConfigError(f"--text={text!r} line {damaged[0]} is not valid UTF-8; give a UTF-8 text file.")
-    lines = [line.strip() for _, line, _ in task_files.read_lines(text) if line.strip()]
+    lines = [line.strip() for _, line, _ in read if line.strip()]
     if not lines:
         raise ConfigError(f"--text={text!r} holds no text; give a file with one example per line.")
     return lines[:examples]

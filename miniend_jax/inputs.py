@@ -211,8 +211,9 @@ def train_files(config) -> list[str]:
             if t.summarization_source == "local" and "train" in task.local:
                 files.append(os.path.join(t.summarization_dir, task.local_dir, task.local["train"].file))
         elif name.startswith(hf_tasks.PREFIX) and name[len(hf_tasks.PREFIX):] in specs:
-            path = specs[name[len(hf_tasks.PREFIX):]]["path"]
-            files += [row[0] for row in hf_text.source_key(path.replace("{split}", "train"), "train", "")["files"]]
+            spec = specs[name[len(hf_tasks.PREFIX):]]
+            train = hf_tasks.split_map(name[len(hf_tasks.PREFIX):], spec).get("train", "train")
+            files += [row[0] for row in hf_text.source_key(spec["path"].replace("{split}", train), train, "")["files"]]
         else:
             files += [os.path.join(d, classification.SPLIT_FILES["train"]) for d in classification_dirs(config)
                       if classification.task_name(d) == name]

@@ -92,9 +92,7 @@ def workdir_lock(workdir: str):
         refused = multihost_utils.process_allgather(np.asarray(bool(refusal), np.int32))
         if np.any(refused) and not refusal:
             refusal = f"workdir {workdir} is in use by another run (process 0 could not lock it)"
-    if refusal:
-        if created and jax.process_index() == 0:
-            _remove_if_empty(workdir)
+    if refusal:  # (a held workdir existed before this call: nothing to remove)
         raise ConfigError(refusal)
     failed = True
     try:

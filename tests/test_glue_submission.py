@@ -167,17 +167,19 @@ def test_fill_invalid_writes_the_most_frequent_label(tmp_path):
     counts = write_test_files(tmp_path / "glue")
     lines = [line for line in _predictions(counts) if line["task"] in ("glue_mnli_matched", "glue_stsb")]
     mnli = sorted((l for l in lines if l["task"] == "glue_mnli_matched"), key=lambda l: l["idx"])
-    for line, text in zip(mnli, ["neutral", "neutral", "contradiction", "Neutral", "entailment"]):
+    # "Contradiction" is no label (T5's postprocessing is case-sensitive): filled with "neutral", the most
+    # frequent, which a lower-casing bug could not produce.
+    for line, text in zip(mnli, ["neutral", "neutral", "contradiction", "Contradiction", "entailment"]):
         line["prediction"] = text
     stsb = sorted((l for l in lines if l["task"] == "glue_stsb"), key=lambda l: l["idx"])
-    for line, text in zip(stsb, ["1.0", "2.0", "four", "4.0", "nan"]):
+    assert counts["mnli_matched"] == 5 and counts["stsb"] == 3
+    for line, text in zip(stsb, ["4.0", "nan", "1.0"], strict=True):
         line["prediction"] = text
     write_submission([_write(tmp_path / "p.jsonl", lines)], str(tmp_path / "out"), glue_dir=str(tmp_path / "glue"),
                      fill_invalid=True)
     assert [r[1] for r in _read(tmp_path / "out" / "MNLI-m.tsv")[1:]] == [
         "neutral", "neutral", "contradiction", "neutral", "entailment"]
-    assert counts["mnli_matched"] == 5 and counts["stsb"] == 3
-    assert [float(r[1]) for r in _read(tmp_path / "out" / "STS-B.tsv")[1:]] == [1.0, 2.0, 1.5]  # median of 1, 2
+    assert [float(r[1]) for r in _read(tmp_path / "out" / "STS-B.tsv")[1:]] == [4.0, 2.5, 1.0]  # NaN: median of 4, 1
 
 
 @pytest.mark.parametrize("line,message", [

@@ -140,14 +140,14 @@ def test_sigterm_checkpoints_the_current_step_and_exits_zero(tmp_path):
     """... and while it runs, the same command started again is refused, naming the running one (both ran
     to the end, every step logged twice)."""
     workdir = str(tmp_path)
-    process = subprocess.Popen(_command(workdir, "--config.train.steps=1000"), cwd=ROOT, stdout=subprocess.PIPE,
+    process = subprocess.Popen(_command(workdir, "--config.train.steps=1000000"), cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and not (os.path.exists(os.path.join(workdir, "metrics.jsonl"))
                                           and max(_losses(workdir), default=0) >= 3):
         time.sleep(0.1)
-    second = subprocess.run(_command(workdir, "--config.train.steps=1000"), cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+    second = subprocess.run(_command(workdir, "--config.train.steps=1000000"), cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
     assert second.returncode == 2, second.stderr[-2000:]
     assert f"is in use by pid {process.pid} on " in second.stderr and len(second.stderr.strip().splitlines()) == 1
     assert os.path.exists(os.path.join(workdir, "lock"))

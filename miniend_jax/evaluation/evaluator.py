@@ -100,9 +100,9 @@ class TaskEvaluator:
                             logger_cls=(seqio.JSONLogger, seqio.TensorBoardLogger) if log else (),
                             log_dir=log_dir if log else None, use_memory_cache=True)
             for name in task_names]
-        self.truncated = {name: cut_inputs(name, split, inputs_length, num_examples) for name in task_names}
-        for name, (cut, total, longest) in self.truncated.items():
-            if cut and jax.process_index() == 0:
+        for name in task_names if jax.process_index() == 0 else ():
+            cut, total, longest = cut_inputs(name, split, inputs_length, num_examples)
+            if cut:
                 print(f"eval: {cut} of {total} inputs of {name} {split} are longer than tasks.inputs_length="
                       f"{inputs_length} tokens (with EOS; the longest {longest}) and are cut to it: the model reads "
                       "only their beginning; raise tasks.inputs_length to score them whole", flush=True)
@@ -138,26 +138,28 @@ class TaskEvaluator:
 
 def cut_inputs(name: str, split: str, inputs_length: int, num_examples: int | None = None) -> tuple[int, int, int]:
     """`(cut, examples, longest)`: how many of the first `num_examples` (all: None or 0) inputs of the Task
-    (or Mixture) `name` in `split` are longer than `inputs_length` tokens with EOS, which seqio cuts to it
-    (`append_eos_after_trim`), out of how many, and the longest length; from each example's
-    `inputs_pretokenized` text and the Task's vocabulary."""
+    (or of each Task of the Mixture that has `split`, as seqio's Evaluator scores them) `name` in `split`
+    are longer than `inputs_length` tokens with EOS, which seqio cuts to it (`append_eos_after_trim`), out
+    of how many, and the longest length: the Tasks' own pipelines read without a length, which do not cut."""
     import seqio
     cut = total = longest = 0
     tasks = seqio.get_mixture_or_task(name)
     for task in getattr(tasks, "tasks", [tasks]):
+        if split not in task.splits:
+            continue
         dataset = task.get_dataset(None, split=split, shuffle=False, num_epochs=1, use_cached=False)
         if num_examples:
             dataset = dataset.take(num_examples)
-        vocab = task.output_features["inputs"].vocabulary
         for example in dataset.as_numpy_iterator():
-            length = len(vocab.encode(example["inputs_pretokenized"].decode())) + 1
+            length = len(example["inputs"])
             cut, total, longest = cut + (length > inputs_length), total + 1, max(longest, length)
     return cut, total, longest
 
 
 def aggregates(glue: dict) -> dict:
-    """T5's GLUE average (`metrics.glue_average`) and the paper's GLUE score of `glue` ({GLUE task name (`sst2`, `mnli_matched`, ...):
-    {metric: score in percent}}, e.g. `tasks.glue.results_by_glue_task(results)`); {} when it is empty."""
+    """T5's GLUE average (`metrics.glue_average`) and the paper's GLUE score of `glue` ({GLUE task name
+    (`sst2`, `mnli_matched`, ...): {metric: score in percent}}, e.g. `tasks.glue.results_by_glue_task(results)`);
+    {} when it is empty."""
     if not glue:
         return {}
     paper, missing = metrics.paper_glue_score(glue)

@@ -227,7 +227,7 @@ class Trainer:
                 if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
                     if not self._evaluate_or_stop(state, teacher_params, step):
                         return state
-                if stop.requested(step):
+                if stop.requested():
                     self.stopped = True
                     self.checkpointer.save(state, models.student_config, input_iterator=self.data.train, force=True,
                                            meta=self.meta)
@@ -367,7 +367,7 @@ class _StopRequests:
     def _handle(self, signum, frame):
         self.signal_name = signal.Signals(signum).name
 
-    def requested(self, step: int | None = None) -> bool:
+    def requested(self) -> bool:
         local = self.signal_name is not None
         if jax.process_count() == 1:
             return local

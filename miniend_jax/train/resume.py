@@ -202,9 +202,11 @@ def rate_change(optim, old_steps: int, new_steps: int, step: int) -> tuple[int, 
     """`(at, old rate, new rate)`: the first step `at` from `step` on (up to the shorter run) where the
     schedules for `old_steps` and `new_steps` total steps differ, and their rates there; `(step, r, r)` when
     they never do."""
-    from miniend_jax.train.state import make_optimizer
+    from miniend_jax.train.state import learning_rate_schedule, warmup_steps
     steps = np.arange(step, max(min(old_steps, new_steps), step + 1))
-    rates = lambda total: np.broadcast_to(np.asarray(make_optimizer(optim, total)[1](steps), np.float64), steps.shape)
+    schedule = lambda total: learning_rate_schedule(optim.learning_rate, total, warmup_steps(optim, total), optim.decay,
+                                                    optim.end_lr_fraction)
+    rates = lambda total: np.broadcast_to(np.asarray(schedule(total)(steps), np.float64), steps.shape)
     old, new = rates(old_steps), rates(new_steps)  # (a constant schedule returns a scalar)
     differ = np.flatnonzero(old != new)
     first = int(differ[0]) if differ.size else 0
@@ -225,10 +227,9 @@ def check_resume(config, workdir: str, meta: dict | None, inputs: dict | None) -
     where = f"the newest checkpoint (step {meta['step']}) in {workdir}"
     previous = meta.get("train_steps")
     if previous is None:  # written before the meta recorded it: the config it last ran with
-        import json
+        from miniend_jax.jsonl import read_json_object
         try:
-            with open(os.path.join(workdir, "config.json")) as f:
-                previous = json.load(f)["train"]["steps"]
+            previous = read_json_object(os.path.join(workdir, "config.json"))["train"]["steps"]
         except (OSError, ValueError, KeyError, TypeError):
             previous = None
     check_train_steps(config, meta, previous, where)
@@ -239,7 +240,7 @@ def check_resume(config, workdir: str, meta: dict | None, inputs: dict | None) -
             raise ConfigError(
                 f"the {name} changed since {where} ({_model_change(old_models[name], new_models[name])}): every step "
                 f"so far was trained against the one recorded. Restore it, or use a new --workdir.")
-    return check_inputs(recorded or None, current or None, config.data.get("on_input_change", "error"), where)
+    return check_inputs(recorded or None, current or None, config.data.on_input_change, where)
 
 
 def _model_change(old: dict, new: dict) -> str:

@@ -9,7 +9,7 @@ import torch
 from miniend_jax.checkpoints.hf import load_hf_checkpoint
 from miniend_jax.evaluation.decoding import beam_search, greedy_decode, length_penalty_divisor
 from miniend_jax.models.t5 import T5
-from tests.conftest import padded_batch
+from tests.conftest import assert_close_to_float64, padded_batch
 
 
 def _hf_greedy(model, enc, max_new_tokens):
@@ -154,7 +154,7 @@ def test_hypothesis_scores_match_generate_and_a_float64_reference(tmp_path):
     """Greedy: the hypothesis's log-probability (HF: the sum of `compute_transition_scores` with normalized
     logits); beam search: HF's `sequences_scores` (log-probability / length ** length_penalty). Both
     against the float64 teacher-forced log-probability, within float32's distance of PyTorch's."""
-    from tests.conftest import assert_close_to_float64, build_hf_model
+    from tests.conftest import build_hf_model
     hf_model = build_hf_model("v1_1", seed=1)
     with torch.no_grad():
         hf_model.lm_head.weight[1] *= 6.0  # hypotheses of several lengths
@@ -282,8 +282,8 @@ def test_t5_beam_search_matches_a_plain_t5x_reference(tmp_path):
                 lambda prefixes: _next_log_probs64(model64, enc[row], prefixes), k, length, alpha)
             assert _until_eos(mine) == list(ref_tokens), (k, alpha, row, mine, ref_tokens)
             assert np.all(mine[len(ref_tokens):] == 0)
-            # float32 sums of <= 6 log-softmax values near 1..10 against float64: a few 1e-6 relative
-            np.testing.assert_allclose(score, ref_score, rtol=1e-5, atol=1e-5, err_msg=f"k={k} alpha={alpha} row={row}")
+            peer = hypothesis_score(hf_model, enc[row], ref_tokens, alpha, "t5", length)
+            assert_close_to_float64(score, ref_score, peer, err_msg=f"k={k} alpha={alpha} row={row}")
             lengths.add(len(ref_tokens) if ref_tokens[-1] == 1 else 0)
             differs |= _until_eos(mine) != _until_eos(hf_tokens[row])
     assert len(lengths) > 2, "the fixture should end hypotheses at several lengths"
@@ -305,6 +305,19 @@ def _exhaustive_best(hf_model, enc_row, vocab: int, length: int, alpha: float, r
     scored = sorted(((sum(rows[i, t, s[t]] for t in range(len(s))) / penalty(len(s)), s)
                      for i, s in enumerate(sequences)), key=lambda c: -c[0])
     return scored[0][0], scored[1][0], scored[0][1]
+
+
+def hypothesis_score(model, enc_row, tokens, alpha: float, rule: str, length: int) -> float:
+    """The beam score of `tokens` (generated ids, EOS included if it ended) under `rule`, from `model`'s
+    log-probabilities in its own precision: a float32 model is the independent float32 peer of the float64
+    reference (`conftest.assert_close_to_float64`). t5: divided by ((5 + n) / 6) ** alpha if it ended
+    with EOS, else undivided (t5x's fallback); hf: n ** alpha."""
+    tokens = list(tokens)
+    rows = _next_log_probs_all(model, enc_row, [tokens + [0] * (length - len(tokens))])
+    total = float(sum(rows[0, t, token] for t, token in enumerate(tokens)))
+    if rule == "hf":
+        return total / float(len(tokens)) ** alpha
+    return total / ((5.0 + len(tokens)) / 6.0) ** alpha if tokens[-1] == 1 else total
 
 
 def _next_log_probs_all(model64, enc_row, sequences):
@@ -337,7 +350,7 @@ def test_beam_search_wide_enough_to_be_exhaustive_returns_the_rules_best_hypothe
         best, runner_up, expected = _exhaustive_best(hf_model, enc[row], vocab, length, alpha, rule)
         assert best - runner_up > 1e-4, "the fixture should have one best hypothesis, clear of float32 rounding"
         assert _until_eos(mine) == list(expected), (row, mine, expected)
-        np.testing.assert_allclose(score, best, rtol=1e-5, atol=1e-5)
+        assert_close_to_float64(score, best, hypothesis_score(hf_model, enc[row], expected, alpha, rule, length))
         differs |= _exhaustive_best(hf_model, enc[row], vocab, length, alpha, other)[2] != expected
     assert differs, "the fixture should tell the rules apart"
 

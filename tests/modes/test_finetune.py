@@ -212,15 +212,20 @@ def test_sigterm_during_an_evaluation_stops_it_and_the_resume_runs_it_again(tmp_
     command = [sys.executable, "-m", "miniend_jax.main", "--config=tests/configs/tiny_finetune.py",
                f"--workdir={workdir}", "--config.tasks.eval_examples=0", "--config.decode.batch_size=8",
                "--config.train.async_checkpoints=False"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    from miniend_jax.jsonl import read_jsonl
+    log = open(tmp_path / "log.txt", "w+")  # files, not pipes: an unread pipe could fill and block the run
+    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 300
-    # Step 20's losses are logged just before its evaluation starts (train.eval_every=20).
+    # Step 20's losses are logged just before its evaluation starts (train.eval_every=20); a line being
+    # written is skipped by read_jsonl.
     while time.time() < deadline and process.poll() is None and not (
-            metrics.exists() and any(json.loads(l).get("step") == 20 for l in metrics.read_text().splitlines())):
+            metrics.exists() and any(r.get("step") == 20 for r in read_jsonl(str(metrics)))):
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=300)
+    process.wait(timeout=300)
+    log.close()
+    stdout = stderr = (tmp_path / "log.txt").read_text()
     assert process.returncode == 0, stderr[-3000:]
     stopped = [l for l in stdout.splitlines() if l.startswith("stopped by signal SIGTERM during the evaluation")]
     assert stopped and "at step 20 (after " in stopped[0], stdout[-2000:]
@@ -238,7 +243,7 @@ def test_sigterm_during_an_evaluation_stops_it_and_the_resume_runs_it_again(tmp_
     assert json.loads((workdir / "best.json").read_text())["step"] in (20, 40)
 
 
-def test_evaluation_says_how_many_inputs_it_cuts(capsys):
+def test_evaluation_says_how_many_inputs_it_cuts(capsys, monkeypatch):
     """seqio cuts inputs to tasks.inputs_length silently; the evaluator counts them (reference: the lengths
     seqio's own pipeline gives without a cut) and says so once."""
     from miniend_jax import build, inputs, parallel
@@ -246,7 +251,7 @@ def test_evaluation_says_how_many_inputs_it_cuts(capsys):
     from miniend_jax.models.t5 import T5
     import seqio
     config = _config()
-    os.chdir(ROOT)
+    monkeypatch.chdir(ROOT)
     inputs.register_tasks(config)
     task = seqio.get_mixture_or_task("glue_sst2")
     whole = [len(x["inputs"]) for x in task.get_dataset({"inputs": 100_000, "targets": 8}, split="validation",

@@ -111,7 +111,7 @@ def test_infer_with_beams_follows_t5x_by_default(hf_model, tmp_path):
 
     import seqio
 
-    from tests.evaluation.test_decoding import _next_log_probs64, _t5x_reference
+    from tests.evaluation.test_decoding import _next_log_probs64, _t5x_reference, hypothesis_score
     model, directory = hf_model
     (tmp_path / "inputs.txt").write_text("\n".join(LINES) + "\n")
     config = _config(directory, **{"infer.input": str(tmp_path / "inputs.txt"), "decode.num_beams": 3})
@@ -129,8 +129,7 @@ def test_infer_with_beams_follows_t5x_by_default(hf_model, tmp_path):
         score, tokens = _t5x_reference(lambda prefixes: _next_log_probs64(model64, ids, prefixes), 3, 6, 0.6)
         tokens = list(tokens)
         assert row["prediction"] == vocab.decode(tokens[: tokens.index(1)] if 1 in tokens else tokens)
-        # float32 sums of <= 6 log-softmax values against float64: a few 1e-6 relative
-        np.testing.assert_allclose(row["score"], score, rtol=1e-5, atol=1e-5)
+        assert_close_to_float64(row["score"], score, hypothesis_score(model, ids, tokens, 0.6, "t5", 6))
 
 
 def test_infer_on_a_task_split_keeps_task_and_target(hf_model, tmp_path):

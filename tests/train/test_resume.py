@@ -206,10 +206,6 @@ def test_a_changed_teacher_or_vocabulary_is_refused_whatever_the_input_policy(tm
     meta = {"step": 10, "train_steps": config.train.steps, "inputs": {"models": resume.models_record(config)}}
     assert resume.check_resume(config, str(tmp_path), meta, {"models": resume.models_record(config)})
     with open(teacher / "model.safetensors", "r+b") as f:
-        f.seek(150_000)
-        f.write(b"\x01")  # the middle of a file of the same size: not seen (the fingerprint is head and tail)
-    assert resume.check_resume(config, str(tmp_path), meta, {"models": resume.models_record(config)})
-    with open(teacher / "model.safetensors", "r+b") as f:
         f.seek(299_999)
         f.write(b"\x01")
     with pytest.raises(ConfigError, match=r"the teacher changed since .*replaced: .*model.safetensors"):

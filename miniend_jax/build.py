@@ -7,10 +7,9 @@ Nothing here trains or writes. Weights are read only by `load_model` / `load_tea
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from miniend_jax import files
 from miniend_jax.errors import CheckpointError, ConfigError, check
 
 MODEL_SOURCES = ("hf", "miniend", "preset")
@@ -202,8 +201,8 @@ def decode_settings(config):
     settings = config.decode.to_dict()
     if settings["length_penalty_rule"] == "auto":
         settings["length_penalty_rule"] = "t5"
-        path = os.path.join(config.model.path, "generation_config.json") if config.model.source == "hf" else ""
-        if path and os.path.isfile(path):
+        path = files.join(config.model.path, "generation_config.json") if config.model.source == "hf" else ""
+        if path and files.isfile(path):
             from miniend_jax.jsonl import read_json_object
             try:
                 generation = read_json_object(path)

@@ -10,8 +10,8 @@ also run first. Every error is a `ConfigError` naming the field, the value and t
 from __future__ import annotations
 
 import json
-import os
 
+from miniend_jax import files
 from miniend_jax.errors import ConfigError, check
 
 MODES = ("distill", "pretrain", "finetune", "evaluate", "infer", "export", "plan")
@@ -88,7 +88,7 @@ def validate_model_section(section, role: str, paths_here: bool = True) -> None:
     from miniend_jax.models.presets import get_preset
     check_model_source(section, role)
     if section.source in ("hf", "miniend"):
-        check(bool(section.path) and (os.path.isdir(section.path) or not paths_here), f"{role}.path", section.path,
+        check(bool(section.path) and (files.isdir(section.path) or not paths_here), f"{role}.path", section.path,
               "point it at an existing directory (a HF checkpoint or a miniend_jax workdir).")
     else:
         get_preset(section.preset)
@@ -119,13 +119,13 @@ def _validate_pretraining(config, paths_here: bool = True) -> None:
     if d.source == "files":  # the held-out files leave at least one for training
         from tasks.pretraining import resolve_files, split_files
         try:
-            files = resolve_files(d.files)
+            corpus = resolve_files(d.files)
         except ConfigError:
             if paths_here:
                 raise
-            files = []  # a plan made before the corpus is on this machine
-        if files:
-            split_files(files, d.validation_files)
+            corpus = []  # a plan made before the corpus is on this machine
+        if corpus:
+            split_files(corpus, d.validation_files)
     check(d.format in ("auto", "text", "jsonl", "wikiextractor"), "data.format", d.format,
           "use 'auto', 'text', 'jsonl' or 'wikiextractor'.")
     _check_on_bad_input(d)
@@ -156,7 +156,7 @@ def _validate_training(config, paths_here: bool = True) -> None:
     """Every mode that trains: the vocabulary, the loop's counts and the optimizer."""
     from miniend_jax.train.state import make_optimizer
     tr = config.train
-    if paths_here or os.path.exists(config.data.vocab):
+    if paths_here or files.exists(config.data.vocab):
         check_vocab_file(config.data.vocab)
     from miniend_jax.train.resume import INPUT_CHANGE_POLICIES
     check(config.data.on_input_change in INPUT_CHANGE_POLICIES, "data.on_input_change", config.data.on_input_change,
@@ -177,7 +177,7 @@ def _validate_downstream(config, paths_here: bool = True) -> None:
     validate_model_section(m, "model", paths_here)
     check(isinstance(m.dropout_rate, float) and 0.0 <= m.dropout_rate < 1.0, "model.dropout_rate", m.dropout_rate,
           "use a value in [0, 1); T5 finetunes with 0.1.")
-    if paths_here or os.path.exists(config.data.vocab):
+    if paths_here or files.exists(config.data.vocab):
         check_vocab_file(config.data.vocab)
     check(bool(eval_task_names(config)), "tasks.eval", t.eval, "name at least one Task, e.g. 'glue_sst2'.")
     if config.mode == "finetune":
@@ -187,7 +187,7 @@ def _validate_downstream(config, paths_here: bool = True) -> None:
     check(isinstance(t.eval_examples, int) and t.eval_examples >= 0, "tasks.eval_examples", t.eval_examples,
           "use 0 (the whole split) or a positive number of examples.")
     for directory in classification_dirs(config) if paths_here else ():
-        check(os.path.isfile(os.path.join(directory, "train.tsv")), "tasks.classification_dirs", directory,
+        check(files.isfile(files.join(directory, "train.tsv")), "tasks.classification_dirs", directory,
               "each directory needs train.tsv and dev.tsv of `text<TAB>label` lines.")
     from tasks.pretraining import check_downstream_source
     for field in ("glue_source", "summarization_source"):
@@ -210,7 +210,7 @@ def _validate_infer(config) -> None:
     check(bool(i.input), "infer.input", i.input,
           "give a file of inputs (.jsonl or one per line) or a registered Task name, e.g. 'glue_sst2'.")
     if is_file_input(i.input):
-        check(os.path.isfile(i.input), "infer.input", i.input,
+        check(files.isfile(i.input), "infer.input", i.input,
               "no such file; give a .jsonl or text file of inputs, or a registered Task name.")
     check(isinstance(i.field, str) and bool(i.field), "infer.field", i.field, "name the jsonl field of the input text.")
     check(isinstance(i.examples, int) and i.examples >= 0, "infer.examples", i.examples,
@@ -257,10 +257,10 @@ def check_vocab_file(path: str, fix: str = "") -> None:
       ConfigError: the file is missing or is not a SentencePiece model; `fix` is appended to the remedy.
     """
     tail = f", {fix}" if fix else "."
-    check(os.path.isfile(path), "data.vocab", path, f"point it at a SentencePiece model file{tail}")
+    check(files.isfile(path), "data.vocab", path, f"point it at a SentencePiece model file{tail}")
     import sentencepiece
     try:
-        sentencepiece.SentencePieceProcessor(model_file=path)
+        sentencepiece.SentencePieceProcessor(model_file=files.local_copy(path))
     except (OSError, RuntimeError) as error:
         raise ConfigError(f"data.vocab={path!r} is not a SentencePiece model ({str(error)[:120]}); point it at "
                           f"a spiece.model file (e.g. ../shared/data/t5_spiece/spiece.model){tail}") from None
@@ -331,7 +331,7 @@ def check_models(config, shape, models) -> None:
     student, teacher = models.student_config, models.teacher_config
     role = "model" if config.mode == "finetune" else "student"
     models.spec.check_models(teacher, student)
-    if os.path.isfile(config.data.vocab):
+    if files.isfile(config.data.vocab):
         check_vocab(config, [(role, student), ("teacher", teacher)])
     check_models_divide(config, shape, [(role, student), ("teacher", teacher)])
     if config.mode == "distill" and config.student.init == "teacher_layers":
@@ -363,9 +363,9 @@ def check_workdir(config, workdir: str) -> None:
     Raises:
       ConfigError: naming the first differing field and the fix; a config.json that cannot be read.
     """
-    path = os.path.join(workdir, "config.json")
+    path = files.join(workdir, "config.json")
     resolved = json.loads(config.to_json_best_effort())
-    if os.path.exists(path) and not config.get("overwrite_config", False):
+    if files.exists(path) and not config.get("overwrite_config", False):
         from miniend_jax.jsonl import read_json_object
         try:
             previous = read_json_object(path)
@@ -398,11 +398,8 @@ def write_resolved_config(config, workdir: str) -> None:
       ConfigError: from `check_workdir`.
     """
     check_workdir(config, workdir)
-    path = os.path.join(workdir, "config.json")
     resolved = json.loads(config.to_json_best_effort())
-    os.makedirs(workdir, exist_ok=True)
+    files.makedirs(workdir)
     import jax
-    if jax.process_index() == 0:
-        with open(path + ".tmp", "w") as f:
-            json.dump(resolved, f, indent=2, sort_keys=True)
-        os.replace(path + ".tmp", path)
+    if jax.process_index() == 0:  # whole or not at all (files.write_text)
+        files.write_json(files.join(workdir, "config.json"), resolved, indent=2, sort_keys=True)

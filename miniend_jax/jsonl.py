@@ -4,7 +4,8 @@ killed mid-line, and single JSON objects (a workdir's `config.json`, a HF `gener
 from __future__ import annotations
 
 import json
-import os
+
+from miniend_jax import files
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -15,26 +16,20 @@ def read_jsonl(path: str) -> list[dict]:
       OSError: the file cannot be read.
     """
     rows = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
+    for line in files.read_bytes(path).decode("utf-8", errors="replace").split("\n"):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 
 def append_jsonl(path: str, row: dict) -> None:
     """Appends `row` as one line, first ending a line a killed writer left unfinished."""
-    unfinished = False
-    if os.path.exists(path) and os.path.getsize(path):
-        with open(path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            unfinished = f.read(1) != b"\n"
-    with open(path, "a") as f:
-        f.write(("\n" if unfinished else "") + json.dumps(row) + "\n")
+    last = files.last_byte(path)
+    files.append_text(path, ("\n" if last not in (b"", b"\n") else "") + json.dumps(row) + "\n")
 
 
 def read_json_object(path: str) -> dict:
@@ -45,8 +40,7 @@ def read_json_object(path: str) -> dict:
       ValueError: it is not UTF-8, not JSON, or not an object (the message says which).
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
+        value = json.loads(files.read_text(path))
     except UnicodeDecodeError as error:
         raise ValueError(f"not UTF-8 ({error.reason} at byte {error.start})") from None
     if not isinstance(value, dict):

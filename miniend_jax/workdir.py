@@ -4,8 +4,8 @@ The lock is `fcntl.flock` on `<workdir>/lock`, taken by process 0 (a multi-host 
 process learns whether it got it). The kernel drops it when the process ends in any way, so a job killed
 by a preemption (SIGKILL included) never blocks the resume that follows; the file, which names the holder
 (host, pid, start time, command), is removed when the holder exits normally. A second launch on a held
-workdir is refused before it reads weights or data, naming the holder. On a filesystem without `flock`
-the run goes on unlocked, with a warning.
+workdir is refused before it reads weights or data, naming the holder. On a filesystem without `flock`,
+and on object storage (`gs://`), the run goes on unlocked, with a warning.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 
+from miniend_jax import files
 from miniend_jax.errors import ConfigError
 
 LOCK_FILE = "lock"
@@ -77,6 +78,12 @@ def workdir_lock(workdir: str):
       ConfigError: another run holds the lock (on every process of a multi-host job).
     """
     import jax
+    if files.is_cloud(workdir):
+        if jax.process_index() == 0:
+            print(f"warning: {workdir} is on object storage, which has no file locks: a second run started on "
+                  "this workdir would not be refused", flush=True)
+        yield
+        return
     workdir = os.path.abspath(workdir)
     created = not os.path.exists(workdir)
     fd, refusal = None, ""

@@ -16,6 +16,7 @@ from tasks.runtime import tf  # noqa: I001 - before seqio: TensorFlow on the hos
 
 import seqio
 
+from miniend_jax import files
 from miniend_jax.errors import ConfigError
 from miniend_jax.evaluation import metrics
 from tasks import registry, task_files
@@ -32,8 +33,8 @@ def read_split(directory: str, split: str, on_bad_input: str = "skip") -> list[t
     Raises:
       ConfigError: a missing file, a damaged line under on_bad_input="error", or no row left.
     """
-    path = os.path.join(directory, SPLIT_FILES[split])
-    if not os.path.isfile(path):
+    path = files.join(directory, SPLIT_FILES[split])
+    if not files.isfile(path):
         raise ConfigError(f"classification data {directory!r} has no {SPLIT_FILES[split]} for split {split!r}; "
                           "write `text<TAB>label` lines there.")
     return list(_read_rows(*task_files.file_version(path), split, on_bad_input))
@@ -90,7 +91,7 @@ def task_name(directory: str) -> str:
 
 def labels_of(directory: str, on_bad_input: str = "skip") -> tuple[str, ...]:
     """The sorted label set of every split present in `directory` (rows read as `read_split` does)."""
-    splits = [s for s, f in SPLIT_FILES.items() if os.path.isfile(os.path.join(directory, f))]
+    splits = [s for s, f in SPLIT_FILES.items() if files.isfile(files.join(directory, f))]
     return tuple(sorted({label for split in splits for _, label in read_split(directory, split, on_bad_input)}))
 
 
@@ -103,7 +104,7 @@ def register(directory: str, spiece_model: str, *, extra_ids: int = 100, on_bad_
     """
     name = task_name(directory)
     labels = labels_of(directory, on_bad_input)
-    splits = [s for s, f in SPLIT_FILES.items() if os.path.isfile(os.path.join(directory, f))]
+    splits = [s for s, f in SPLIT_FILES.items() if files.isfile(files.join(directory, f))]
 
     def dataset_fn(split, shuffle_files, seed=None):
         del shuffle_files, seed
@@ -111,8 +112,8 @@ def register(directory: str, spiece_model: str, *, extra_ids: int = 100, on_bad_
         return tf.data.Dataset.from_tensor_slices({"text": [t for t, _ in rows], "label": [l for _, l in rows]})
 
     registry.add_task(
-        name, [registry.vocabulary_key(spiece_model, extra_ids), os.path.abspath(directory), labels, splits,
-               on_bad_input, [task_files.file_version(os.path.join(directory, SPLIT_FILES[s])) for s in splits]],
+        name, [registry.vocabulary_key(spiece_model, extra_ids), files.absolute(directory), labels, splits,
+               on_bad_input, [task_files.file_version(files.join(directory, SPLIT_FILES[s])) for s in splits]],
         source=seqio.FunctionDataSource(dataset_fn, splits=splits),
         preprocessors=[seqio.map_over_dataset(functools.partial(_format, name=name[4:])),
                        seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],

@@ -35,7 +35,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 from typing import Callable
 
 import numpy as np
@@ -43,6 +42,7 @@ from tasks.runtime import tf  # noqa: I001 - before seqio: TensorFlow on the hos
 
 import seqio
 
+from miniend_jax import files
 from miniend_jax.errors import ConfigError
 from miniend_jax.evaluation import metrics
 from tasks import registry, task_files
@@ -125,14 +125,14 @@ def split_file(directory: str, task: GlueTask, split: str) -> str:
     """The local file of `split`, or a `ConfigError` naming what is missing."""
     if split not in task.splits:
         raise ConfigError(f"GLUE {task.name} has no split {split!r}; use one of {', '.join(task.splits)}.")
-    candidates = [os.path.join(folder, stem + extension) for folder in _as_tuple(task.directory)
+    candidates = [files.join(folder, stem + extension) for folder in _as_tuple(task.directory)
                   for stem in _as_tuple(task.splits[split]) for extension in (".tsv", ".jsonl")]
     for candidate in candidates:
-        if os.path.isfile(os.path.join(directory, candidate)):
-            return os.path.join(directory, candidate)
-    files = " or ".join(stem + extension for stem in _as_tuple(task.splits[split]) for extension in (".tsv", ".jsonl"))
-    folders = " or ".join(os.path.join(directory, folder) for folder in _as_tuple(task.directory))
-    raise ConfigError(f"GLUE {task.name} split {split!r}: no {files} in {folders}; point the GLUE data directory "
+        if files.isfile(files.join(directory, candidate)):
+            return files.join(directory, candidate)
+    names = " or ".join(stem + extension for stem in _as_tuple(task.splits[split]) for extension in (".tsv", ".jsonl"))
+    folders = " or ".join(files.join(directory, folder) for folder in _as_tuple(task.directory))
+    raise ConfigError(f"GLUE {task.name} split {split!r}: no {names} in {folders}; point the GLUE data directory "
                       "at the GLUE download layout, or use the TFDS source.")
 
 
@@ -347,7 +347,7 @@ def register(spiece_model: str, *, source: str = "local", data_dir: str = "../sh
     check_downstream_source(source, "tasks.glue_source")
     features = text_to_text_features(spiece_model, extra_ids)
     definition = [registry.vocabulary_key(spiece_model, extra_ids), source,
-                  os.path.abspath(data_dir) if source == "local" else tfds_data_dir, on_bad_input]
+                  files.absolute(data_dir) if source == "local" else tfds_data_dir, on_bad_input]
     names = []
     for task in TASKS.values():
         name = f"{prefix}_{task.name}"

@@ -13,9 +13,9 @@ per file (`file_formats`), so one glob may mix formats; the pre-flight scan (`sc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-import glob
 import hashlib
 import json
 import os
@@ -25,6 +25,7 @@ from tasks.runtime import tf  # noqa: I001 - before seqio: TensorFlow on the hos
 
 import seqio
 
+from miniend_jax import files as storage
 from miniend_jax.errors import ConfigError
 from tasks import registry, task_files
 from tasks.lengths import task_feature_lengths  # noqa: F401 - part of this module's interface
@@ -40,7 +41,7 @@ def resolve_files(patterns: str | Sequence[str]) -> list[str]:
     """Sorted files matching one or more glob patterns (comma-separated in a string)."""
     if isinstance(patterns, str):
         patterns = [p for p in patterns.split(",") if p.strip()]
-    files = sorted({f for p in patterns for f in glob.glob(os.path.expanduser(p.strip())) if os.path.isfile(f)})
+    files = sorted({f for p in patterns for f in storage.glob(p.strip())})
     if not files:
         raise ConfigError(f"data.files={','.join(patterns)!r} matches no file; point it at a corpus "
                           "(e.g. ../shared/data/enwiki_2015_extract/AA/wiki_*.gz).")
@@ -52,10 +53,31 @@ def detect_format(path: str) -> str:
     name = path[:-3] if path.endswith(".gz") else path
     if name.endswith((".jsonl", ".json")):
         return "jsonl"
-    import gzip
-    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+    with open_binary(path) as f:
         head = f.read(64).decode("utf-8", errors="replace")
     return "wikiextractor" if head.lstrip().startswith("<doc") else "text"
+
+
+@contextlib.contextmanager
+def open_binary(path: str):
+    """The bytes of a corpus file, local or cloud (`miniend_jax.files`), gunzipped where it ends in `.gz`."""
+    import gzip
+    with storage.open_file(path, "rb") as raw:
+        if path.endswith(".gz"):
+            with gzip.GzipFile(fileobj=raw) as f:
+                yield f
+        else:
+            yield raw
+
+
+def file_lines(path: str) -> list[bytes]:
+    """The lines of a corpus file as TextLineDataset reads them (without "\n" or "\r\n")."""
+    with open_binary(path) as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    if data.endswith(b"\n") or not data:
+        lines.pop()
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines]
 
 
 def file_formats(files: Sequence[str], file_format: str = "auto") -> dict[str, str]:
@@ -134,7 +156,6 @@ def scan_files(files: Sequence[str], *, max_line_chars: int, on_bad_input: str =
     Raises:
       ConfigError: a bad file or line under `on_bad_input="error"`, or an unknown policy or format.
     """
-    import gzip
     import zlib
     if on_bad_input not in BAD_INPUT_POLICIES:
         raise ConfigError(f"data.on_bad_input={on_bad_input!r}: use 'skip' or 'error'.")
@@ -149,8 +170,7 @@ def scan_files(files: Sequence[str], *, max_line_chars: int, on_bad_input: str =
     for path in files:
         try:
             fmt = file_formats([path], file_format)[path]
-            opener = gzip.open if path.endswith(".gz") else open
-            with opener(path, "rb") as f:
+            with open_binary(path) as f:
                 for number, raw in enumerate(f, 1):
                     report.lines += 1
                     # As TextLineDataset reads it: without "\n" or "\r\n".
@@ -184,9 +204,16 @@ def scan_files(files: Sequence[str], *, max_line_chars: int, on_bad_input: str =
     return report
 
 
-def make_reader(formats: str | Mapping[str, str], text_field: str = "text", max_line_chars: int = 1_000_000):
+def make_reader(formats: str | Mapping[str, str], text_field: str = "text", max_line_chars: int = 1_000_000,
+                cloud: bool = False):
     """`read_file_fn(path) -> tf.data.Dataset` of {"text": scalar tf.string}, one paragraph (or jsonl
     record) each.
+
+    Local files are streamed by `tf.data.TextLineDataset`. With `cloud` (files on object storage) each
+    file is read whole through `miniend_jax.files` (`file_lines`, one file per interleave slot in memory)
+    and sliced: TensorFlow's own GCS client cannot be pointed at another endpoint, and this reader keeps
+    one storage layer for the whole run. The position stays checkpointable: a restored iterator reads
+    the file again and continues at the saved line.
 
     `formats`: one format for every file, or a mapping path -> format (from `file_formats`) for a corpus
     that mixes them; a path the mapping lacks is read as plain text. Lines that are not valid UTF-8 or
@@ -211,8 +238,14 @@ def make_reader(formats: str | Mapping[str, str], text_field: str = "text", max_
     def read(path):
         code = code_of(path)
         is_jsonl, is_wiki = tf.equal(code, _FORMAT_CODES["jsonl"]), tf.equal(code, _FORMAT_CODES["wikiextractor"])
-        compression = tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
-        lines = tf.data.TextLineDataset(path, compression_type=compression).filter(valid)
+        if cloud:
+            import numpy as np
+            whole = tf.py_function(lambda p: np.array(file_lines(p.numpy().decode("utf-8")), dtype=object),
+                                   [path], tf.string)
+            lines = tf.data.Dataset.from_tensor_slices(tf.ensure_shape(whole, [None])).filter(valid)
+        else:
+            compression = tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
+            lines = tf.data.TextLineDataset(path, compression_type=compression).filter(valid)
         lines = lines.filter(lambda l: tf.logical_not(tf.logical_and(is_wiki, tf.strings.regex_full_match(l, _DOC_TAG))))
         lines = lines.map(lambda l: tf.cond(is_jsonl, lambda: _parse_json_text(l, text_field), lambda: l))
         lines = lines.map(tf.strings.strip).filter(lambda l: tf.strings.length(l) > 0)
@@ -238,10 +271,11 @@ def vocabulary(spiece_model: str, extra_ids: int = 100) -> seqio.SentencePieceVo
     Raises:
       ConfigError: the file does not exist.
     """
-    if not os.path.isfile(spiece_model):
+    if not storage.isfile(spiece_model):
         raise ConfigError(f"data.vocab={spiece_model!r} does not exist; point it at a SentencePiece model "
                           "(e.g. ../shared/data/t5_spiece/spiece.model).")
-    return seqio.SentencePieceVocabulary(spiece_model, extra_ids=extra_ids)
+    # seqio reads it with tf.io.gfile: a cloud file is given as its local copy.
+    return seqio.SentencePieceVocabulary(storage.local_copy(spiece_model), extra_ids=extra_ids)
 
 
 def text_to_text_features(spiece_model: str, extra_ids: int = 100) -> dict[str, seqio.Feature]:
@@ -295,7 +329,9 @@ def register_local_span_corruption(files: str | Sequence[str], spiece_model: str
     name = name or "span_corruption_" + hashlib.sha1(key.encode()).hexdigest()[:12]
     registry.add_task(
         name, [key, registry.vocabulary_key(spiece_model, extra_ids)],
-        source=seqio.FileDataSource(make_reader(formats, text_field, max_line_chars), split_to_filepattern=splits),
+        source=seqio.FileDataSource(make_reader(formats, text_field, max_line_chars,
+                                                cloud=any(storage.is_cloud(p) for p in paths)),
+                                    split_to_filepattern=splits),
         preprocessors=_preprocessors(noise_density, mean_noise_span_length),
         output_features=_output_features(vocabulary(spiece_model, extra_ids)),
         metric_fns=[])

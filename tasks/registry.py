@@ -19,6 +19,8 @@ from tasks import runtime  # noqa: F401,I001 - before seqio: TensorFlow on the h
 
 import seqio
 
+from miniend_jax import files
+
 _TASKS: dict[str, str] = {}      # Task name -> its definition, as registered here
 _MIXTURES: dict[str, str] = {}   # Mixture name -> its definition
 
@@ -26,6 +28,9 @@ _MIXTURES: dict[str, str] = {}   # Mixture name -> its definition
 def vocabulary_key(spiece_model: str, extra_ids: int) -> list:
     """What identifies a SentencePiece vocabulary: its absolute path, size and modification time (a model
     retrained in place is another vocabulary) and the number of extra ids."""
+    if files.is_cloud(spiece_model):
+        known = files.exists(spiece_model)
+        return [spiece_model, files.version(spiece_model) if known else None, None, extra_ids]
     path = os.path.abspath(spiece_model)
     stat = os.stat(path) if os.path.exists(path) else None
     return [path, stat.st_size if stat else None, stat.st_mtime_ns if stat else None, extra_ids]

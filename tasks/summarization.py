@@ -23,13 +23,13 @@ import csv
 import dataclasses
 import functools
 import json
-import os
 
 import numpy as np
 from tasks.runtime import tf  # noqa: I001 - before seqio: TensorFlow on the host, quiet
 
 import seqio
 
+from miniend_jax import files
 from miniend_jax.errors import ConfigError
 from miniend_jax.evaluation import metrics
 from tasks import registry, task_files
@@ -89,8 +89,8 @@ def read_split(data_dir: str, task: SummarizationTask, split: str, on_bad_input:
         raise ConfigError(f"{task.name} has no local split {split!r} (local splits: {', '.join(task.local)}); "
                           "use one of those, or the TFDS source.")
     spec = task.local[split]
-    path = os.path.join(data_dir, task.local_dir, spec.file)
-    if not os.path.isfile(path):
+    path = files.join(data_dir, task.local_dir, spec.file)
+    if not files.isfile(path):
         raise ConfigError(f"{task.name} split {split!r} needs {path}; point the summarization data directory "
                           "at a folder with that layout (e.g. ../shared/data), or use the TFDS source.")
     return list(_read_rows(*task_files.file_version(path), task.name, split, on_bad_input))
@@ -173,7 +173,7 @@ def _read_rows(path: str, size: int, mtime_ns: int, name: str, split: str, on_ba
 
 
 def _local_source(data_dir: str, task: SummarizationTask, on_bad_input: str = "skip") -> seqio.DataSource:
-    splits = [s for s in task.local if os.path.isfile(os.path.join(data_dir, task.local_dir, task.local[s].file))]
+    splits = [s for s in task.local if files.isfile(files.join(data_dir, task.local_dir, task.local[s].file))]
     counts = {s: len(read_split(data_dir, task, s, on_bad_input)) for s in splits}
 
     def dataset_fn(split, shuffle_files, seed=None):
@@ -216,7 +216,7 @@ def register(spiece_model: str, *, source: str = "local", data_dir: str = "../sh
         names.append(name)
         registry.add_task(
             name, [registry.vocabulary_key(spiece_model, extra_ids), source,
-                   os.path.abspath(data_dir) if source == "local" else tfds_data_dir, name, on_bad_input],
+                   files.absolute(data_dir) if source == "local" else tfds_data_dir, name, on_bad_input],
             source=data,
             preprocessors=[seqio.map_over_dataset(functools.partial(summarize, document=keys[0], summary=keys[1])),
                            seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],

@@ -29,9 +29,11 @@ def check_policy(on_bad_input: str) -> None:
 
 
 def file_version(path: str) -> tuple[str, int, int]:
-    """(absolute path, size in bytes, modification time in ns): a file rewritten in place is read again."""
-    stat = os.stat(path)
-    return os.path.abspath(path), stat.st_size, stat.st_mtime_ns
+    """(absolute path, size in bytes, modification time in ns or object generation): a rewritten file is
+    read again."""
+    from miniend_jax import files
+    version = files.version(path)
+    return files.absolute(path), version["size"], version["version"]
 
 
 def read_lines(path: str, keep_ends: bool = False) -> list[tuple[int, str, str | None]]:
@@ -40,8 +42,8 @@ def read_lines(path: str, keep_ends: bool = False) -> list[tuple[int, str, str |
     mark is dropped, and a line that is not valid UTF-8 is decoded with U+FFFD and carries its problem ("is
     not valid UTF-8 (byte 7)"). A last empty line (after the final newline) is not listed.
     """
-    with open(path, "rb") as f:
-        data = f.read()
+    from miniend_jax import files
+    data = files.read_bytes(path)
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
     raw_lines = data.split(b"\n")

@@ -26,6 +26,7 @@ import ml_dtypes
 import numpy as np
 from flax import traverse_util
 
+from miniend_jax import files
 from miniend_jax.errors import CheckpointError, ConfigError
 from miniend_jax.models.config import T5Config
 
@@ -333,16 +334,15 @@ def _read_torch_bin(path: str) -> dict[str, np.ndarray]:
 def _read_index(path: str) -> list[str]:
     """The shard files a sharded-checkpoint index names (each checked to exist)."""
     try:
-        with open(path) as f:
-            weight_map = json.load(f).get("weight_map")
+        weight_map = json.loads(files.read_text(path)).get("weight_map")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
         raise CheckpointError(f"{path} is not a valid sharded-checkpoint index ({error}); download it again "
                               "or re-save the model with save_pretrained.") from None
     if not weight_map or not isinstance(weight_map, dict):
         raise CheckpointError(f"{path} has no weight_map; it is not a sharded-checkpoint index.")
     shards = sorted(set(weight_map.values()))
-    directory = os.path.dirname(path)
-    missing = [shard for shard in shards if not os.path.isfile(os.path.join(directory, shard))]
+    directory = files.parent(path)
+    missing = [shard for shard in shards if not files.isfile(files.join(directory, shard))]
     if missing:
         raise CheckpointError(f"{path} names {len(shards)} shard file(s) but {', '.join(missing)} "
                               f"{'is' if len(missing) == 1 else 'are'} missing from {directory}; download "
@@ -352,9 +352,9 @@ def _read_index(path: str) -> list[str]:
 
 def _read_file(reader, path: str) -> dict[str, np.ndarray]:
     """`reader(path)`, with any failure to read the file (truncated, corrupt, unreadable) as a
-    `CheckpointError` naming the file."""
+    `CheckpointError` naming the file. A cloud file is read from its local copy (`files.local_copy`)."""
     try:
-        return reader(path)
+        return reader(files.local_copy(path))
     except CheckpointError:
         raise
     except Exception as error:  # noqa: BLE001 - safetensors, zipfile and pickle each raise their own types
@@ -370,7 +370,7 @@ def read_weights(directory: str) -> dict[str, np.ndarray]:
       CheckpointError: no weight file, a shard the index names is missing, or a file cannot be read.
     """
     def here(name):
-        return os.path.join(directory, name)
+        return files.join(directory, name)
 
     def read_all(reader, index):
         tensors = {}
@@ -378,13 +378,13 @@ def read_weights(directory: str) -> dict[str, np.ndarray]:
             tensors.update(_read_file(reader, here(shard)))
         return tensors
 
-    if os.path.exists(here(SAFETENSORS_NAME)):
+    if files.exists(here(SAFETENSORS_NAME)):
         return _read_file(_read_safetensors, here(SAFETENSORS_NAME))
-    if os.path.exists(here(SAFETENSORS_INDEX)):
+    if files.exists(here(SAFETENSORS_INDEX)):
         return read_all(_read_safetensors, SAFETENSORS_INDEX)
-    if os.path.exists(here(TORCH_BIN_NAME)):
+    if files.exists(here(TORCH_BIN_NAME)):
         return _read_file(_read_torch_bin, here(TORCH_BIN_NAME))
-    if os.path.exists(here(TORCH_BIN_INDEX)):
+    if files.exists(here(TORCH_BIN_INDEX)):
         return read_all(_read_torch_bin, TORCH_BIN_INDEX)
     raise CheckpointError(
         f"no weights in {directory}: expected {SAFETENSORS_NAME}, {SAFETENSORS_INDEX}, {TORCH_BIN_NAME} "
@@ -397,18 +397,17 @@ def read_config(directory: str) -> dict:
     Raises:
       CheckpointError: no such directory, no `config.json`, or it is not a JSON object.
     """
-    if not os.path.isdir(directory):
+    if not files.isdir(directory):
         raise CheckpointError(f"checkpoint directory {directory} does not exist; fix the path.")
-    path = os.path.join(directory, CONFIG_NAME)
-    if not os.path.exists(path):
+    path = files.join(directory, CONFIG_NAME)
+    if not files.exists(path):
         raise CheckpointError(f"{directory} has no {CONFIG_NAME}; a HF checkpoint directory needs one "
                               "beside its weights.")
-    with open(path, "rb") as f:
-        try:
-            config = json.loads(f.read().decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{path} is not valid JSON ({e}); download it again or re-save the model "
-                                  "with save_pretrained.") from None
+    try:
+        config = json.loads(files.read_text(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); download it again or re-save the model "
+                              "with save_pretrained.") from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{path} holds a {type(config).__name__}, not a config object; it is not a HF "
                               "config.json.")
@@ -483,9 +482,12 @@ def save_hf_checkpoint(directory: str, config: T5Config, params: Params, *,
     if any(v.dtype == ml_dtypes.bfloat16 for v in state_dict.values()):
         # safetensors.numpy cannot write bfloat16: export float32, which every loader reads.
         state_dict = {k: v.astype(np.float32) for k, v in state_dict.items()}
-    parent = os.path.dirname(os.path.abspath(directory))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(directory))}.", dir=parent)
+    # Staged beside the target where it is local (so the moves below are renames), else in a local
+    # temporary folder uploaded file by file: config.json last, so a HF loader never finds a half export.
+    parent = None if files.is_cloud(directory) else os.path.dirname(os.path.abspath(directory))
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{directory.rstrip('/').rsplit('/', 1)[-1]}.", dir=parent)
     try:
         if spiece_model is not None:
             from miniend_jax.checkpoints.tokenizer import save_hf_tokenizer
@@ -495,6 +497,9 @@ def save_hf_checkpoint(directory: str, config: T5Config, params: Params, *,
         hf_config["dtype"] = str(next(iter(state_dict.values())).dtype)
         with open(os.path.join(staging, CONFIG_NAME), "w") as f:
             json.dump(hf_config, f, indent=2, sort_keys=True)
+        if parent is None:
+            files.copy_tree(staging, directory, last=CONFIG_NAME)
+            return
         os.makedirs(directory, exist_ok=True)
         for name in sorted(os.listdir(staging), key=lambda n: n == CONFIG_NAME):  # config.json last
             os.replace(os.path.join(staging, name), os.path.join(directory, name))

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
+import tempfile
 import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from miniend_jax import files
 from miniend_jax.errors import CheckpointError, ConfigError
 from miniend_jax.models.config import T5Config
 
@@ -41,11 +42,11 @@ class StateCheckpointer:
     """Saves and restores `TrainState`s of one run directory."""
 
     def __init__(self, workdir: str, *, save_every: int, keep: int, async_save: bool = True):
-        self.workdir = os.path.abspath(workdir)
+        self.workdir = files.absolute(workdir)
         self.save_every = save_every
         self.restored_meta: dict = {}   # the meta of the last `restore`
         self.manager = ocp.CheckpointManager(
-            os.path.join(self.workdir, CHECKPOINT_DIR),
+            files.join(self.workdir, CHECKPOINT_DIR),
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                                  create=True),
             item_names=("params", "opt_state", "meta"))
@@ -69,23 +70,26 @@ class StateCheckpointer:
         return saved
 
     def _input_dir(self, step: int) -> str:
-        return os.path.join(self.workdir, INPUT_STATE_DIR, str(step), f"process_{jax.process_index()}")
+        return files.join(self.workdir, INPUT_STATE_DIR, str(step), f"process_{jax.process_index()}")
 
     def _save_input_state(self, step: int, iterator) -> None:
         import tensorflow as tf
-        directory = self._input_dir(step)
-        tf.train.Checkpoint(iterator=iterator).write(os.path.join(directory, "iterator"))
+        # TensorFlow writes it locally (its own GCS client is not this run's storage layer), then it is
+        # uploaded where the workdir is on object storage.
+        with files.local_dir_for(self._input_dir(step)) as directory:
+            tf.train.Checkpoint(iterator=iterator).write(os.path.join(directory, "iterator"))
 
     def _prune_input_states(self) -> None:
-        root = os.path.join(self.workdir, INPUT_STATE_DIR)
-        if jax.process_index() != 0 or not os.path.isdir(root):
+        root = files.join(self.workdir, INPUT_STATE_DIR)
+        if jax.process_index() != 0:
             return
+        names = files.listdir(root)
         keep = {str(s) for s in self.manager.all_steps()}
-        newest = max((int(n) for n in os.listdir(root) if n.isdigit()), default=None)
-        for name in os.listdir(root):
+        newest = max((int(n) for n in names if n.isdigit()), default=None)
+        for name in names:
             # The newest input state may belong to a save still in flight: never remove it.
             if name.isdigit() and name not in keep and int(name) != newest:
-                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+                files.rmtree(files.join(root, name))
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -104,10 +108,10 @@ class StateCheckpointer:
 
     def set_aside(self, step: int) -> str:
         """Renames an unreadable checkpoint out of the manager's view; returns its new path."""
-        source = os.path.join(self.workdir, CHECKPOINT_DIR, str(step))
+        source = files.join(self.workdir, CHECKPOINT_DIR, str(step))
         target = f"{source}.unreadable-{int(time.time())}"
-        if jax.process_index() == 0 and os.path.exists(source):
-            os.rename(source, target)
+        if jax.process_index() == 0 and files.exists(source):
+            files.move_tree(source, target)
         if jax.process_count() > 1:  # every process sees the rename before it lists the steps again
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices(f"set_aside_{step}")
@@ -116,10 +120,8 @@ class StateCheckpointer:
 
     def saved_process_count(self, step: int) -> int:
         """How many processes wrote the input positions of `step` (0 if none were written)."""
-        directory = os.path.join(self.workdir, INPUT_STATE_DIR, str(step))
-        if not os.path.isdir(directory):
-            return 0
-        return sum(name.startswith("process_") for name in os.listdir(directory))
+        directory = files.join(self.workdir, INPUT_STATE_DIR, str(step))
+        return sum(name.startswith("process_") for name in files.listdir(directory))
 
     def check_model(self, step: int, model_config: T5Config) -> None:
         """Raises `ConfigError` when the checkpoint at `step` holds a model of other shapes or parameter
@@ -164,11 +166,16 @@ class StateCheckpointer:
 
     def _restore_input_state(self, step: int, iterator) -> None:
         import tensorflow as tf
-        path = os.path.join(self._input_dir(step), "iterator")
-        if not tf.io.gfile.glob(path + "*"):
+        path = files.join(self._input_dir(step), "iterator")
+        if not files.glob(path + "*"):
             raise CheckpointError(f"checkpoint step {step} has no input-pipeline state at {path}; the "
                                   "data position cannot be restored.")
-        tf.train.Checkpoint(iterator=iterator).read(path).assert_consumed()
+        with tempfile.TemporaryDirectory(prefix="miniend_input_state.") as tmp:
+            local = self._input_dir(step)
+            if files.is_cloud(local):  # TensorFlow reads it from local disk
+                files.copy_tree(local, tmp)
+                local = tmp
+            tf.train.Checkpoint(iterator=iterator).read(os.path.join(local, "iterator")).assert_consumed()
 
 
 # Fields a resumed run may change: compute and storage dtypes, rematerialisation, dropout.
@@ -204,7 +211,7 @@ def check_resumable(workdir: str, model_config: T5Config) -> dict | None:
     Raises:
       ConfigError: it holds another model (see `check_same_model`).
     """
-    if not os.path.isdir(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)):
+    if not files.isdir(files.join(files.absolute(workdir), CHECKPOINT_DIR)):
         return None
     try:
         meta = read_meta(workdir)
@@ -223,8 +230,8 @@ def _reader(workdir: str) -> ocp.CheckpointManager:
     Raises:
       FileNotFoundError: the directory holds no checkpoint.
     """
-    root = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-    if not os.path.isdir(root):
+    root = files.join(files.absolute(workdir), CHECKPOINT_DIR)
+    if not files.isdir(root):
         raise FileNotFoundError(f"{workdir} holds no checkpoint")
     return ocp.CheckpointManager(root, options=ocp.CheckpointManagerOptions(create=False, read_only=True),
                                  item_names=("params", "opt_state", "meta"))

@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 
+from miniend_jax import files
 from miniend_jax.errors import CheckpointError
 
 DEFAULT_EXTRA_IDS = 100
@@ -29,10 +30,11 @@ SPIECE_NAME = "spiece.model"
 
 
 def _check(spiece_model: str) -> str:
-    if not os.path.isfile(spiece_model):
+    """A local path of `spiece_model` (a cloud file is copied, `files.local_copy`)."""
+    if not files.isfile(spiece_model):
         raise CheckpointError(f"SentencePiece model {spiece_model} does not exist; pass the path of a "
                               "T5 spiece.model (for example ../shared/data/t5_spiece/spiece.model).")
-    return spiece_model
+    return files.local_copy(spiece_model)
 
 
 def sentencepiece_processor(spiece_model: str):
@@ -73,7 +75,7 @@ def hf_tokenizer(spiece_model: str, extra_ids: int = DEFAULT_EXTRA_IDS):
       CheckpointError: `spiece_model` does not exist.
     """
     import transformers
-    _check(spiece_model)
+    spiece_model = _check(spiece_model)
     directory = os.path.dirname(os.path.abspath(spiece_model))
     if os.path.basename(spiece_model) == SPIECE_NAME:
         tokenizer = transformers.T5Tokenizer.from_pretrained(directory, extra_ids=extra_ids)
@@ -107,7 +109,7 @@ def match_sentencepiece(tokenizer, extra_ids: int = DEFAULT_EXTRA_IDS):
 
 
 def save_hf_tokenizer(spiece_model: str, directory: str, extra_ids: int = DEFAULT_EXTRA_IDS) -> None:
-    """Writes the HF tokenizer files and `spiece.model` itself (for seqio users) into `directory`.
+    """Writes the HF tokenizer files and `spiece.model` itself (for seqio users) into local `directory`.
 
     `tokenizer.json` holds the SentencePiece-matching pipeline (`match_sentencepiece`), and
     `tokenizer_config.json` names `PreTrainedTokenizerFast` so that `AutoTokenizer.from_pretrained` loads
@@ -117,6 +119,7 @@ def save_hf_tokenizer(spiece_model: str, directory: str, extra_ids: int = DEFAUL
     Raises:
       CheckpointError: `spiece_model` does not exist.
     """
+    spiece_model = _check(spiece_model)
     hf_tokenizer(spiece_model, extra_ids).save_pretrained(directory)
     config_path = os.path.join(directory, "tokenizer_config.json")
     with open(config_path) as f:

@@ -5,7 +5,6 @@ markdown table, with the GLUE aggregates where GLUE tasks were scored."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Callable, Sequence
 
@@ -13,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from miniend_jax import parallel
+from miniend_jax import files, parallel
 from miniend_jax.errors import EvaluationInterrupted
 from miniend_jax.evaluation import metrics
 from miniend_jax.evaluation.decoding import beam_search, greedy_decode
@@ -86,12 +85,19 @@ class TaskEvaluator:
                  log_dir: str | None = None):
         """`log_dir` (t5x: `<workdir>/inference_eval`): where seqio's loggers write, from process 0, for
         every Task and step `<task>-<step:06>.jsonl` (each example's input, target and prediction),
-        `<task>-metrics.jsonl`, and the scores as TensorBoard summaries under `<task>/`. None: no log."""
+        `<task>-metrics.jsonl`, and the scores as TensorBoard summaries under `<task>/`. None: no log.
+        seqio writes with `tf.io.gfile`, so a `log_dir` on object storage is written locally first and copied
+        there (`miniend_jax.files`) after each evaluation."""
         import seqio
         self.model, self.mesh, self.rules, self.decode = model, mesh, rules, decode
         self.max_length = decode.max_length or targets_length
         lengths = {"inputs": inputs_length, "targets": targets_length}
         log = log_dir is not None and jax.process_index() == 0
+        self._log_copy = None  # (local folder seqio writes, cloud folder it is copied to)
+        if log and files.is_cloud(log_dir):
+            import tempfile
+            self._log_copy = (tempfile.mkdtemp(prefix="miniend_inference_eval."), log_dir)
+            log_dir = self._log_copy[0]
         if log:
             os.makedirs(log_dir, exist_ok=True)  # seqio's loggers write into it, creating nothing
         self.evaluators = [
@@ -133,6 +139,8 @@ class TaskEvaluator:
                                            predict_fn=lambda ds: self._predict(params, ds, should_stop))
             for task, scores in future.result().items():
                 results[task] = {name: float(getattr(value, "value", value)) for name, value in scores.items()}
+        if self._log_copy is not None:
+            files.copy_tree(*self._log_copy)
         return results
 
 
@@ -201,9 +209,8 @@ def write_results(workdir: str, results: dict, *, step: int | None, model: str, 
     summary = aggregates(glue or {})
     payload = {"model": model, "step": step, "results": results, **summary}
     if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-        with open(os.path.join(workdir, "results.md"), "w") as f:
-            f.write(markdown_table(results, summary, title=model if step is None else f"{model} (step {step})"))
+        files.makedirs(workdir)
+        files.write_json(files.join(workdir, "results.json"), payload, indent=2, sort_keys=True)
+        files.write_text(files.join(workdir, "results.md"),
+                         markdown_table(results, summary, title=model if step is None else f"{model} (step {step})"))
     return payload

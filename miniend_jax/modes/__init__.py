@@ -15,10 +15,12 @@
 from __future__ import annotations
 
 import importlib
-import os
 
+from miniend_jax import files
 from miniend_jax.config_checks import validate_config
 from miniend_jax.errors import ConfigError
+
+_OUTPUT_FIELDS = ("infer.output", "export.path", "jax_cache_dir")  # written, not only read
 
 _MODULES = {"distill": "distill", "pretrain": "distill", "finetune": "finetune", "evaluate": "evaluate",
             "infer": "infer", "export": "export", "plan": "plan"}
@@ -37,11 +39,25 @@ def run(config, workdir: str):
     """
     if not workdir:
         raise ConfigError("--workdir is required: the directory for checkpoints, metrics and the config.")
+    check_storage(config, workdir)
     validate_config(config)
     if config.get("jax_cache_dir"):
         import jax
-        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.jax_cache_dir))
+        jax.config.update("jax_compilation_cache_dir", files.absolute(config.jax_cache_dir))
     if config.mode != "plan":  # a plan compiles for simulated devices; every other mode may be multi-host
         from miniend_jax.parallel import initialize_distributed
         initialize_distributed(config)
     return importlib.import_module(f"miniend_jax.modes.{_MODULES[config.mode]}").run(config, workdir)
+
+
+def check_storage(config, workdir: str) -> None:
+    """Every cloud path of the run (the workdir and each `gs://` value of the config) is reachable, in an
+    existing bucket, and writable where the run writes (`files.check_cloud_path`): a run stopped by storage
+    stops here, in seconds, not after the client's retries or a compile.
+
+    Raises:
+      ConfigError: naming the field, the path and the fix.
+    """
+    paths = {"workdir": workdir, **files.cloud_strings(config.to_dict())}
+    for field, path in paths.items():
+        files.check_cloud_path(path, field, write=field == "workdir" or field in _OUTPUT_FIELDS)

@@ -3,9 +3,8 @@ seqio Tasks and scored; `results.json` and a markdown table."""
 
 from __future__ import annotations
 
-import os
 
-from miniend_jax import build, config_checks, inputs
+from miniend_jax import build, config_checks, files, inputs
 from miniend_jax.errors import ConfigError
 from miniend_jax.workdir import workdir_lock
 
@@ -31,7 +30,7 @@ def run(config, workdir: str) -> dict:
     config_checks.check_vocab(config, [("model", model_config)])
     config_checks.check_models_divide(config, shape, [("model", model_config)])
     inputs.check_tasks(config, inputs.register_tasks(config))
-    if os.path.exists(os.path.join(workdir, "best.json")):
+    if files.exists(files.join(workdir, "best.json")):
         raise ConfigError(f"--workdir={workdir} holds a finetuning run (best.json), whose results.json this "
                           "evaluation would replace; write the evaluation to another --workdir (model.path may "
                           "point at this one's best/).")
@@ -53,7 +52,7 @@ def _evaluate(config, workdir: str, shape, model_config) -> dict:
     evaluator = TaskEvaluator(inputs.eval_task_names(config), t.eval_split, T5(model_config), mesh, rules,
                               inputs_length=t.inputs_length, targets_length=t.targets_length,
                               decode=build.decode_settings(config), num_examples=t.eval_examples,
-                              log_dir=os.path.join(workdir, "inference_eval"))
+                              log_dir=files.join(workdir, "inference_eval"))
     results = evaluator.evaluate(params, step=0)  # logged as step 0: the model as loaded
     name = build.model_name(config)
     payload = write_results(workdir, results, step=None, model=name, glue=results_by_glue_task(results))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
-from miniend_jax import build
+from miniend_jax import build, files
 from miniend_jax.errors import ConfigError
 
 
@@ -29,7 +27,7 @@ def run(config, workdir: str) -> str:
         raise ConfigError(f"--workdir={workdir!r} holds no checkpoint to export; train first or fix the "
                           "path.") from None
     model_config, params, meta = build.restore_workdir(workdir)
-    path = config.export.path or os.path.join(workdir, "hf_student")
+    path = config.export.path or files.join(workdir, "hf_student")
     if jax.process_index() == 0:
         save_hf_checkpoint(path, model_config, params, spiece_model=config.data.vocab or None,
                            extra_ids=config.data.extra_ids)

@@ -5,11 +5,10 @@ directory."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 
-from miniend_jax import build, config_checks, inputs
+from miniend_jax import build, config_checks, files, inputs
 from miniend_jax.build import decode_settings, model_name
 from miniend_jax.errors import CheckpointError, ConfigError, EvaluationInterrupted
 from miniend_jax.inputs import best_metric, eval_task_names
@@ -66,11 +65,10 @@ class BestCheckpoint:
         self.task, self.metric = best_metric(config)
         self.evaluator = None
         self.best = None
-        path = os.path.join(workdir, "best.json")
-        if os.path.exists(path):
+        path = files.join(workdir, "best.json")
+        if files.exists(path):
             try:
-                with open(path) as f:
-                    saved = json.load(f)
+                saved = json.loads(files.read_text(path))
                 value = saved["value"]
                 if value is not None and not isinstance(value, (int, float)):
                     raise TypeError(f"value {value!r} is no number")
@@ -94,7 +92,7 @@ class BestCheckpoint:
                                            trainer.rules, inputs_length=t.inputs_length,
                                            targets_length=t.targets_length, decode=decode_settings(self.config),
                                            num_examples=t.eval_examples,
-                                           log_dir=os.path.join(self.workdir, "inference_eval"))
+                                           log_dir=files.join(self.workdir, "inference_eval"))
         should_stop = trainer.stop_requested if trainer else None
         results = self.evaluator.evaluate(params, step, should_stop=should_stop)
         if should_stop is not None and should_stop():  # saving a better model could outlast a preemption's grace
@@ -113,28 +111,26 @@ class BestCheckpoint:
             self.best = value
             host = jax.tree.map(np.asarray, _gather(params))
             if jax.process_index() == 0:
-                vocab = self.config.data.vocab if os.path.isfile(self.config.data.vocab) else None
-                save_hf_checkpoint(os.path.join(self.workdir, "best"), self.model_config, host, spiece_model=vocab,
+                vocab = self.config.data.vocab if files.isfile(self.config.data.vocab) else None
+                best = files.join(self.workdir, "best")
+                save_hf_checkpoint(best, self.model_config, host, spiece_model=vocab,
                                    extra_ids=self.config.data.extra_ids)
-                _keep_generation_config(self.config.model, os.path.join(self.workdir, "best"))
+                _keep_generation_config(self.config.model, best)
                 write_results(self.workdir, results, step=step, model=model_name(self.config),
                               glue=results_by_glue_task(results))
-                path = os.path.join(self.workdir, "best.json")
-                with open(path + ".tmp", "w") as f:  # written whole or not at all: a kill never leaves half
-                    json.dump({"step": step, "task": self.task, "metric": self.metric, "value": value}, f)
-                os.replace(path + ".tmp", path)
-                print(f"best {self.task}/{self.metric} {value:.2f} at step {step}: saved to "
-                      f"{os.path.join(self.workdir, 'best')}", flush=True)
+                # After best/ is complete; written whole or not at all: a kill never leaves half of it.
+                files.write_json(files.join(self.workdir, "best.json"),
+                                 {"step": step, "task": self.task, "metric": self.metric, "value": value})
+                print(f"best {self.task}/{self.metric} {value:.2f} at step {step}: saved to {best}", flush=True)
         return {f"{task}/{name}": v for task, scores in results.items() for name, v in scores.items()}
 
 
 def _keep_generation_config(section, directory: str) -> None:
     """A HF model's `generation_config.json` goes with its finetuned weights, so that decoding `best/` follows
     the same rule (`decode.length_penalty_rule="auto"`) as the evaluation that chose it."""
-    import shutil
-    source = os.path.join(section.path, "generation_config.json") if section.source == "hf" else ""
-    if source and os.path.isfile(source):
-        shutil.copyfile(source, os.path.join(directory, "generation_config.json"))
+    source = files.join(section.path, "generation_config.json") if section.source == "hf" else ""
+    if source and files.isfile(source):
+        files.copy_file(source, files.join(directory, "generation_config.json"))
 
 
 def _gather(params):

@@ -34,8 +34,32 @@ import time
 
 import numpy as np
 
-from miniend_jax import build, config_checks, inputs
+from miniend_jax import build, config_checks, files, inputs
 from miniend_jax.errors import ConfigError
+
+
+def _place(text: str, output: str) -> None:
+    """Writes `output` whole, never replacing a file another run wrote meanwhile (local: a hard link of a
+    staged file, which fails where the name exists; object storage: checked just before the upload).
+
+    Raises:
+      ConfigError: `output` appeared while this run decoded (local: this run's predictions are kept).
+    """
+    if files.is_cloud(output):
+        if files.exists(output):
+            raise ConfigError(f"{output} was written by another run while this one decoded; set "
+                              "--config.infer.output to a new file and run again.")
+        files.write_text(output, text)
+        return
+    staged = f"{output}.{os.getpid()}.tmp"  # per run: two runs to one output never share it
+    with open(staged, "w", encoding="utf-8") as f:
+        f.write(text)
+    try:
+        os.link(staged, output)
+    except FileExistsError:
+        raise ConfigError(f"{output} was written by another run while this one decoded; this run's "
+                          f"predictions are in {staged}.") from None
+    os.unlink(staged)
 
 
 def read_file_inputs(path: str, field: str) -> list[str]:
@@ -49,7 +73,7 @@ def read_file_inputs(path: str, field: str) -> list[str]:
         holds a non-string; naming the file and line.
     """
     from tasks.task_files import read_lines
-    if not os.path.isfile(path):
+    if not files.isfile(path):
         raise ConfigError(f"infer.input={path!r} is not a file; give a .jsonl or text file of inputs, or a "
                           "registered Task name.")
     texts = []
@@ -144,8 +168,8 @@ def run(config, workdir: str) -> str:
     from miniend_jax.evaluation.evaluator import decode_rows
     from miniend_jax.models.t5 import T5
     i, t = config.infer, config.tasks
-    output = i.output or os.path.join(workdir, "predictions.jsonl")
-    if os.path.exists(output):  # first: nothing else needs reading to know this
+    output = i.output or files.join(workdir, "predictions.jsonl")
+    if files.exists(output):  # first: nothing else needs reading to know this
         raise ConfigError(f"{output} already holds predictions (an earlier run's); set --config.infer.output to a "
                           "new file, or move that one away.")
     shape = parallel.mesh_shape(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, jax.device_count())
@@ -166,7 +190,7 @@ def run(config, workdir: str) -> str:
             raise ConfigError(f"infer.input={i.input!r} has no examples in split {t.eval_split!r}.")
     if i.examples:
         rows = rows[: i.examples]
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    files.makedirs(files.parent(output))
 
     model_config, params = build.load_model(config.model, model_config, config.seed)
     mesh = parallel.make_mesh(*shape)
@@ -189,25 +213,16 @@ def run(config, workdir: str) -> str:
                                   on_batch=_progress(len(rows)))
     if jax.process_index() == 0:
         vocab = seqio_vocabulary(config.data.vocab, config.data.extra_ids)
-        staged = f"{output}.{os.getpid()}.tmp"  # per run: two runs to one output never share it
-        with open(staged, "w", encoding="utf-8") as f:
-            for n, (row, ids, score) in enumerate(zip(rows, decoded, scores)):
-                ids = ids.tolist()
-                ids = ids[: ids.index(1)] if 1 in ids else ids
-                line = {"index": n, **{k: v for k, v in row.items() if k != "ids"},
-                        "truncated": row["input_tokens"] > t.inputs_length,
-                        "prediction": vocab.decode(ids), "score": float(score)}
-                f.write(json.dumps(line, ensure_ascii=False) + "\n")
-        try:  # placed only if no other run wrote the output meanwhile (a link never replaces a file)
-            os.link(staged, output)
-        except FileExistsError:
-            raise ConfigError(f"{output} was written by another run while this one decoded; this run's "
-                              f"predictions are in {staged}.") from None
-        os.unlink(staged)
-        with open(summary_path(output) + f".{os.getpid()}.tmp", "w", encoding="utf-8") as f:
-            json.dump({"input": i.input, "model": build.model_name(config), "predictions": output, **summary}, f,
-                      indent=2)
-        os.replace(summary_path(output) + f".{os.getpid()}.tmp", summary_path(output))
+        lines = []
+        for n, (row, ids, score) in enumerate(zip(rows, decoded, scores)):
+            ids = ids.tolist()
+            ids = ids[: ids.index(1)] if 1 in ids else ids
+            lines.append(json.dumps({"index": n, **{k: v for k, v in row.items() if k != "ids"},
+                                     "truncated": row["input_tokens"] > t.inputs_length,
+                                     "prediction": vocab.decode(ids), "score": float(score)}, ensure_ascii=False))
+        _place("\n".join(lines) + "\n", output)
+        files.write_json(summary_path(output), {"input": i.input, "model": build.model_name(config),
+                                                "predictions": output, **summary}, indent=2)
         print(f"infer: {len(rows)} predictions in {output} ({summary['truncated']} inputs cut to "
               f"tasks.inputs_length={t.inputs_length}; summary in {summary_path(output)})", file=sys.stdout,
               flush=True)

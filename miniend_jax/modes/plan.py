@@ -15,14 +15,13 @@ the compiler's).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
 
 import numpy as np
 
-from miniend_jax import build, config_checks
+from miniend_jax import build, config_checks, files
 from miniend_jax.errors import ConfigError
 
 GIB = 2 ** 30
@@ -113,7 +112,7 @@ def _teacher_config(config):
     (a plan is often made before the weights are on the machine)."""
     from miniend_jax.models.presets import get_preset
     t = config.teacher
-    if t.source == "preset" or os.path.isdir(t.path):
+    if t.source == "preset" or files.isdir(t.path):
         return build.teacher_config(config)
     print(f"plan: teacher.path={t.path!r} is not here; planning with the shape of teacher.preset={t.preset!r}",
           flush=True)
@@ -208,9 +207,8 @@ def run(config, workdir: str) -> Plan:
     step_config = config.copy_and_resolve_references()
     step_config.mode = config.plan.step
     result = plan(step_config)
-    os.makedirs(workdir, exist_ok=True)
+    files.makedirs(workdir)
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "plan.json"), "w") as f:
-            json.dump(dataclasses.asdict(result), f, indent=2)
+        files.write_json(files.join(workdir, "plan.json"), dataclasses.asdict(result), indent=2)
         print(result.table(), flush=True)
     return result

@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 
 import numpy as np
 
+from miniend_jax import files
 from miniend_jax.errors import ConfigError
 
 FINGERPRINT_BYTES = 64 * 1024
@@ -44,16 +44,14 @@ INPUT_CHANGE_POLICIES = ("error", "restart")
 
 
 def _digest(path: str, start: int, end: int) -> str:
-    with open(path, "rb") as f:
-        f.seek(start)
-        return hashlib.sha256(f.read(max(end - start, 0))).hexdigest()
+    return hashlib.sha256(files.read_bytes(path, start, max(end - start, 0)) if end > start else b"").hexdigest()
 
 
 def file_record(path: str) -> dict:
     """`{"path", "size", "head", "tail"}`: absolute path, bytes, and sha256 of the first and last
     `FINGERPRINT_BYTES` bytes (overlapping for small files)."""
-    size = os.path.getsize(path)
-    return {"path": os.path.abspath(path), "size": size, "head": _digest(path, 0, min(size, FINGERPRINT_BYTES)),
+    size = files.getsize(path)
+    return {"path": files.absolute(path), "size": size, "head": _digest(path, 0, min(size, FINGERPRINT_BYTES)),
             "tail": _digest(path, max(size - FINGERPRINT_BYTES, 0), size)}
 
 
@@ -67,14 +65,13 @@ def input_record(source: str, files=(), validation_files: int = 0, **identity) -
 def model_record(section) -> dict:
     """What identifies a model section's weights (`teacher`): a HF directory's weight and config files
     (`file_record`s), a miniend workdir's newest checkpoint step, or a preset's name and overrides."""
-    import glob
     if section.source == "hf":
         names = ("*.safetensors", "*.bin", "config.json")
-        files = sorted(f for name in names for f in glob.glob(os.path.join(section.path, name)))
-        return {"source": "hf", "files": [file_record(f) for f in files]}
+        weights = sorted(f for name in names for f in files.glob(files.join(section.path, name)))
+        return {"source": "hf", "files": [file_record(f) for f in weights]}
     if section.source == "miniend":
         from miniend_jax.checkpoints.state import read_meta
-        return {"source": "miniend", "path": os.path.abspath(section.path), "step": read_meta(section.path)["step"]}
+        return {"source": "miniend", "path": files.absolute(section.path), "step": read_meta(section.path)["step"]}
     return {"source": section.source, "preset": section.preset, "overrides": section.overrides.to_dict()}
 
 
@@ -97,7 +94,7 @@ class InputChange:
 
 def _grew_from(path: str, old: dict) -> bool:
     """The file at `path` is `old`'s file with bytes appended."""
-    size = os.path.getsize(path)
+    size = files.getsize(path)
     return (size > old["size"] and _digest(path, 0, min(old["size"], FINGERPRINT_BYTES)) == old["head"]
             and _digest(path, max(old["size"] - FINGERPRINT_BYTES, 0), old["size"]) == old["tail"])
 
@@ -229,7 +226,7 @@ def check_resume(config, workdir: str, meta: dict | None, inputs: dict | None) -
     if previous is None:  # written before the meta recorded it: the config it last ran with
         from miniend_jax.jsonl import read_json_object
         try:
-            previous = read_json_object(os.path.join(workdir, "config.json"))["train"]["steps"]
+            previous = read_json_object(files.join(workdir, "config.json"))["train"]["steps"]
         except (OSError, ValueError, KeyError, TypeError):
             previous = None
     check_train_steps(config, meta, previous, where)

@@ -1,10 +1,12 @@
 """`python -m miniend_jax.launch`: the commands it runs on a TPU pod (against a stand-in `gcloud` that records
 its arguments and plays the workers), the SLURM script it submits (a stand-in `sbatch`), the paths it
-refuses before any call."""
+refuses before any call, and every config's documented command, which the launcher must accept."""
 
+import glob
 import json
 import os
 import pathlib
+import re
 import shlex
 import shutil
 import subprocess
@@ -267,3 +269,55 @@ def test_slurm_refuses_a_relative_path(stubs):
     result = _launch(stubs, "slurm", "--nodes=2", "--", *SLURM_TINY, "--config.data.vocab=data/spiece.model")
     _one_line_error(result, "data.vocab='data/spiece.model'", "relative path", "absolute")
     assert stubs.calls() == []
+
+
+# --- every config's documented command ---------------------------------------------------------------------
+
+CONFIGS = sorted(p for p in glob.glob(str(ROOT / "configs" / "**" / "*.py"), recursive=True)
+                 if "def get_config" in pathlib.Path(p).read_text())
+
+
+def _documented_commands(path) -> list[list[str]]:
+    """The `python -m miniend_jax.main|launch` commands of a config's docstring, continuation lines joined."""
+    import ast
+    doc = ast.get_docstring(ast.parse(pathlib.Path(path).read_text())) or ""
+    commands, current = [], None
+    for line in doc.splitlines():
+        text = line.strip()
+        if current is None:
+            match = re.match(r"(Commands?: )?(python -m miniend_jax\.(main|launch)\b.*)", text)
+            if not match:
+                continue
+            current, text = "", match.group(2)
+        current += text
+        if current.endswith("\\"):
+            current = current[:-1] + " "
+            continue
+        commands.append(shlex.split(current))
+        current = None
+    return commands
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
+def test_documented_command_is_accepted_by_the_launcher(path, monkeypatch):
+    """One of the commands runs this very file; the launcher's parsing accepts each; a TPU config is launched
+    on the pod with every path a cloud path (`launch tpu` refuses any other)."""
+    monkeypatch.chdir(ROOT)
+    relative = os.path.relpath(path, ROOT)
+    doc = pathlib.Path(path).read_text()
+    commands = _documented_commands(path)
+    assert commands, f"{relative}: its docstring shows no `python -m miniend_jax.main` or `launch` command"
+    pod = "TPU" in doc.split('"""')[1]
+    config_files = []
+    for command in commands:
+        assert command[:2] == ["python", "-m"] and command[2] in ("miniend_jax.main", "miniend_jax.launch")
+        if command[2] == "miniend_jax.main":
+            assert not pod, f"{relative} is a TPU config: its command should be `python -m miniend_jax.launch tpu`"
+            _, _, config_file = launch.load_config(command[3:])
+        else:
+            assert command[3] in ("tpu", "slurm")
+            args, _, workdir, paths = launch.prepare(command[3:])
+            config_file = args.config_file
+            assert all(launch.is_cloud(p) for p in paths.values()) or args.cluster == "slurm", paths
+        config_files.append(config_file)
+    assert relative in config_files

@@ -243,7 +243,7 @@ def _parser() -> argparse.ArgumentParser:
     slurm.add_argument("--partition", default="")
     slurm.add_argument("--time", default="", help="HH:MM:SS")
     slurm.add_argument("--account", default="")
-    slurm.add_argument("--job_name", default="", help="default: miniend_<workdir's name>")
+    slurm.add_argument("--job_name", default="", help="default: the workdir's name")
     slurm.add_argument("--venv", default="", help="the venv on the nodes; default: the Python running this")
     slurm.add_argument("--script", default="", help="default: launch_logs/<job_name>.sbatch")
     for sub in (tpu, slurm):
@@ -461,7 +461,7 @@ def launch_slurm(args, workdir: str) -> int:
     Raises:
       LaunchError: sbatch is not on PATH.
     """
-    job_name = args.job_name or "miniend_" + os.path.basename(workdir.rstrip("/"))
+    job_name = args.job_name or os.path.basename(workdir.rstrip("/")) or "miniend"
     script = args.script or os.path.join("launch_logs", f"{job_name}.sbatch")
     text = sbatch_script(args, job_name, script)
     command = ["sbatch", script]

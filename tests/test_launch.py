@@ -263,6 +263,13 @@ def test_slurm_writes_and_submits_the_script(stubs, tmp_path):
     srun = shlex.split(lines[-1])
     assert srun[:5] == ["srun", "/opt/venv/bin/python", "-u", "-m", "miniend_jax.main"]
     assert srun[5:] == [*SLURM_TINY, DISTRIBUTED]
+    # Defaults: the job named after the workdir, 8 GPUs a node, the launcher's own Python.
+    dry = _launch(stubs, "slurm", "--nodes=2", "--dry_run", "--", *SLURM_TINY)
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert "#SBATCH --job-name=tiny" in lines and "#SBATCH --gpus-per-node=8" in lines
+    assert shlex.split(lines[-2])[1] == sys.executable and lines[-1] == "sbatch launch_logs/tiny.sbatch"
+    assert not (ROOT / "launch_logs" / "tiny.sbatch").exists() and stubs.calls() == [["sbatch", str(script)]]
 
 
 def test_slurm_refuses_a_relative_path(stubs):

@@ -17,6 +17,9 @@ import pytest
 from miniend_jax import launch
 from tests.conftest import ROOT
 
+# ml_collections loads config files with importlib's deprecated load_module.
+pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
+
 TINY = ["--config=tests/configs/tiny.py", "--workdir=gs://bucket/tiny",
         "--config.data.files=gs://bucket/wiki/*.gz", "--config.data.vocab=gs://bucket/spiece.model"]
 TPU = ["tpu", "--tpu=pod", "--zone=us-central2-b", "--project=proj", "--allow_dirty"]
@@ -284,25 +287,28 @@ CONFIGS = sorted(p for p in glob.glob(str(ROOT / "configs" / "**" / "*.py"), rec
                  if "def get_config" in pathlib.Path(p).read_text())
 
 
-def _documented_commands(path) -> list[list[str]]:
-    """The `python -m miniend_jax.main|launch` commands of a config's docstring, continuation lines joined."""
-    import ast
-    doc = ast.get_docstring(ast.parse(pathlib.Path(path).read_text())) or ""
+def _commands(doc) -> list[list[str]]:
+    """The `python -m miniend_jax.main|launch` commands of `doc`, continuation lines joined."""
     commands, current = [], None
     for line in doc.splitlines():
-        text = line.strip()
+        line = line.strip()
         if current is None:
-            match = re.match(r"(Commands?: )?(python -m miniend_jax\.(main|launch)\b.*)", text)
+            match = re.match(r"(Commands?: )?(python -m miniend_jax\.(main|launch)\b.*)", line)
             if not match:
                 continue
-            current, text = "", match.group(2)
-        current += text
+            current, line = "", match.group(2)
+        current += line
         if current.endswith("\\"):
             current = current[:-1] + " "
             continue
         commands.append(shlex.split(current))
         current = None
     return commands
+
+
+def _documented_commands(path) -> list[list[str]]:
+    import ast
+    return _commands(ast.get_docstring(ast.parse(pathlib.Path(path).read_text())) or "")
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
@@ -328,3 +334,13 @@ def test_documented_command_is_accepted_by_the_launcher(path, monkeypatch):
             assert all(launch.is_cloud(p) for p in paths.values()) or args.cluster == "slurm", paths
         config_files.append(config_file)
     assert relative in config_files
+
+
+def test_readme_pod_commands_are_accepted_by_the_launcher(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Scaling to a pod"):readme.index("### A memory plan before launch")]
+    commands = [c for c in _commands(section) if c[2] == "miniend_jax.launch"]
+    assert {c[3] for c in commands} == {"tpu", "slurm"}
+    for command in commands:
+        launch.prepare(command[3:])

@@ -223,6 +223,12 @@ class _Parser(argparse.ArgumentParser):
         raise LaunchError(f"{message} (`{self.prog} --help` lists the flags)")
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m miniend_jax.launch", allow_abbrev=False,
                      description="Runs `python -m miniend_jax.main MAIN_ARGS` on every worker of a cluster.",
@@ -232,13 +238,13 @@ def _parser() -> argparse.ArgumentParser:
     tpu.add_argument("--tpu", required=True, help="the TPU VM's name")
     tpu.add_argument("--zone", required=True)
     tpu.add_argument("--project", default="", help="default: gcloud's configured project")
-    tpu.add_argument("--num_workers", type=int, default=0, help="default: from `gcloud ... describe`")
+    tpu.add_argument("--num_workers", type=_positive_int, default=0, help="default: from `gcloud ... describe`")
     tpu.add_argument("--venv", default="~/miniend_venv", help="the venv on each worker (made with python3.11)")
     tpu.add_argument("--log_dir", default="", help="default: launch_logs/<tpu>-<time>")
     tpu.add_argument("--allow_dirty", action="store_true",
                      help="pack the working-tree files, uncommitted changes included, instead of HEAD")
     slurm = clusters.add_parser("slurm", allow_abbrev=False, help="a SLURM job, one task per node")
-    slurm.add_argument("--nodes", type=int, required=True)
+    slurm.add_argument("--nodes", type=_positive_int, required=True)
     slurm.add_argument("--gpus_per_node", type=int, default=8, help="0: none requested")
     slurm.add_argument("--partition", default="")
     slurm.add_argument("--time", default="", help="HH:MM:SS")

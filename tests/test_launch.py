@@ -208,6 +208,7 @@ def test_tpu_refuses_a_local_path(stubs, override, field):
     (["--", *TINY, "--config.train.steps=abc"], ["train.steps"]),
     (["--", "--config=configs/missing.py", "--workdir=gs://b/x"], ["configs/missing.py"]),
     ([*TINY], ["after `--`"]),
+    (["--num_workers=0", "--", *TINY], ["--num_workers", "not a positive integer"]),
 ])
 def test_bad_run_arguments_are_one_line(stubs, argv, words):
     result = _launch(stubs, *TPU, *argv)

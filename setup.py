@@ -37,6 +37,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
+    # Cloud TPU VMs (`python -m miniend_jax.launch tpu` installs `.[tpu]`): jax's own extra pins the libtpu
+    # that matches jax.
+    "tpu": ["jax[tpu]==0.10.2"],
     "test": [
         "pytest==9.2.0",
         "pytest-xdist==3.8.0",

@@ -1,8 +1,10 @@
 """A 3B teacher (T5 v1.1-XL / Flan-T5-XL shape) into the gated 6L/384H student, interpolated distillation.
 
-Command (TPU v4-64 slice: 32 chips on 8 hosts; every host runs the same command):
-  python -m miniend_jax.main --config=configs/t5_3b_interp.py --workdir=gs://BUCKET/3b_interp \
-      --config.teacher.path=/path/to/flan-t5-xl --config.data.tfds_data_dir=gs://BUCKET/tfds
+Command (TPU v4-64 slice: 32 chips on 8 hosts; the launcher runs it on every host, every path in a bucket:
+README.md, "Scaling to a pod"):
+  python -m miniend_jax.launch tpu --tpu=NAME --zone=ZONE -- --config=configs/t5_3b_interp.py \
+      --workdir=gs://BUCKET/3b_interp --config.teacher.path=gs://BUCKET/flan-t5-xl \
+      --config.data.vocab=gs://BUCKET/spiece.model --config.data.tfds_data_dir=gs://BUCKET/tfds
 Expected: about 20 hours for 100k steps of 1024 x 128 tokens (teacher forward dominates: ~36x the
 student's FLOPs). Expected result: a student above the one distilled without interpolation from the
 same teacher (the capacity gap is what interpolation addresses; the paper's 3B numbers are not available
@@ -11,7 +13,8 @@ offline).
 Interpolated distillation (our definition, METHOD.md): every target is (1 - a_t) stopgrad(P_student) +
 a_t P_teacher, a_t rising linearly from 0.1 to 1 over the first 20% of steps. Mesh: 32 devices as
 data 4 x fsdp 8 (teacher 6 GB in bfloat16 sharded 8 ways); remat on in the student; both models scan
-their layers. Plan it first (no TPU needed): add --config.mode=plan; it reports 2.9 GiB per chip.
+their layers. Plan it first (no TPU needed): `python -m miniend_jax.main` with the run's arguments and
+--config.mode=plan (a local --workdir); it reports 2.9 GiB per chip.
 """
 
 from configs import base

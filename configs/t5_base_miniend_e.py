@@ -1,8 +1,10 @@
 """The paper's setting: T5-base teacher, 6L/384H student, MiniEnD-E (logits + decoder self + encoder self).
 
-Command (pod; teacher from a HF directory, C4 prepared for TFDS):
-  python -m miniend_jax.main --config=configs/t5_base_miniend_e.py --workdir=gs://BUCKET/miniend_e \
-      --config.teacher.path=/path/to/t5-base --config.data.tfds_data_dir=gs://BUCKET/tfds
+Command (pod; teacher from a HF directory, C4 prepared for TFDS, every path in a bucket: README.md,
+"Scaling to a pod"):
+  python -m miniend_jax.launch tpu --tpu=NAME --zone=ZONE -- --config=configs/t5_base_miniend_e.py \
+      --workdir=gs://BUCKET/miniend_e --config.teacher.path=gs://BUCKET/t5-base \
+      --config.data.vocab=gs://BUCKET/spiece.model --config.data.tfds_data_dir=gs://BUCKET/tfds
 Expected: about 10 hours on a TPU v4-32 (100k steps of 1024 x 128 tokens; the paper does not give its
 step count, 100k is ours). Result to expect (paper, same student, T5-base teacher): GLUE score about
 85 after finetuning, against 84.6 for the student pretrained from scratch (configs/baselines/scratch.py)

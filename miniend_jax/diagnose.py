@@ -22,13 +22,13 @@ similar fraction.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 
 import numpy as np
 from absl import app, flags, logging
 
+from miniend_jax import files
 from miniend_jax.errors import ConfigError, MiniEndError
 
 GROUPS = ("embedding", "query", "key", "value", "out", "ffn", "layer_norm", "position_bias", "head")
@@ -126,13 +126,12 @@ def attention_entropy(model_config, params, encoder_tokens: np.ndarray, decoder_
 
 def _read_config(workdir: str):
     import ml_collections
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
+    path = files.join(workdir, "config.json")
+    if not files.isfile(path):
         raise ConfigError(f"--workdir={workdir!r} holds no config.json; point it at a pretrain, distill or "
                           "finetune workdir.")
     try:
-        with open(path, encoding="utf-8") as f:
-            return ml_collections.ConfigDict(json.load(f))
+        return ml_collections.ConfigDict(json.loads(files.read_text(path)))
     except (ValueError, TypeError, AttributeError) as error:
         raise ConfigError(f"{path} cannot be read ({error}); point --workdir at a complete run.") from None
 
@@ -166,7 +165,7 @@ def held_out_lines(config, text: str, examples: int) -> list[str]:
             raise ConfigError("the run's held-out corpus is not plain text files; give --text=FILE (one example "
                               "per line).")
         text = held_out[-1]
-    if not os.path.isfile(text):
+    if not files.isfile(text):
         raise ConfigError(f"--text={text!r} is not a file; give a text file with one example per line.")
     from tasks import task_files
     read = task_files.read_lines(text)
@@ -238,8 +237,7 @@ def main(argv) -> None:
     except MiniEndError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    with open(os.path.join(flags.FLAGS.workdir, "diagnosis.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    files.write_json(files.join(flags.FLAGS.workdir, "diagnosis.json"), report, indent=1)
     print(table(report))
 
 

@@ -428,6 +428,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report_only", action="store_true", help="write the table and figures of what is done")
     args = parser.parse_args(argv)
     root = args.workdir.rstrip("/")
+    from miniend_jax import files
+    for flag, path in (("--workdir", root), ("--docs", args.docs)):
+        if files.is_cloud(path):  # its stages' logs, data and compilation cache are this machine's
+            raise SystemExit(f"[experiment] {flag}={path}: the experiment runs its stages on this machine; give a "
+                             "local folder (and copy it to a bucket afterwards: gcloud storage cp -r FOLDER gs://...).")
     if not os.path.isdir(CONFIGS):
         raise SystemExit(f"[experiment] no {CONFIGS}/ here: run from the repository root.")
     os.makedirs(root, exist_ok=True)

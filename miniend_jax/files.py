@@ -176,6 +176,21 @@ def write_bytes(path: str, data: bytes) -> None:
             os.unlink(staged)
 
 
+def create_exclusive(path: str, data: bytes) -> None:
+    """Creates `path` holding `data` only if nothing is there (object storage: a generation precondition,
+    so of two writers one wins).
+
+    Raises:
+      FileExistsError: something is already at `path`.
+    """
+    if is_cloud(path):
+        fs, p = _fs(path)
+        fs.pipe_file(p, data, mode="create")
+        return
+    with open(os.path.expanduser(path), "xb") as f:
+        f.write(data)
+
+
 def write_text(path: str, text: str) -> None:
     """`write_bytes` of UTF-8 `text`."""
     write_bytes(path, text.encode("utf-8"))

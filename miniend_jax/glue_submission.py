@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import collections
 import csv
+import io
 import json
 import math
-import os
 import statistics
 import sys
 
+from miniend_jax import files
 from miniend_jax.errors import ConfigError, MiniEndError
 
 # (Task suffix, split) -> the server's file name (T5's FILE_NAME_MAP, plus AX).
@@ -49,7 +50,7 @@ def _read(path: str, prefix: str) -> dict[str, tuple]:
     """{server file: (GlueTask, its split in the local files, [(idx, prediction text, line number)])} of one
     predictions file."""
     from tasks import glue
-    if not os.path.isfile(path):
+    if not files.isfile(path):
         raise ConfigError(f"--predictions: {path} is not a file; give the predictions.jsonl of mode=infer.")
     from tasks import task_files
     found = {}
@@ -162,15 +163,16 @@ def write_submission(predictions: list[str], out: str, *, glue_dir: str | None =
                                   "set --glue_dir to the folder it was decoded from.")
         values, filled[name] = _values(name, task, found, sources[name], fill_invalid)
         tables[name] = list(zip(indices, values))
-    existing = [os.path.join(out, f"{name}.tsv") for name in tables if os.path.exists(os.path.join(out, f"{name}.tsv"))]
+    existing = [files.join(out, f"{name}.tsv") for name in tables if files.exists(files.join(out, f"{name}.tsv"))]
     if existing:
         raise ConfigError(f"{', '.join(existing)} already exist(s); give another --out, or move them away.")
-    os.makedirs(out, exist_ok=True)
+    files.makedirs(out)
     for name, table in tables.items():
-        with open(os.path.join(out, f"{name}.tsv"), "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-            writer.writerow(["index", "prediction"])
-            writer.writerows(table)
+        text = io.StringIO()
+        writer = csv.writer(text, delimiter="\t", lineterminator="\n")
+        writer.writerow(["index", "prediction"])
+        writer.writerows(table)
+        files.write_text(files.join(out, f"{name}.tsv"), text.getvalue())
     missing = [f"{n}.tsv" for n in SERVER_FILES if n not in tables]
     print("glue_submission: " + ", ".join(
         f"{n}.tsv {len(tables[n])} rows" + (f" ({filled[n]} invalid filled)" if filled[n] else "")

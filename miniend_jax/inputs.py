@@ -67,7 +67,8 @@ def _hf_text_files(config, process_index: int, process_count: int, workdir: str)
 
 def is_file_input(value: str) -> bool:
     """`infer.input` names a file (a path that exists, or one with a directory or a suffix), not a Task."""
-    return os.path.exists(value) or os.sep in value or value.endswith((".jsonl", ".txt", ".tsv"))
+    from miniend_jax import files
+    return files.is_cloud(value) or os.path.exists(value) or os.sep in value or value.endswith((".jsonl", ".txt", ".tsv"))
 
 
 def register_tasks(config) -> list[str]:

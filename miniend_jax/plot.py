@@ -8,13 +8,15 @@ One panel per key, one line per workdir (labelled by the workdir's name).
 from __future__ import annotations
 
 import argparse
+import io
 import os
 
+from miniend_jax import files
 from miniend_jax.jsonl import read_jsonl
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    return read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    return read_jsonl(files.join(workdir, "metrics.jsonl"))
 
 
 def plot(workdirs: list[str], keys: list[str], out: str, title: str | None = None,
@@ -40,9 +42,10 @@ def plot(workdirs: list[str], keys: list[str], out: str, title: str | None = Non
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=110)
+    image = io.BytesIO()
+    fig.savefig(image, dpi=110, format=out.rsplit(".", 1)[-1] if "." in out else "png")
     plt.close(fig)
+    files.write_bytes(out, image.getvalue())
 
 
 def main() -> None:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import string
 from typing import Any, Mapping
 
@@ -52,6 +51,7 @@ from tasks.runtime import tf  # noqa: I001 - before seqio: TensorFlow on the hos
 
 import seqio
 
+from miniend_jax import files
 from miniend_jax.errors import ConfigError
 from miniend_jax.evaluation import metrics
 from tasks import hf_text, registry, task_files
@@ -170,7 +170,7 @@ def available_splits(path: str) -> list[str]:
         return [s for s in SPLITS if hf_text.matching_files(path.replace("{split}", s))]
     if not hf_text.is_saved_dataset(path):
         return []
-    if os.path.exists(os.path.join(path, "dataset_dict.json")):
+    if files.exists(files.join(path, "dataset_dict.json")):
         return list(datasets.load_from_disk(path))
     return ["train"]  # a single saved Dataset
 
@@ -274,7 +274,7 @@ def _read(path: str, split: str, key: str, field: str) -> tuple[list[dict], dict
     # File by file, so that a damaged row is named by its file and line (or row).
     rows, features, origins = [], {}, []
     for file in hf_text.matching_files(path.replace("{split}", split)):
-        if os.path.getsize(file) == 0 or hf_text._parquet_rows([file]) == 0:
+        if files.getsize(file) == 0 or hf_text._parquet_rows([file]) == 0:
             continue
         starts = _record_lines(file)
         dataset = hf_text.open_split(file, split, field=field)

@@ -17,11 +17,11 @@ and counted, or stops the run, by `data.on_bad_input`.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 from typing import Sequence
 
+from miniend_jax import files as storage
 from miniend_jax.errors import ConfigError
 
 # File suffix -> the `datasets` builder that reads it.
@@ -31,21 +31,21 @@ EXPORT_DIR = "hf_text"
 
 def matching_files(path: str) -> list[str]:
     patterns = [p.strip() for p in path.split(",") if p.strip()]
-    return sorted({f for p in patterns for f in glob.glob(os.path.expanduser(p)) if os.path.isfile(f)})
+    return sorted({f for p in patterns for f in storage.glob(p)})
 
 
 def is_saved_dataset(path: str) -> bool:
-    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, name))
+    return storage.isdir(path) and any(storage.exists(storage.join(path, name))
                                        for name in ("dataset_dict.json", "state.json", "dataset_info.json"))
 
 
 def source_key(path: str, split: str, text_field: str) -> dict:
     """What identifies the export's source: the dataset's files (path, size, modification time), the
     split and the column."""
-    files = (sorted(glob.glob(os.path.join(path, "**", "*"), recursive=True)) if os.path.isdir(path)
+    files = ([storage.join(path, f) for f in storage.walk_files(path)] if storage.isdir(path)
              else matching_files(path))
-    stats = [[f, os.path.getsize(f), os.stat(f).st_mtime_ns] for f in files if os.path.isfile(f)]
-    return {"path": os.path.abspath(path) if os.path.isdir(path) else path, "split": split,
+    stats = [[f, *storage.version(f).values()] for f in files]
+    return {"path": storage.absolute(path) if storage.isdir(path) else path, "split": split,
             "text_field": text_field, "files": stats}
 
 
@@ -79,7 +79,7 @@ def open_split(path: str, split: str, *, field: str = "data.hf_path", split_fiel
     if None in builders or len(builders) != 1:
         raise ConfigError(f"{field}={path!r} matches files of the kinds {', '.join(sorted(suffixes))}; use "
                           f"files of one kind among {', '.join(BUILDERS)}.")
-    if all(os.path.getsize(f) == 0 for f in files) or _parquet_rows(files) == 0:
+    if all(storage.getsize(f) == 0 for f in files) or _parquet_rows(files) == 0:
         raise ConfigError(f"split {split!r} of the dataset at {path} is empty (its files hold no rows); point "
                           f"{field} at files with rows.")
     try:
@@ -149,18 +149,23 @@ def export_text(path: str, split: str, text_field: str, out_dir: str, num_shards
     check_policy(on_bad_input)
     key = source_key(path, split, text_field)
     key["num_shards"] = num_shards
-    files = [os.path.join(out_dir, f"part-{i:05d}-of-{num_shards:05d}.jsonl") for i in range(num_shards)]
-    done = os.path.join(out_dir, "source.json")
-    if os.path.exists(done):
-        with open(done) as f:
-            saved = json.load(f)
-        if saved == key and all(os.path.exists(f) for f in files):
+    files = [storage.join(out_dir, f"part-{i:05d}-of-{num_shards:05d}.jsonl") for i in range(num_shards)]
+    done = storage.join(out_dir, "source.json")
+    if storage.exists(done):
+        saved = json.loads(storage.read_text(done))
+        if saved == key and all(storage.exists(f) for f in files):
             return files
         check_column(open_split(path, split), path, split, text_field)  # a bad new source is named first
         raise ConfigError(f"{out_dir} holds the text of another dataset, split, column or shard count than "
                           f"data.hf_path={path!r} (data.hf_split={split!r}, data.text_field={text_field!r}, "
                           f"data.hf_shards={num_shards}); the checkpointed input position refers to it: restore "
                           "those settings, or use a new --workdir.")
+    if storage.is_cloud(out_dir):  # written locally, then uploaded with source.json (the marker) last
+        import tempfile
+        with tempfile.TemporaryDirectory(prefix="miniend_hf_text.") as tmp:
+            export_text(path, split, text_field, tmp, num_shards, on_bad_input)
+            storage.copy_tree(tmp, out_dir, last="source.json")
+        return files
     dataset = open_split(path, split)
     check_column(dataset, path, split, text_field)
     os.makedirs(out_dir, exist_ok=True)
@@ -210,9 +215,9 @@ def export_text(path: str, split: str, text_field: str, out_dir: str, num_shards
 
 
 def export_dir(workdir: str) -> str:
-    return os.path.join(workdir, EXPORT_DIR)
+    return storage.join(workdir, EXPORT_DIR)
 
 
 def exported_files(workdir: str, num_shards: int) -> Sequence[str]:
     """The export's files (written by process 0; other processes wait for `source.json`)."""
-    return [os.path.join(export_dir(workdir), f"part-{i:05d}-of-{num_shards:05d}.jsonl") for i in range(num_shards)]
+    return [storage.join(export_dir(workdir), f"part-{i:05d}-of-{num_shards:05d}.jsonl") for i in range(num_shards)]

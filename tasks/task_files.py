@@ -106,7 +106,7 @@ class BadRows:
         """Prints `message` once per file version, unless no row was skipped."""
         if not self.lines:
             return
-        key = (file_version(self.path) if os.path.exists(self.path) else self.path, self.what)
+        key = (file_version(self.path) if files.exists(self.path) else self.path, self.what)
         if key in _REPORTED:
             return
         _REPORTED.add(key)

@@ -151,8 +151,10 @@ def test_kill_9_and_resume_from_the_bucket_bit_for_bit(gcs, inputs, runs):
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
     assert "hf_student/config.json" not in listing(gcs, "bucket/killed")
+    assert "lock" in listing(gcs, "bucket/killed")  # the killed run's lease, never released
     resumed = _main(runs["cwd"], gcs, f"--workdir={workdir}", *RUN, *_input_overrides(inputs["gs"]))
     assert "resum" in resumed.stdout.lower()
+    assert f"taking over the lock of a run that is gone (pid {process.pid} on" in resumed.stdout
     assert _losses(files.read_text(f"{workdir}/metrics.jsonl")) == \
         _losses(files.read_text("gs://bucket/distill/metrics.jsonl"))
     assert files.read_bytes(f"{workdir}/hf_student/model.safetensors") == \
@@ -289,3 +291,45 @@ def test_a_local_copy_is_fetched_again_only_when_the_object_changes(gcs, tmp_pat
     assert files.local_copy(path) == copy and os.stat(copy).st_mtime == 0  # unchanged: not fetched again
     files.write_bytes(path, b"second, longer")
     assert open(files.local_copy(path), "rb").read() == b"second, longer"
+
+
+def test_a_second_run_on_a_bucket_workdir_is_refused(gcs, inputs, runs):
+    workdir = "gs://bucket/busy"
+    command = [sys.executable, "-u", "-m", "miniend_jax.main", f"--config={TINY}", f"--workdir={workdir}",
+               "--config.train.steps=1000000", *RUN[1:], *_input_overrides(inputs["gs"])]
+    first = subprocess.Popen(command, cwd=runs["cwd"], env={**os.environ, **gcs}, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+    for line in first.stdout:
+        if line.startswith("step 2/"):
+            break
+    second = subprocess.run(command, cwd=runs["cwd"], env={**os.environ, **gcs}, capture_output=True, text=True,
+                            timeout=300)
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=120)
+    assert second.returncode == 2
+    line, = second.stderr.strip().splitlines()
+    assert f"is in use by pid {first.pid} on {socket.gethostname()}" in line and "gs://bucket/busy/lock" in line
+    assert first.returncode == 0 and "lock" not in listing(gcs, "bucket/busy")  # released on a clean exit
+
+
+@pytest.mark.parametrize("holder, taken", [
+    ({"host": "another-host", "heartbeat": 0.0}, True),              # not seen for longer than STALE_SECONDS
+    ({"host": "another-host", "heartbeat": None}, False),            # seen now
+    ({"host": socket.gethostname(), "pid": 2 ** 22 + 7, "heartbeat": None}, True)])  # gone from this host
+def test_a_lease_is_taken_over_only_from_a_run_that_is_gone(holder, taken, gcs):
+    from miniend_jax import files
+    from miniend_jax.errors import ConfigError
+    from miniend_jax.workdir import _Lease
+    path = f"gs://bucket/lease-{time.time_ns()}/lock"
+    record = {"pid": 1, "started": 0.0, "command": "x", **holder}
+    record["heartbeat"] = time.time() if record["heartbeat"] is None else record["heartbeat"]
+    files.write_text(path, json.dumps(record))
+    if taken:
+        lease = _Lease(path).acquire()
+        assert json.loads(files.read_text(path))["pid"] == os.getpid()
+        lease.release()
+        assert not files.exists(path)
+    else:
+        with pytest.raises(ConfigError, match="is in use by pid 1 on another-host"):
+            _Lease(path).acquire()
+        assert json.loads(files.read_text(path)) == record

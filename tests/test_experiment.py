@@ -291,3 +291,11 @@ def test_the_runner_passes_a_signal_on_and_waits_for_the_checkpoint(tmp_path):
     process.send_signal(signal.SIGINT)
     stdout, _ = process.communicate(timeout=60)
     assert "rc 0" in stdout and "checkpointed" in log.read_text()
+
+@pytest.mark.parametrize("flag", ["--workdir", "--docs"])
+def test_a_bucket_folder_is_refused_before_anything_is_written(flag, tmp_path, monkeypatch):
+    from miniend_jax import experiment
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=rf"{flag}=gs://bucket/x: the experiment runs its stages on this machine"):
+        experiment.main([flag, "gs://bucket/x"])
+    assert os.listdir(tmp_path) == []

@@ -96,7 +96,8 @@ class TaskEvaluator:
         self._log_copy = None  # (local folder seqio writes, cloud folder it is copied to)
         if log and files.is_cloud(log_dir):
             import tempfile
-            self._log_copy = (tempfile.mkdtemp(prefix="miniend_inference_eval."), log_dir)
+            self._log_folder = tempfile.TemporaryDirectory(prefix="miniend_inference_eval.")  # removed with self
+            self._log_copy = (self._log_folder.name, log_dir)
             log_dir = self._log_copy[0]
         if log:
             os.makedirs(log_dir, exist_ok=True)  # seqio's loggers write into it, creating nothing

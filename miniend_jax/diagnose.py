@@ -158,9 +158,9 @@ def held_out_lines(config, text: str, examples: int) -> list[str]:
     """`examples` non-empty lines of `text`, or of the run's last held-out corpus file (plain text)."""
     if not text:
         from tasks.pretraining import resolve_files, split_files
-        files = resolve_files(config.data.files) if config.data.get("files") else []
-        held_out = split_files(files, config.data.validation_files)["validation"] if (
-            files and config.data.validation_files) else []
+        corpus = resolve_files(config.data.files) if config.data.get("files") else []
+        held_out = split_files(corpus, config.data.validation_files)["validation"] if (
+            corpus and config.data.validation_files) else []
         if not held_out or not all(re.search(r"\.(txt|text)$", f) for f in held_out):
             raise ConfigError("the run's held-out corpus is not plain text files; give --text=FILE (one example "
                               "per line).")

@@ -115,7 +115,8 @@ def runs(gcs, inputs, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("cwd")
     local = str(tmp_path_factory.mktemp("local") / "run")
     _main(cwd, gcs, f"--workdir={local}", *RUN, *_input_overrides(inputs["local"]))
-    cloud = _main(cwd, gcs, "--workdir=gs://bucket/distill", *RUN, *_input_overrides(inputs["gs"]))
+    cloud = _main(cwd, gcs, "--workdir=gs://bucket/distill", *RUN, *_input_overrides(inputs["gs"]),
+                  "--config.jax_cache_dir=gs://bucket/jax_cache")
     return {"cwd": cwd, "local": local, "gs": "gs://bucket/distill", "stdout": cloud.stdout}
 
 
@@ -132,6 +133,7 @@ def test_a_distillation_in_the_bucket_is_the_local_one(gcs, runs):
     assert files.read_bytes("gs://bucket/distill/hf_student/model.safetensors") == \
         open(os.path.join(runs["local"], "hf_student", "model.safetensors"), "rb").read()
     _no_local_gs_folder(runs["cwd"], ROOT)
+    assert [p for p in listing(gcs, "bucket/jax_cache") if p.startswith("jit_step-")]  # JAX's cache, in the bucket
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(files.local_copy("gs://bucket/distill/tensorboard"))
     events.Reload()

@@ -32,7 +32,8 @@ it with `sbatch` and prints sbatch's job-id line.
 
 `--dry_run` prints every command (and the sbatch script) and runs nothing, writing nothing.
 
-Imports only the standard library, absl and ml_collections: the launcher runs on a laptop without JAX.
+Imports only the standard library, absl, ml_collections and `miniend_jax.files`'s path rules: the launcher runs
+on a laptop without JAX.
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ import time
 from absl import flags
 from ml_collections import config_flags
 
+from miniend_jax.config_file import LOAD_ERRORS, load_error
+from miniend_jax.files import is_cloud
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]  # the checkout that is installed on the workers
-CLOUD_PREFIXES = ("gs://", "s3://")
 DISTRIBUTED = "--config.distributed.enabled=True"
 TARBALL = "miniend_jax.tar.gz"  # the packed checkout, in each worker's home
 REMOTE_CHECKOUT = "~/miniend_jax"
@@ -65,10 +68,6 @@ __all__ = ["LaunchError", "is_cloud", "load_config", "main", "prepare", "run_pat
 
 class LaunchError(Exception):
     """Bad input to the launcher: printed as one line, exit status 2."""
-
-
-def is_cloud(path: str) -> bool:
-    return path.startswith(CLOUD_PREFIXES)
 
 
 # --- the run: its config and its paths -------------------------------------------------------------------
@@ -95,18 +94,8 @@ def load_config(main_args: list[str]):
         rest = values(argv)
         config = values.config  # a file that failed to load raises on first use
         getattr(config, "mode", None)
-    except flags.Error as e:
-        text = str(e).strip()
-        if "Traceback (most recent call last)" in text:  # an exception inside the config's get_config
-            text = f"flag --config: {text.splitlines()[-1]}"
-        raise LaunchError(text) from None
-    except (KeyError, AttributeError, OSError, ValueError, TypeError) as e:
-        while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(message))
-            e = e.args[0]
-        message = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
-        given = " ".join(a for a in argv if a.startswith("--config"))
-        raise LaunchError(f"the config could not be built from {given}: {message} (check the config file and the "
-                          "--config.<field> names against configs/base.py)") from None
+    except LOAD_ERRORS as e:
+        raise LaunchError(load_error(e, argv)) from None
     if config is None:
         raise LaunchError("--config is required after `--`: the run's config file, e.g. "
                           "--config=configs/t5_3b_interp.py")

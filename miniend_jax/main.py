@@ -19,6 +19,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from miniend_jax.config_file import LOAD_ERRORS, load_error
 from miniend_jax.console import quiet_console
 from miniend_jax.errors import MiniEndError
 from miniend_jax.modes import run
@@ -44,17 +45,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         rest = FLAGS(argv)
         getattr(FLAGS.config, "mode", None)  # a file that failed to load raises on first use
-    except flags.Error as e:
-        text = str(e).strip()
-        if "Traceback (most recent call last)" in text:  # an exception inside the config's get_config
-            text = f"flag --config: {text.splitlines()[-1]}"
-        _bad_input(f"{text} (`--help` lists the flags)")
-    except (KeyError, AttributeError, OSError, ValueError, TypeError) as e:
-        while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(message))
-            e = e.args[0]
-        message = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
-        _bad_input(f"the config could not be built from {' '.join(a for a in argv[1:] if a.startswith('--config'))}: "
-                   f"{message} (check the config file and the --config.<field> names against configs/base.py)")
+    except LOAD_ERRORS as e:
+        _bad_input(load_error(e, argv))
     return rest
 
 

@@ -276,8 +276,12 @@ def test_the_file_layer_does_the_same_on_both_kinds(kind, gcs, tmp_path):
     assert not files.exists(files.join(root, "missing"))
     copy = files.local_copy(root)
     assert sorted(files.walk_files(copy)) == files.walk_files(root) and os.path.isdir(copy)
+    files.move_tree(files.join(root, "sub"), files.join(root, "sub.unreadable-1"))  # how a checkpoint is set aside
+    assert files.walk_files(root) == ["a.json", "log.jsonl", "sub.unreadable-1/b.bin"]
+    with pytest.raises(FileExistsError):
+        files.create_exclusive(files.join(root, "a.json"), b"{}")
     files.remove(files.join(root, "a.json"))
-    files.rmtree(files.join(root, "sub"))
+    files.rmtree(files.join(root, "sub.unreadable-1"))
     assert files.listdir(root) == ["log.jsonl"]
     assert not [p for p in os.listdir(tmp_path) if p.startswith("gs:")]
 

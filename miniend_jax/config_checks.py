@@ -60,6 +60,13 @@ def validate_config(config, *, paths_here: bool = True) -> None:
     _validate_training(config, paths_here)
 
 
+def checked_here(path: str, paths_here: bool) -> bool:
+    """Whether the checks read `path`: always for a run; for a plan (`paths_here=False`) only a local path
+    that exists (a plan reads nothing from object storage: it is often made offline, before the inputs
+    are copied)."""
+    return paths_here or (not files.is_cloud(path) and files.exists(path))
+
+
 def planned_config(config):
     """The config of the run a `mode=plan` config plans: a copy with `mode = plan.step`."""
     planned = config.copy_and_resolve_references()
@@ -88,7 +95,7 @@ def validate_model_section(section, role: str, paths_here: bool = True) -> None:
     from miniend_jax.models.presets import get_preset
     check_model_source(section, role)
     if section.source in ("hf", "miniend"):
-        check(bool(section.path) and (files.isdir(section.path) or not paths_here), f"{role}.path", section.path,
+        check(bool(section.path) and (not paths_here or files.isdir(section.path)), f"{role}.path", section.path,
               "point it at an existing directory (a HF checkpoint or a miniend_jax workdir).")
     else:
         get_preset(section.preset)
@@ -119,7 +126,7 @@ def _validate_pretraining(config, paths_here: bool = True) -> None:
     if d.source == "files":  # the held-out files leave at least one for training
         from tasks.pretraining import resolve_files, split_files
         try:
-            corpus = resolve_files(d.files)
+            corpus = resolve_files(d.files) if paths_here or not files.is_cloud(d.files) else []
         except ConfigError:
             if paths_here:
                 raise
@@ -156,7 +163,7 @@ def _validate_training(config, paths_here: bool = True) -> None:
     """Every mode that trains: the vocabulary, the loop's counts and the optimizer."""
     from miniend_jax.train.state import make_optimizer
     tr = config.train
-    if paths_here or files.exists(config.data.vocab):
+    if checked_here(config.data.vocab, paths_here):
         check_vocab_file(config.data.vocab)
     from miniend_jax.train.resume import INPUT_CHANGE_POLICIES
     check(config.data.on_input_change in INPUT_CHANGE_POLICIES, "data.on_input_change", config.data.on_input_change,
@@ -177,7 +184,7 @@ def _validate_downstream(config, paths_here: bool = True) -> None:
     validate_model_section(m, "model", paths_here)
     check(isinstance(m.dropout_rate, float) and 0.0 <= m.dropout_rate < 1.0, "model.dropout_rate", m.dropout_rate,
           "use a value in [0, 1); T5 finetunes with 0.1.")
-    if paths_here or files.exists(config.data.vocab):
+    if checked_here(config.data.vocab, paths_here):
         check_vocab_file(config.data.vocab)
     check(bool(eval_task_names(config)), "tasks.eval", t.eval, "name at least one Task, e.g. 'glue_sst2'.")
     if config.mode == "finetune":
@@ -197,7 +204,8 @@ def _validate_downstream(config, paths_here: bool = True) -> None:
     check(not t.best_metric or t.best_metric.count("/") == 1, "tasks.best_metric", t.best_metric,
           "use 'task/metric', e.g. 'glue_sst2/accuracy', or '' for the first eval task's main metric.")
     _validate_decode(dec)
-    _resolve_decode(config)
+    if checked_here(config.model.path, paths_here) or config.model.source != "hf":
+        _resolve_decode(config)
 
 
 def _validate_infer(config) -> None:
@@ -317,10 +325,11 @@ def _lcm(a: int, b: int) -> int:
     return a * b // math.gcd(a, b)
 
 
-def check_models(config, shape, models) -> None:
-    """Every check of a training run's model configs that needs no weights, for the run and for its plan:
-    the objective's needs (`DistillSpec.check_models`), the tokenizer's ids (when `data.vocab` is here), the
-    parameters over the mesh `shape`, and the copy init (`student.init='teacher_layers'`).
+def check_models(config, shape, models, paths_here: bool = True) -> None:
+    """Every check of a training run's model configs that needs no weights, for the run and for its plan
+    (`paths_here=False`, see `checked_here`): the objective's needs (`DistillSpec.check_models`), the
+    tokenizer's ids (when `data.vocab` is here), the parameters over the mesh `shape`, and the copy init
+    (`student.init='teacher_layers'`).
 
     Args:
       models: the run's `train.loop.Models` (its `spec`, `student_config` and `teacher_config`).
@@ -331,7 +340,7 @@ def check_models(config, shape, models) -> None:
     student, teacher = models.student_config, models.teacher_config
     role = "model" if config.mode == "finetune" else "student"
     models.spec.check_models(teacher, student)
-    if files.isfile(config.data.vocab):
+    if checked_here(config.data.vocab, paths_here) and files.isfile(config.data.vocab):
         check_vocab(config, [(role, student), ("teacher", teacher)])
     check_models_divide(config, shape, [(role, student), ("teacher", teacher)])
     if config.mode == "distill" and config.student.init == "teacher_layers":

@@ -181,8 +181,8 @@ def held_out_lines(config, text: str, examples: int) -> list[str]:
 def tokenize(lines: list[str], vocab: str, length: int) -> tuple[np.ndarray, np.ndarray]:
     """(encoder tokens, decoder input tokens) `[len(lines), length]`: each line with EOS, truncated and
     padded; the decoder reads the same tokens shifted right after the start token 0."""
-    import sentencepiece as spm
-    processor = spm.SentencePieceProcessor(model_file=vocab)
+    from miniend_jax.checkpoints.tokenizer import sentencepiece_processor
+    processor = sentencepiece_processor(vocab)  # a local copy of a cloud file
     encoder = np.zeros((len(lines), length), np.int32)
     for i, line in enumerate(lines):
         ids = (processor.encode(line) + [1])[:length]

@@ -65,7 +65,8 @@ def join(path: str, *names: str) -> str:
 def parent(path: str) -> str:
     """The directory holding `path`."""
     if is_cloud(path):
-        return path.rstrip("/").rsplit("/", 1)[0]
+        scheme, rest = path.rstrip("/").split("://", 1)
+        return f"{scheme}://{rest.rsplit('/', 1)[0]}"  # a bucket is its own parent
     return os.path.dirname(absolute(path))
 
 
@@ -252,6 +253,7 @@ def move_tree(source: str, target: str) -> None:
 
 def copy_file(source: str, target: str) -> None:
     """Copies one file between any two kinds of path (the target written whole or not at all)."""
+    source, target = (p if is_cloud(p) else os.path.expanduser(p) for p in (source, target))
     if not is_cloud(target):
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     if not is_cloud(source) and not is_cloud(target):
@@ -288,6 +290,32 @@ def local_dir_for(target: str) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="miniend_upload.") as tmp:
         yield tmp
         copy_tree(tmp, target)
+
+
+class LocalMirror:
+    """A local folder standing in for a cloud folder `target`, for a library that writes only local files
+    and appends to what it wrote before (seqio's evaluation loggers): created holding `target`'s files;
+    `push()` uploads the files that are new or changed since the last push (or the download). The local
+    folder is removed with the object."""
+
+    def __init__(self, target: str):
+        self.target = target
+        self._folder = tempfile.TemporaryDirectory(prefix="miniend_mirror.")
+        self.path = self._folder.name
+        if isdir(target):
+            copy_tree(target, self.path)
+        self._pushed = self._stamps()
+
+    def _stamps(self) -> dict[str, tuple[int, int]]:
+        return {name: (os.stat(os.path.join(self.path, name)).st_size,
+                       os.stat(os.path.join(self.path, name)).st_mtime_ns) for name in walk_files(self.path)}
+
+    def push(self) -> None:
+        stamps = self._stamps()
+        for name, stamp in stamps.items():
+            if self._pushed.get(name) != stamp:
+                copy_file(os.path.join(self.path, name), join(self.target, name))
+        self._pushed = stamps
 
 
 def cache_dir() -> str:
@@ -333,21 +361,36 @@ def local_copy(path: str) -> str:
         names, versions = [None], {None: _version(fs, p)}
     stamp = target + ".source.json"
     recorded = json.dumps({str(k): v for k, v in versions.items()}, sort_keys=True)
-    if os.path.exists(stamp) and open(stamp).read() == recorded:
-        return target
-    shutil.rmtree(target, ignore_errors=True)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(target)
-    for name in names:
-        source = path if name is None else join(path, name)
-        local = target if name is None else os.path.join(target, name)
-        os.makedirs(os.path.dirname(local), exist_ok=True)
-        fs.get_file(_fs(source)[1], local + ".part")
-        os.replace(local + ".part", local)
-    with open(stamp + ".tmp", "w") as f:
-        f.write(recorded)
-    os.replace(stamp + ".tmp", stamp)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with _cache_lock(target + ".lock"):  # processes sharing the cache (several per host, an NFS home) wait
+        if os.path.exists(stamp) and open(stamp).read() == recorded:
+            return target
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stamp)
+        shutil.rmtree(target, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+        for name in names:
+            source = path if name is None else join(path, name)
+            local = target if name is None else os.path.join(target, name)
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            part = f"{local}.{os.getpid()}.part"
+            fs.get_file(_fs(source)[1], part)
+            os.replace(part, local)
+        write_text(stamp, recorded)
     return target
+
+
+@contextlib.contextmanager
+def _cache_lock(path: str):
+    """An exclusive `flock` on `path` for the body (none where the filesystem has no locks)."""
+    import fcntl
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
 
 
 # -- pre-flight ---------------------------------------------------------------------------------------

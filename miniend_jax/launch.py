@@ -264,6 +264,13 @@ def prepare(argv: list[str]):
                           "--zone=ZONE -- --config=configs/t5_3b_interp.py --workdir=gs://BUCKET/3b_interp")
     cut = argv.index("--")
     args = _parser().parse_args(argv[:cut])
+    for flag in ("log_dir", "script"):  # the launcher's own files: on this machine
+        value = getattr(args, flag, "")
+        if value and is_cloud(value):
+            raise LaunchError(f"--{flag}={value}: the launcher writes its logs and scripts on this machine; give a "
+                              "local path (the run's own files go to its --workdir)")
+        if value:
+            setattr(args, flag, os.path.expanduser(value))
     args.main_args = argv[cut + 1:]
     config, workdir, args.config_file = load_config(args.main_args)
     paths = run_paths(config, workdir)

@@ -97,7 +97,11 @@ def _parquet_rows(files: list[str]) -> int | None:
         return None
     import pyarrow.parquet as pq
     try:
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        total = 0
+        for f in files:  # opened through the file layer (pyarrow's own GCS client is not this run's)
+            with storage.open_file(f, "rb") as handle:
+                total += pq.ParquetFile(handle).metadata.num_rows
+        return total
     except Exception:  # a damaged file: `datasets` names it when it reads it
         return None
 
@@ -147,6 +151,7 @@ def export_text(path: str, split: str, text_field: str, out_dir: str, num_shards
     """
     from tasks.task_files import BadRows, check_policy
     check_policy(on_bad_input)
+    out_dir = storage.absolute(out_dir)  # `~` expanded where local
     key = source_key(path, split, text_field)
     key["num_shards"] = num_shards
     files = [storage.join(out_dir, f"part-{i:05d}-of-{num_shards:05d}.jsonl") for i in range(num_shards)]

@@ -306,6 +306,14 @@ def _preprocessors(noise_density: float, mean_noise_span_length: float):
     ]
 
 
+class _FileList(seqio.FileDataSource):
+    """seqio's `FileDataSource` over files already listed (`resolve_files`): its own listing would hand a
+    name with glob characters (`*?[`) to `tf.io.gfile.glob`, TensorFlow's storage client."""
+
+    def list_shards(self, split: str) -> list[str]:
+        return list(self._split_to_filepattern[split])
+
+
 def register_local_span_corruption(files: str | Sequence[str], spiece_model: str, *, file_format: str = "auto",
                                    text_field: str = "text", validation_files: int = 0,
                                    noise_density: float = 0.15, mean_noise_span_length: float = 3.0,
@@ -329,9 +337,8 @@ def register_local_span_corruption(files: str | Sequence[str], spiece_model: str
     name = name or "span_corruption_" + hashlib.sha1(key.encode()).hexdigest()[:12]
     registry.add_task(
         name, [key, registry.vocabulary_key(spiece_model, extra_ids)],
-        source=seqio.FileDataSource(make_reader(formats, text_field, max_line_chars,
-                                                cloud=any(storage.is_cloud(p) for p in paths)),
-                                    split_to_filepattern=splits),
+        source=_FileList(make_reader(formats, text_field, max_line_chars, cloud=any(storage.is_cloud(p) for p in paths)),
+                         split_to_filepattern=splits),
         preprocessors=_preprocessors(noise_density, mean_noise_span_length),
         output_features=_output_features(vocabulary(spiece_model, extra_ids)),
         metric_fns=[])

@@ -11,8 +11,8 @@ source is built (at registration), so both happen before anything is compiled or
 from __future__ import annotations
 
 import codecs
-import os
 
+from miniend_jax import files
 from miniend_jax.errors import ConfigError
 
 POLICIES = ("skip", "error")   # values of data.on_bad_input
@@ -31,7 +31,6 @@ def check_policy(on_bad_input: str) -> None:
 def file_version(path: str) -> tuple[str, int, int]:
     """(absolute path, size in bytes, modification time in ns or object generation): a rewritten file is
     read again."""
-    from miniend_jax import files
     version = files.version(path)
     return files.absolute(path), version["size"], version["version"]
 
@@ -42,7 +41,6 @@ def read_lines(path: str, keep_ends: bool = False) -> list[tuple[int, str, str |
     mark is dropped, and a line that is not valid UTF-8 is decoded with U+FFFD and carries its problem ("is
     not valid UTF-8 (byte 7)"). A last empty line (after the final newline) is not listed.
     """
-    from miniend_jax import files
     data = files.read_bytes(path)
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]

@@ -284,6 +284,7 @@ def test_the_file_layer_does_the_same_on_both_kinds(kind, gcs, tmp_path):
     files.rmtree(files.join(root, "sub.unreadable-1"))
     assert files.listdir(root) == ["log.jsonl"]
     assert not [p for p in os.listdir(tmp_path) if p.startswith("gs:")]
+    assert files.parent("gs://bucket/x") == "gs://bucket" and files.parent("gs://bucket") == "gs://bucket"
 
 
 def test_a_local_copy_is_fetched_again_only_when_the_object_changes(gcs, tmp_path, monkeypatch):
@@ -339,3 +340,47 @@ def test_a_lease_is_taken_over_only_from_a_run_that_is_gone(holder, taken, gcs):
         with pytest.raises(ConfigError, match="is in use by pid 1 on another-host"):
             _Lease(path).acquire()
         assert json.loads(files.read_text(path)) == record
+
+
+def test_a_local_mirror_keeps_earlier_rows_and_pushes_only_changes(gcs):
+    """seqio's loggers append to `<task>-metrics.jsonl`: a resumed run's mirror starts from the bucket's."""
+    from miniend_jax import files
+    target = f"gs://bucket/mirror-{time.time_ns()}"
+    files.write_text(f"{target}/task-metrics.jsonl", '{"step": 10}\n')
+    files.write_text(f"{target}/task-000010.jsonl", "old")
+    mirror = files.LocalMirror(target)
+    with open(os.path.join(mirror.path, "task-metrics.jsonl"), "a") as f:
+        f.write('{"step": 20}\n')
+    with open(os.path.join(mirror.path, "task-000020.jsonl"), "w") as f:
+        f.write("new")
+    files.write_text(f"{target}/task-000010.jsonl", "changed in the bucket only")  # not changed here: not pushed
+    mirror.push()
+    assert files.read_text(f"{target}/task-metrics.jsonl") == '{"step": 10}\n{"step": 20}\n'
+    assert files.read_text(f"{target}/task-000020.jsonl") == "new"
+    assert files.read_text(f"{target}/task-000010.jsonl") == "changed in the bucket only"
+
+
+def test_processes_sharing_the_cache_copy_one_object_together(gcs, tmp_path):
+    """Several processes of a host (or hosts sharing an NFS home) asking for the same local copy at once."""
+    from miniend_jax import files
+    path = f"gs://bucket/shared-{time.time_ns()}/weights.bin"
+    data = os.urandom(4 << 20)
+    files.write_bytes(path, data)
+    code = "import sys; from miniend_jax import files; print(files.local_copy(sys.argv[1]))"
+    env = {**os.environ, **gcs, "MINIEND_CACHE_DIR": str(tmp_path)}
+    workers = [subprocess.Popen([sys.executable, "-c", code, path], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outputs = [w.communicate(timeout=120) for w in workers]
+    assert [w.returncode for w in workers] == [0] * 4, [err[-500:] for _, err in outputs]
+    copies = {out.strip() for out, _ in outputs}
+    assert len(copies) == 1 and open(copies.pop(), "rb").read() == data
+
+
+def test_a_home_relative_local_path_is_expanded(gcs, runs, tmp_path):
+    """`--workdir=~/run` as a shell passes it when quoted or after `=`: the home folder, not a folder `~`."""
+    os.symlink(runs["local"], tmp_path / "run")
+    env = {**gcs, "HOME": str(tmp_path)}
+    _main(runs["cwd"], env, "--workdir=~/run", "--config.mode=export", "--config.export.path=~/exported",
+          f"--config.data.vocab={SPIECE}")
+    assert (tmp_path / "exported" / "model.safetensors").exists()
+    assert not [p for p in os.listdir(runs["cwd"]) if p.startswith("~")]

@@ -345,3 +345,11 @@ def test_readme_pod_commands_are_accepted_by_the_launcher(monkeypatch):
     assert {c[3] for c in commands} == {"tpu", "slurm"}
     for command in commands:
         launch.prepare(command[3:])
+
+
+@pytest.mark.parametrize("form", [["tpu", "--tpu=NAME", "--zone=Z", "--num_workers=2", "--log_dir=gs://b/logs"],
+                                  ["slurm", "--nodes=2", "--script=gs://b/run.sbatch"]])
+def test_the_launchers_own_files_are_local(form, capsys):
+    status = launch.main([*form, "--dry_run", "--", "--config=tests/configs/tiny.py", "--workdir=gs://b/run"])
+    err = capsys.readouterr().err
+    assert status == 2 and "the launcher writes its logs and scripts on this machine" in err, err

@@ -484,7 +484,8 @@ def save_hf_checkpoint(directory: str, config: T5Config, params: Params, *,
         state_dict = {k: v.astype(np.float32) for k, v in state_dict.items()}
     # Staged beside the target where it is local (so the moves below are renames), else in a local
     # temporary folder uploaded file by file: config.json last, so a HF loader never finds a half export.
-    parent = None if files.is_cloud(directory) else os.path.dirname(os.path.abspath(directory))
+    directory = files.absolute(directory)  # `~` expanded where local
+    parent = None if files.is_cloud(directory) else os.path.dirname(directory)
     if parent:
         os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{directory.rstrip('/').rsplit('/', 1)[-1]}.", dir=parent)

@@ -86,19 +86,18 @@ class TaskEvaluator:
         """`log_dir` (t5x: `<workdir>/inference_eval`): where seqio's loggers write, from process 0, for
         every Task and step `<task>-<step:06>.jsonl` (each example's input, target and prediction),
         `<task>-metrics.jsonl`, and the scores as TensorBoard summaries under `<task>/`. None: no log.
-        seqio writes with `tf.io.gfile`, so a `log_dir` on object storage is written locally first and copied
-        there (`miniend_jax.files`) after each evaluation."""
+        seqio writes with `tf.io.gfile`, so a `log_dir` on object storage is written to a local mirror of it
+        (`files.LocalMirror`: seqio's metrics files keep their earlier rows) pushed after each evaluation."""
         import seqio
         self.model, self.mesh, self.rules, self.decode = model, mesh, rules, decode
         self.max_length = decode.max_length or targets_length
         lengths = {"inputs": inputs_length, "targets": targets_length}
         log = log_dir is not None and jax.process_index() == 0
-        self._log_copy = None  # (local folder seqio writes, cloud folder it is copied to)
+        log_dir = files.absolute(log_dir) if log_dir is not None else None
+        self._log_mirror = None  # a cloud log_dir: seqio writes (and appends to) a local copy of it
         if log and files.is_cloud(log_dir):
-            import tempfile
-            self._log_folder = tempfile.TemporaryDirectory(prefix="miniend_inference_eval.")  # removed with self
-            self._log_copy = (self._log_folder.name, log_dir)
-            log_dir = self._log_copy[0]
+            self._log_mirror = files.LocalMirror(log_dir)
+            log_dir = self._log_mirror.path
         if log:
             os.makedirs(log_dir, exist_ok=True)  # seqio's loggers write into it, creating nothing
         self.evaluators = [
@@ -140,8 +139,8 @@ class TaskEvaluator:
                                            predict_fn=lambda ds: self._predict(params, ds, should_stop))
             for task, scores in future.result().items():
                 results[task] = {name: float(getattr(value, "value", value)) for name, value in scores.items()}
-        if self._log_copy is not None:
-            files.copy_tree(*self._log_copy)
+        if self._log_mirror is not None:
+            self._log_mirror.push()
         return results
 
 

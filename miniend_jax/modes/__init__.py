@@ -39,6 +39,7 @@ def run(config, workdir: str):
     """
     if not workdir:
         raise ConfigError("--workdir is required: the directory for checkpoints, metrics and the config.")
+    workdir = files.absolute(workdir)  # `~` expanded where local
     check_storage(config, workdir)
     validate_config(config)
     if config.get("jax_cache_dir"):
@@ -58,6 +59,8 @@ def check_storage(config, workdir: str) -> None:
     Raises:
       ConfigError: naming the field, the path and the fix.
     """
-    paths = {"workdir": workdir, **files.cloud_strings(config.to_dict())}
+    paths = {"workdir": workdir}
+    if config.mode != "plan":  # a plan reads nothing from storage (often made offline): its workdir only
+        paths.update(files.cloud_strings(config.to_dict()))
     for field, path in paths.items():
         files.check_cloud_path(path, field, write=field == "workdir" or field in _OUTPUT_FIELDS)

@@ -40,17 +40,19 @@ from miniend_jax.errors import ConfigError
 
 def _place(text: str, output: str) -> None:
     """Writes `output` whole, never replacing a file another run wrote meanwhile (local: a hard link of a
-    staged file, which fails where the name exists; object storage: checked just before the upload).
+    staged file, which fails where the name exists; object storage: a create-only-if-absent upload).
 
     Raises:
       ConfigError: `output` appeared while this run decoded (local: this run's predictions are kept).
     """
     if files.is_cloud(output):
-        if files.exists(output):
+        try:
+            files.create_exclusive(output, text.encode("utf-8"))
+        except FileExistsError:
             raise ConfigError(f"{output} was written by another run while this one decoded; set "
-                              "--config.infer.output to a new file and run again.")
-        files.write_text(output, text)
+                              "--config.infer.output to a new file and run again.") from None
         return
+    output = files.absolute(output)
     staged = f"{output}.{os.getpid()}.tmp"  # per run: two runs to one output never share it
     with open(staged, "w", encoding="utf-8") as f:
         f.write(text)

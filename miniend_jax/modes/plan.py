@@ -108,14 +108,14 @@ def plan_models(config):
 
 
 def _teacher_config(config):
-    """The teacher's shape: from its checkpoint's config when the path exists, else from `teacher.preset`
-    (a plan is often made before the weights are on the machine)."""
+    """The teacher's shape: from its checkpoint's config when the path exists on this machine, else (also
+    for a cloud path: a plan reads nothing from storage) from `teacher.preset`."""
     from miniend_jax.models.presets import get_preset
     t = config.teacher
-    if t.source == "preset" or files.isdir(t.path):
+    if t.source == "preset" or config_checks.checked_here(t.path, paths_here=False):
         return build.teacher_config(config)
-    print(f"plan: teacher.path={t.path!r} is not here; planning with the shape of teacher.preset={t.preset!r}",
-          flush=True)
+    print(f"plan: teacher.path={t.path!r} is not {'read by a plan' if files.is_cloud(t.path) else 'here'}; "
+          f"planning with the shape of teacher.preset={t.preset!r}", flush=True)
     return get_preset(t.preset, dtype=t.dtype, param_dtype=t.param_dtype, scan_layers=t.scan_layers, dropout_rate=0.0)
 
 
@@ -158,7 +158,7 @@ def plan(config, mesh=None) -> Plan:
         shape = config_checks.validate_layout(config, 1, jax.device_count())
         mesh = parallel.make_mesh(*shape)
     models = plan_models(config)
-    config_checks.check_models(config, tuple(mesh.shape[a] for a in parallel.MESH_AXES), models)
+    config_checks.check_models(config, tuple(mesh.shape[a] for a in parallel.MESH_AXES), models, paths_here=False)
     inputs_length, targets_length, packed = feature_lengths(config)
     rules = parallel.rules_from_config(config.mesh.get("rules", {}))
     layout = step_layout(config, models, mesh, rules)

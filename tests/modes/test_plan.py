@@ -125,3 +125,18 @@ def test_a_plan_does_not_need_the_runs_files(tmp_path):
     config = config_with("tiny", **{"mode": "plan", "plan.step": "distill", "mesh.data": 1, **missing})
     result = run(config, str(tmp_path))
     assert result.fits and (tmp_path / "plan.json").exists()
+
+
+def test_a_plan_reads_nothing_from_storage(tmp_path, monkeypatch):
+    """The pod commands' gs:// inputs, planned offline: the storage endpoint is unreachable (a closed port),
+    and the plan neither waits for it nor refuses."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", closed)
+    cloud = {"teacher.source": "hf", "teacher.path": "gs://bucket/t5", "data.vocab": "gs://bucket/spiece.model",
+             "data.files": "gs://bucket/corpus/*.txt"}
+    config = config_with("tiny", **{"mode": "plan", "plan.step": "distill", "mesh.data": 1, **cloud})
+    result = run(config, str(tmp_path))
+    assert result.fits and (tmp_path / "plan.json").exists()

@@ -140,3 +140,20 @@ def test_faulty_inputs_stop_the_run_when_asked(tmp_path, name, message):
     directory = _faulty_corpus(tmp_path)
     with pytest.raises(ConfigError, match=f"{name}: {message}.*on_bad_input='skip'"):
         scan_files([str(directory / name)], max_line_chars=100, on_bad_input="error")
+
+
+def test_a_corpus_file_named_with_glob_characters_is_read_as_itself(tmp_path):
+    """seqio's own file listing would glob `wiki[1].txt` again (matching `wiki1.txt`, or nothing)."""
+    text = "\n".join(f"Paragraph {i} of a file with brackets in its name." for i in range(40))
+
+    def batches(folder, name):
+        (folder / name).write_text(text)
+        (folder / "zz_held_out.txt").write_text("A held-out paragraph.\n")  # sorts last: the held-out file
+        task = register_local_span_corruption(str(folder / "*.txt"), str(SPIECE), validation_files=1)
+        dataset = get_dataset(task, {"inputs": 32, "targets": 8}, split="train", batch_size=1, pack=False,
+                              shuffle=False, seed=0, num_epochs=1)
+        return [b["encoder_input_tokens"].tolist() for b in dataset.as_numpy_iterator()]
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    plain = batches(tmp_path / "a", "wiki1.txt")
+    assert len(plain) > 10 and batches(tmp_path / "b", "wiki[1].txt") == plain

@@ -19,8 +19,8 @@ MiniLM on an encoder-decoder is taken as the encoder's last-layer self-attention
 the paper's MiniLM is the encoder-only recipe; with the decoder's relations too it would equal
 MiniEnD-E without logits). Every distillation objective may add `ground_truth` with its own weight.
 
-Normalisation: each term is a sum over valid rows divided by the number of valid rows *of the whole
-batch* (`denominators`), so summing a term over microbatches gives exactly the full-batch value.
+The terms themselves, their taps and default weights are the table `distill/terms.py:TERMS`; each is
+normalised by the whole batch's valid rows (`terms.denominators`), so microbatches sum to the full batch.
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from miniend_jax.distill import relations
+from miniend_jax.distill import terms as term_table
 from miniend_jax.errors import ConfigError, check
-from miniend_jax.models.interface import (Seq2SeqOutput, Taps, cross_attention_mask, decoder_attention_mask,
-                                          encoder_attention_mask)
+from miniend_jax.models.interface import Seq2SeqOutput, Taps
 
 OBJECTIVES: dict[str, tuple[str, ...]] = {
     "pretrain": ("ground_truth",),
@@ -48,7 +47,7 @@ OBJECTIVES: dict[str, tuple[str, ...]] = {
     "miniend_e": ("logit", "decoder_self", "encoder_self"),
     "miniend_e_no_logits": ("decoder_self", "encoder_self"),
 }
-TERMS = ("logit", "encoder_self", "decoder_self", "cross", "ground_truth")
+TERMS = tuple(term_table.TERMS)
 INTERPOLATION_SCHEDULES = ("constant", "linear", "cosine")
 
 
@@ -63,7 +62,7 @@ class DistillSpec:
       teacher_encoder_layer, teacher_decoder_layer, student_encoder_layer, student_decoder_layer: the
         tapped layer of each stack.
       temperature: T of the logit KD term (Hinton et al. 2015), scaled back by T^2.
-      weights: (term, weight) overrides; every term defaults to 1 except `ground_truth` (0).
+      weights: (term, weight) overrides of the terms' default weights (`terms.TERMS`: 1, `ground_truth` 0).
       interpolation_space: `probability` or `logit`, see `relations.interpolate_target`.
 
     Raises:
@@ -107,14 +106,13 @@ class DistillSpec:
     @property
     def needs_teacher(self) -> bool:
         """Whether any active term reads the teacher (every term but `ground_truth`)."""
-        return any(t != "ground_truth" for t in self.terms)
+        return any(term_table.TERMS[t].teacher for t in self.terms)
 
     def weight(self, term: str) -> float:
         """The weight of `term` in `total_loss` (for `pretrain`: 1 for ground_truth, 0 otherwise)."""
         if self.objective == "pretrain":  # the ground-truth loss *is* the objective: weight 1, always
             return 1.0 if term == "ground_truth" else 0.0
-        default = 0.0 if term == "ground_truth" else 1.0
-        return float(dict(self.weights).get(term, default))
+        return float(dict(self.weights).get(term, term_table.TERMS[term].weight))
 
     def taps(self, role: str) -> Taps:
         """The layers whose Q/K/V the `role` model must return for the active terms.
@@ -122,12 +120,10 @@ class DistillSpec:
         Args:
           role: `"teacher"` or `"student"`.
         """
-        enc = getattr(self, f"{role}_encoder_layer")
-        dec = getattr(self, f"{role}_decoder_layer")
-        terms = self.terms
-        return Taps(encoder_self=(enc,) if "encoder_self" in terms else (),
-                    decoder_self=(dec,) if "decoder_self" in terms else (),
-                    cross=(dec,) if "cross" in terms else ())
+        kinds = {kind for t in self.terms for kind in term_table.TERMS[t].taps}
+        layer = {stack: getattr(self, f"{role}_{stack}_layer") for stack in ("encoder", "decoder")}
+        return Taps(**{kind: (layer["encoder" if kind == "encoder_self" else "decoder"],) if kind in kinds else ()
+                       for kind in ("encoder_self", "decoder_self", "cross")})
 
     def check_models(self, teacher_config, student_config) -> None:
         """Cross-field checks: relation heads divide widths, tapped layers exist, vocabularies agree.
@@ -141,7 +137,7 @@ class DistillSpec:
           ConfigError: naming the failed check and a fix.
         """
         models = [("student", student_config)] + ([("teacher", teacher_config)] if self.needs_teacher else [])
-        relation_terms = set(self.terms) & {"encoder_self", "decoder_self", "cross"}
+        relation_terms = [t for t in self.terms if term_table.TERMS[t].taps]
         common = math.gcd(*[config.inner_dim for _, config in models])
         suggestion = max(d for d in range(1, common + 1) if common % d == 0 and d <= self.relation_heads)
         for role, config in models:
@@ -204,92 +200,10 @@ def interpolation_alpha(step: jax.Array, start: float, steps: int, schedule: str
     return jnp.float32(start) + (1.0 - jnp.float32(start)) * ramp
 
 
-# ---------------------------------------------------------------------------------------------
-# Masks and normalisers from a batch (seqio EncDecFeatureConverter features)
-# ---------------------------------------------------------------------------------------------
-def valid_rows(batch: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-    """(encoder positions that are not padding, decoder target positions that count).
-
-    Args:
-      batch: seqio features; `encoder_input_tokens` int `[batch, enc_len]` and either
-        `decoder_loss_weights` or `decoder_target_tokens` int `[batch, dec_len]` (0 = does not count).
-
-    Returns:
-      (bool `[batch, enc_len]`, bool `[batch, dec_len]`).
-    """
-    encoder_valid = batch["encoder_input_tokens"] > 0
-    if "decoder_loss_weights" in batch:
-        decoder_valid = batch["decoder_loss_weights"] > 0
-    else:
-        decoder_valid = batch["decoder_target_tokens"] > 0
-    return encoder_valid, decoder_valid
-
-
-def denominators(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """Valid encoder and decoder rows of `batch` (at least 1), the normalisers of every term.
-
-    Returns:
-      {"encoder": float32 scalar, "decoder": float32 scalar}: counts of the `valid_rows` positions.
-    """
-    encoder_valid, decoder_valid = valid_rows(batch)
-    return {"encoder": jnp.maximum(encoder_valid.sum(), 1).astype(jnp.float32),
-            "decoder": jnp.maximum(decoder_valid.sum(), 1).astype(jnp.float32)}
-
-
-def _masks(batch):
-    enc_seg, dec_seg = batch.get("encoder_segment_ids"), batch.get("decoder_segment_ids")
-    return (encoder_attention_mask(batch["encoder_input_tokens"], enc_seg),
-            decoder_attention_mask(batch["decoder_input_tokens"], batch["decoder_target_tokens"], dec_seg),
-            cross_attention_mask(batch["encoder_input_tokens"], dec_seg, enc_seg))
-
-
-# ---------------------------------------------------------------------------------------------
-# The terms
-# ---------------------------------------------------------------------------------------------
-def logit_kd_sum(teacher_logits, student_logits, decoder_valid, temperature=1.0, alpha=1.0,
-                 interpolation_space="probability") -> jax.Array:
-    """Sum over valid targets of T^2 * KL(target || softmax(s/T)), target = softmax(t/T) when alpha = 1.
-
-    Knowledge distillation of Hinton et al. 2015 ("Distilling the Knowledge in a Neural Network"), with
-    the interpolated target of `relations.interpolate_target` for alpha < 1.
-
-    Args:
-      teacher_logits, student_logits: `[batch, dec_len, vocab]`, any float dtype (computed in float32).
-      decoder_valid: bool `[batch, dec_len]`, the positions that count.
-      temperature: T > 0.
-      alpha: the interpolation weight `a_t` (1 = the teacher's distribution).
-      interpolation_space: `probability` or `logit`.
-
-    Returns:
-      float32 scalar, a sum in nats (not a mean).
-    """
-    t = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature, axis=-1)
-    s = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
-    target = relations.interpolate_target(jax.lax.stop_gradient(t), s, alpha, interpolation_space)
-    per_token = jnp.sum(jnp.exp(target) * (target - s), axis=-1)
-    return temperature ** 2 * jnp.sum(jnp.where(decoder_valid, per_token, 0.0))
-
-
-def cross_entropy_sum(logits, targets, decoder_valid) -> jax.Array:
-    """Sum over valid targets of -log p(target).
-
-    Args:
-      logits: `[batch, dec_len, vocab]`, any float dtype (computed in float32).
-      targets: int `[batch, dec_len]`.
-      decoder_valid: bool `[batch, dec_len]`.
-
-    Returns:
-      float32 scalar, a sum in nats (not a mean).
-    """
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    return jnp.sum(jnp.where(decoder_valid, nll, 0.0))
-
-
 def compute_terms(spec: DistillSpec, teacher: Seq2SeqOutput | None, student: Seq2SeqOutput,
                   batch: Mapping[str, jax.Array], denominator: Mapping[str, jax.Array],
                   alpha: jax.Array | float = 1.0) -> dict[str, jax.Array]:
-    """Every active term of `spec` (unweighted), normalised by `denominator` (see `denominators`).
+    """Every active term of `spec` (unweighted), normalised by `denominator` (see `terms.denominators`).
 
     Args:
       spec: what to compute.
@@ -298,44 +212,14 @@ def compute_terms(spec: DistillSpec, teacher: Seq2SeqOutput | None, student: Seq
       student: the student's output with the taps of `spec.taps("student")`.
       batch: seqio features: `encoder_input_tokens`, `decoder_input_tokens`, `decoder_target_tokens`,
         optionally `decoder_loss_weights` and `*_segment_ids`.
-      denominator: `denominators` of the *whole* batch (equal to this batch's without microbatching).
+      denominator: `terms.denominators` of the *whole* batch (equal to this batch's without microbatching).
       alpha: the interpolation weight `a_t` (1 = plain distillation).
 
     Returns:
       {term: float32 scalar} for each of `spec.terms`.
     """
-    encoder_valid, decoder_valid = valid_rows(batch)
-    enc_mask, dec_mask, cross_mask = _masks(batch)
-    rel = dict(num_relation_heads=spec.relation_heads, alpha=alpha,
-               interpolation_space=spec.interpolation_space)
-
-    def tap(out: Seq2SeqOutput, kind: str, role: str):
-        stack = "encoder" if kind == "encoder_self" else "decoder"
-        return out.taps[kind][getattr(spec, f"{role}_{stack}_layer")]
-
-    terms = {}
-    for term in spec.terms:
-        if term == "ground_truth":
-            total = cross_entropy_sum(student.logits, batch["decoder_target_tokens"], decoder_valid)
-            terms[term] = total / denominator["decoder"]
-        elif term == "logit":
-            total = logit_kd_sum(teacher.logits, student.logits, decoder_valid, spec.temperature, alpha,
-                                 spec.interpolation_space)
-            terms[term] = total / denominator["decoder"]
-        elif term == "encoder_self":
-            total = relations.self_attention_relation_sum(
-                tap(teacher, term, "teacher"), tap(student, term, "student"), enc_mask, encoder_valid, **rel)
-            terms[term] = total / denominator["encoder"]
-        elif term == "decoder_self":
-            total = relations.self_attention_relation_sum(
-                tap(teacher, term, "teacher"), tap(student, term, "student"), dec_mask, decoder_valid, **rel)
-            terms[term] = total / denominator["decoder"]
-        elif term == "cross":
-            qk, kv = relations.cross_attention_relation_sums(
-                tap(teacher, term, "teacher"), tap(student, term, "student"), cross_mask, decoder_valid,
-                enc_mask, encoder_valid, **rel)
-            terms[term] = qk / denominator["decoder"] + kv / denominator["encoder"]
-    return terms
+    context = term_table.Context(spec, teacher, student, batch, denominator, alpha)
+    return {term: term_table.TERMS[term].fn(context) for term in spec.terms}
 
 
 def total_loss(spec: DistillSpec, terms: Mapping[str, jax.Array]) -> jax.Array:

@@ -1,7 +1,7 @@
 """One jitted step: teacher forward (no gradient), student forward and backward, loss, update.
 
 Microbatched gradient accumulation: the batch is split into k microbatches scanned in sequence.
-Every loss term is normalised by the valid rows of the *whole* batch (`objectives.denominators`), so the
+Every loss term is normalised by the valid rows of the *whole* batch (`terms.denominators`), so the
 accumulated gradient equals the full-batch gradient exactly (up to float summation order).
 
 The models are used only through the seam of `models/interface.py`: the batch features of
@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from miniend_jax.distill import objectives
+from miniend_jax.distill.terms import denominators
 from miniend_jax.distill.objectives import DistillSpec
 from miniend_jax.models.interface import MODEL_INPUTS
 from miniend_jax.train.state import TrainState
@@ -41,7 +42,7 @@ def forward_terms(spec: DistillSpec, student: nn.Module, teacher: nn.Module | No
       batch: seqio features, int arrays `[batch, length]`: at least `encoder_input_tokens`,
         `decoder_input_tokens`, `decoder_target_tokens`; optionally `decoder_loss_weights` and
         `*_segment_ids`.
-      denominator: `objectives.denominators` of the whole batch.
+      denominator: `terms.denominators` of the whole batch.
       alpha: float32 scalar, the interpolation weight `a_t`.
       dropout_rng: a `jax.random` key to run the student with dropout; None for none.
 
@@ -99,7 +100,7 @@ def make_train_step(spec: DistillSpec, student: nn.Module, teacher: nn.Module | 
     use_dropout = student.config.dropout_rate > 0
 
     def step(state: TrainState, teacher_params, batch):
-        denominator = objectives.denominators(batch)
+        denominator = denominators(batch)
         alpha = (objectives.interpolation_alpha(state.step, *interpolation) if interpolation
                  else jnp.float32(1.0))
         rng = jax.random.fold_in(jax.random.PRNGKey(dropout_seed), state.step) if use_dropout else None
@@ -161,7 +162,7 @@ def make_eval_step(spec: DistillSpec, student: nn.Module, teacher: nn.Module | N
     eval_spec = dataclasses.replace(spec, weights=spec.weights + (("ground_truth", 1.0),))
 
     def eval_step(params, teacher_params, batch):
-        denominator = objectives.denominators(batch)
+        denominator = denominators(batch)
         _, terms = forward_terms(eval_spec, student, teacher, params, teacher_params, batch, denominator, 1.0)
         weight = denominator["decoder"]
         return {f"eval/{k}": (v * weight, weight) for k, v in terms.items()}

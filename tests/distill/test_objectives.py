@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from miniend_jax.distill import objectives, relations
-from miniend_jax.distill.objectives import DistillSpec, compute_terms, denominators, total_loss
+from miniend_jax.distill.objectives import DistillSpec, compute_terms, total_loss
+from miniend_jax.distill.terms import TERMS, denominators
 from miniend_jax.errors import ConfigError
 from miniend_jax.models import T5, T5Config, init_params
 from miniend_jax.models.interface import AttentionTap, Seq2SeqOutput
@@ -112,7 +113,7 @@ def _random_output(rng, batch, width):
                                             "cross": {-1: tap(ld, le)}})
 
 
-ALL_TERMS = ("logit", "encoder_self", "decoder_self", "cross", "ground_truth")
+ALL_TERMS = tuple(TERMS)
 
 
 def _spec(objective="miniend_e", **kw):
@@ -236,3 +237,36 @@ def test_pretrain_weighs_the_ground_truth_one_whatever_the_weights_say():
     assert spec.terms == ("ground_truth",) and spec.weight("ground_truth") == 1.0
     assert not spec.needs_teacher
     assert total_loss(spec, {"ground_truth": jnp.float32(2.5)}) == 2.5
+
+
+def test_the_config_default_weights_are_the_term_tables():
+    """configs/base.py's `distill.weights` names every term of `terms.TERMS` with its default weight."""
+    from configs import base
+    assert base.get_config().distill.weights.to_dict() == {name: term.weight for name, term in TERMS.items()}
+
+
+def test_a_new_term_is_one_table_row(monkeypatch):
+    """A term added as a row (and an objective using it) is computed, tapped, weighted and checked like
+    the others: no other edit."""
+    from miniend_jax.distill import terms
+
+    def student_logit_norm(c):  # a toy term: mean squared student logit over valid targets
+        _, decoder_valid = c.valid
+        per_token = jnp.mean(jnp.square(c.student.logits.astype(jnp.float32)), axis=-1)
+        return jnp.sum(jnp.where(decoder_valid, per_token, 0.0)) / c.denominator["decoder"]
+
+    monkeypatch.setitem(terms.TERMS, "logit_norm", terms.Term(student_logit_norm, taps=("cross",), teacher=False,
+                                                              weight=0.25))
+    monkeypatch.setitem(objectives.OBJECTIVES, "norm_only", ("logit_norm",))
+    monkeypatch.setattr(objectives, "TERMS", tuple(terms.TERMS))
+    spec = _spec("norm_only", student_decoder_layer=-1)
+    assert spec.terms == ("logit_norm",) and not spec.needs_teacher and spec.weight("logit_norm") == 0.25
+    assert spec.taps("student").cross == (-1,) and spec.taps("student").encoder_self == ()
+    rng = np.random.default_rng(1)
+    batch = {k: jnp.asarray(v) for k, v in _batch(False).items()}
+    student = _random_output(rng, batch, width=24)
+    value = compute_terms(spec, None, student, batch, denominators(batch))["logit_norm"]
+    valid = np.asarray(batch["decoder_target_tokens"]) > 0
+    expected = (np.square(np.asarray(student.logits, np.float64)).mean(-1) * valid).sum() / valid.sum()
+    np.testing.assert_allclose(float(value), expected, rtol=valid.size * VOCAB * 2.0 ** -24)  # float32 sums
+    assert float(total_loss(spec, {"logit_norm": value})) == pytest.approx(0.25 * float(value))

@@ -166,19 +166,29 @@ def _check_labelled(field: str, name: str, split: str) -> None:
                 f"(then `python -m miniend_jax.glue_submission`), or score a labelled split such as 'validation'.")
 
 
+# The families of downstream Tasks. Each module answers, for a Task name, `scores(name, config)`: (its
+# score names, the main one) and `train_files(name, config)`: the files its train split is read from,
+# both None for a Task of another family. A new family is a module with these two and a place here.
+TASK_FAMILIES = ("tasks.glue", "tasks.summarization", "tasks.hf_tasks", "tasks.classification")
+
+
+def _ask(question: str, name: str, config):
+    """The first family's answer to `question` about Task `name` (None when no family owns it)."""
+    import importlib
+    for family in TASK_FAMILIES:
+        answer = getattr(importlib.import_module(family), question)(name, config)
+        if answer is not None:
+            return answer
+    return None
+
+
 def check_best_metric(config) -> None:
     """`tasks.best_metric` names an evaluated Task and one of its scores (checked before training)."""
-    from miniend_jax.evaluation.metrics import ROUGE_TYPES
-    from tasks import glue, hf_tasks
     task, metric = best_metric(config)
     scored = scored_task_names(config)
     check(task in scored, "tasks.best_metric", config.tasks.best_metric,
            f"name one of the evaluated Tasks ({', '.join(scored)}; a Mixture is scored as its Tasks) before the '/'.")
-    glue_task = glue.task_of(task)
-    hf_spec = hf_tasks.specs(config).get(task[len(hf_tasks.PREFIX):]) if task.startswith(hf_tasks.PREFIX) else None
-    known = (glue_task.metric_names if glue_task else list(ROUGE_TYPES) if task.startswith("summ_")
-             else ["accuracy", "f1_macro"] if task.startswith("cls_")
-             else hf_tasks.score_names(hf_spec) if hf_spec else None)
+    known = (_ask("scores", task, config) or (None, None))[0]
     check(known is None or metric in known, "tasks.best_metric", f"{task}/{metric}",
            f"{task} reports {', '.join(known or [])}; choose one of them.")
 
@@ -198,27 +208,9 @@ def task_names(name: str) -> list[str]:
 
 def train_files(config) -> list[str]:
     """The files the `train` split of each Task of `tasks.train` is read from, for the local sources (GLUE,
-    summarization, classification directories, `tasks.hf` datasets); TFDS sources have none here."""
-    from tasks import classification, glue, hf_tasks, hf_text, summarization
-    t, files = config.tasks, []
-    specs = hf_tasks.specs(config)
-    for name in task_names(t.train):
-        glue_task = glue.task_of(name)
-        if glue_task is not None:
-            if t.glue_source == "local" and "train" in glue_task.splits:
-                files.append(glue.split_file(t.glue_dir, glue_task, "train"))
-        elif name.startswith("summ_") and name[len("summ_"):] in summarization.TASKS:
-            task = summarization.TASKS[name[len("summ_"):]]
-            if t.summarization_source == "local" and "train" in task.local:
-                files.append(os.path.join(t.summarization_dir, task.local_dir, task.local["train"].file))
-        elif name.startswith(hf_tasks.PREFIX) and name[len(hf_tasks.PREFIX):] in specs:
-            spec = specs[name[len(hf_tasks.PREFIX):]]
-            train = hf_tasks.split_map(name[len(hf_tasks.PREFIX):], spec).get("train", "train")
-            files += [row[0] for row in hf_text.source_key(spec["path"].replace("{split}", train), train, "")["files"]]
-        else:
-            files += [os.path.join(d, classification.SPLIT_FILES["train"]) for d in classification_dirs(config)
-                      if classification.task_name(d) == name]
-    return files
+    summarization, classification directories, `tasks.hf` datasets; each family says, `TASK_FAMILIES`);
+    TFDS sources have none here."""
+    return [f for name in task_names(config.tasks.train) for f in _ask("train_files", name, config) or []]
 
 
 def build_task_data(config, process_index: int, process_count: int):
@@ -245,18 +237,12 @@ def build_task_data(config, process_index: int, process_count: int):
 
 def best_metric(config) -> tuple[str, str]:
     """(task, metric) that picks the best finetuning checkpoint: `tasks.best_metric`, else the first scored
-    Task's main score (GLUE's, accuracy, rougeL, or the first named metric of a `tasks.hf` Task)."""
-    from tasks import glue, hf_tasks
+    Task's main score, as its family says (`TASK_FAMILIES`: GLUE's, rougeL, accuracy, or the first named
+    metric of a `tasks.hf` Task)."""
     if config.tasks.best_metric:
         task, _, metric = config.tasks.best_metric.partition("/")
         return task, metric
     task = scored_task_names(config)[0]
-    glue_task = glue.task_of(task)
-    if glue_task:
-        return task, glue_task.main_metric
-    hf_spec = hf_tasks.specs(config).get(task[len(hf_tasks.PREFIX):]) if task.startswith(hf_tasks.PREFIX) else None
-    if hf_spec:
-        return task, hf_tasks.score_names(hf_spec)[0]
-    return task, ("accuracy" if task.startswith("cls_") else "rougeL")
+    return task, (_ask("scores", task, config) or (None, "rougeL"))[1]
 
 

@@ -120,3 +120,20 @@ def register(directory: str, spiece_model: str, *, extra_ids: int = 100, on_bad_
         output_features=text_to_text_features(spiece_model, extra_ids),
         postprocess_fn=functools.partial(_postprocess, labels=labels), metric_fns=[metrics.accuracy, metrics.f1_macro])
     return name
+
+
+# The questions `inputs.py` asks every Task family (`inputs.TASK_FAMILIES`); None: not one of this family's.
+def _directories(config) -> list[str]:
+    return [p.strip() for p in config.tasks.classification_dirs.split(",") if p.strip()]
+
+
+def scores(name: str, config) -> tuple[list[str], str] | None:
+    """(accuracy and macro-F1, accuracy) for a `cls_<folder>` Task, or None for another family's Task."""
+    return (["accuracy", "f1_macro"], "accuracy") if name.startswith("cls_") else None
+
+
+def train_files(name: str, config) -> list[str] | None:
+    """`train.tsv` of the folder the Task was made from, or None for another family's Task."""
+    if not name.startswith("cls_"):
+        return None
+    return [files.join(d, SPLIT_FILES["train"]) for d in _directories(config) if task_name(d) == name]

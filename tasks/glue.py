@@ -424,3 +424,19 @@ def results_by_glue_task(results: dict, prefix: str = "glue") -> dict:
     """{seqio task name: scores} -> {GLUE task name: scores}, for the aggregate scores."""
     return {name[len(prefix) + 1:]: scores for name, scores in results.items()
             if task_of(name, prefix) is not None}
+
+
+# The questions `inputs.py` asks every Task family (`inputs.TASK_FAMILIES`); None: not one of this family's.
+def scores(name: str, config) -> tuple[list[str], str] | None:
+    """(the score names a GLUE Task reports, its main one), or None for another family's Task."""
+    task = task_of(name)
+    return None if task is None else (list(task.metric_names), task.main_metric)
+
+
+def train_files(name: str, config) -> list[str] | None:
+    """The local file the `train` split of a GLUE Task is read from ([] from TFDS or without a train
+    split), or None for another family's Task."""
+    task, t = task_of(name), config.tasks
+    if task is None:
+        return None
+    return [split_file(t.glue_dir, task, "train")] if t.glue_source == "local" and "train" in task.splits else []

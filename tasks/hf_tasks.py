@@ -490,3 +490,23 @@ def labels(task: str) -> tuple[str, ...]:
     """The label names of the registered classification Task `task` (`hf_<name>`); () for other kinds."""
     layout = _LAYOUTS.get(task)
     return layout.labels if layout else ()
+
+
+# The questions `inputs.py` asks every Task family (`inputs.TASK_FAMILIES`); None: not one of this family's.
+def _spec(name: str, config) -> Mapping | None:
+    return specs(config).get(name[len(PREFIX):]) if name.startswith(PREFIX) else None
+
+
+def scores(name: str, config) -> tuple[list[str], str] | None:
+    """(the Task's named scores, the first of them), or None for another family's Task."""
+    spec = _spec(name, config)
+    return None if spec is None else (score_names(spec), score_names(spec)[0])
+
+
+def train_files(name: str, config) -> list[str] | None:
+    """The files of the dataset split the Task trains on, or None for another family's Task."""
+    spec = _spec(name, config)
+    if spec is None:
+        return None
+    train = split_map(name[len(PREFIX):], spec).get("train", "train")
+    return [row[0] for row in hf_text.source_key(spec["path"].replace("{split}", train), train, "")["files"]]

@@ -230,3 +230,26 @@ def check_split(name: str, split: str, *, source: str = "local", data_dir: str =
     suffix = name[len(prefix) + 1:] if name.startswith(prefix + "_") else None
     if source == "local" and suffix in TASKS:
         read_split(data_dir, TASKS[suffix], split, on_bad_input)
+
+
+# The questions `inputs.py` asks every Task family (`inputs.TASK_FAMILIES`); None: not one of this family's.
+PREFIX = "summ_"
+
+
+def _task(name: str) -> SummarizationTask | None:
+    return TASKS.get(name[len(PREFIX):]) if name.startswith(PREFIX) else None
+
+
+def scores(name: str, config) -> tuple[list[str], str] | None:
+    """(ROUGE's scores, rougeL), or None for another family's Task."""
+    return None if _task(name) is None else (list(metrics.ROUGE_TYPES), "rougeL")
+
+
+def train_files(name: str, config) -> list[str] | None:
+    """The local file of the `train` split ([] from TFDS), or None for another family's Task."""
+    task, t = _task(name), config.tasks
+    if task is None:
+        return None
+    if t.summarization_source != "local" or "train" not in task.local:
+        return []
+    return [files.join(t.summarization_dir, task.local_dir, task.local["train"].file)]

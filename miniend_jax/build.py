@@ -181,6 +181,20 @@ def check_loaded(params, model_config, role: str, path: str) -> None:
                           "the checkpoint is damaged or of another architecture.")
 
 
+def model_on_mesh(config, shape, model_config):
+    """`config.model` loaded (`load_model`) and placed on a new mesh of `shape` under the run's axis rules,
+    after `config_checks.check_decoding_model` gave `shape` and `model_config`.
+
+    Returns:
+      (model config as loaded, placed params, mesh, axis rules).
+    """
+    from miniend_jax import parallel
+    model_config, params = load_model(config.model, model_config, config.seed)
+    mesh = parallel.make_mesh(*shape)
+    rules = parallel.rules_from_config(config.mesh.get("rules", {}))
+    return model_config, placed_params(model_config, params, mesh, rules), mesh, rules
+
+
 def placed_params(model_config, params, mesh, rules):
     """Host `params` placed on `mesh` with the `NamedSharding`s of their logical axes under `rules`."""
     import jax

@@ -348,6 +348,27 @@ def check_models(config, shape, models, paths_here: bool = True) -> None:
         check_copyable(teacher, student)
 
 
+def check_decoding_model(config) -> tuple[tuple[int, int, int], object]:
+    """The pre-flight of a mode that loads one model to decode with it (`evaluate`, `infer`), before any
+    weight is read: the mesh over this job's devices, `config.model`'s config, its room for the tokenizer's
+    ids and its parameters over the mesh.
+
+    Returns:
+      (mesh shape, the model's `T5Config`), for `build.model_on_mesh`.
+
+    Raises:
+      ConfigError, CheckpointError: naming the problem and the fix.
+    """
+    import jax
+    from miniend_jax import build, parallel
+    shape = parallel.mesh_shape(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, jax.device_count())
+    parallel.rules_from_config(config.mesh.get("rules", {}))
+    model_config = build.model_config(config.model, "model")
+    check_vocab(config, [("model", model_config)])
+    check_models_divide(config, shape, [("model", model_config)])
+    return shape, model_config
+
+
 def check_models_divide(config, shape, models) -> None:
     """Every sharded parameter dimension of each `(role, T5Config or None)` divides over the mesh `shape`
     under the run's axis rules (`parallel.check_divisible`).

@@ -23,12 +23,7 @@ def run(config, workdir: str) -> dict:
         holds (its lock) or that holds a finetuning run's results (`best.json`: its `results.json` is
         that run's).
     """
-    import jax
-    from miniend_jax import parallel
-    shape = parallel.mesh_shape(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, jax.device_count())
-    model_config = build.model_config(config.model, "model")
-    config_checks.check_vocab(config, [("model", model_config)])
-    config_checks.check_models_divide(config, shape, [("model", model_config)])
+    shape, model_config = config_checks.check_decoding_model(config)
     inputs.check_tasks(config, inputs.register_tasks(config))
     if files.exists(files.join(workdir, "best.json")):
         raise ConfigError(f"--workdir={workdir} holds a finetuning run (best.json), whose results.json this "
@@ -40,14 +35,10 @@ def run(config, workdir: str) -> dict:
 
 def _evaluate(config, workdir: str, shape, model_config) -> dict:
     import jax
-    from miniend_jax import parallel
     from miniend_jax.evaluation.evaluator import TaskEvaluator, markdown_table, write_results
     from miniend_jax.models.t5 import T5
     from tasks.glue import results_by_glue_task
-    model_config, params = build.load_model(config.model, model_config, config.seed)
-    mesh = parallel.make_mesh(*shape)
-    rules = parallel.rules_from_config(config.mesh.rules)
-    params = build.placed_params(model_config, params, mesh, rules)
+    model_config, params, mesh, rules = build.model_on_mesh(config, shape, model_config)
     t = config.tasks
     evaluator = TaskEvaluator(inputs.eval_task_names(config), t.eval_split, T5(model_config), mesh, rules,
                               inputs_length=t.inputs_length, targets_length=t.targets_length,

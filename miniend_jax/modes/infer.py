@@ -165,7 +165,6 @@ def run(config, workdir: str) -> str:
         load, an output file that already exists), before any decoding.
     """
     import jax
-    from miniend_jax import parallel
     from miniend_jax.checkpoints.tokenizer import seqio_vocabulary
     from miniend_jax.evaluation.evaluator import decode_rows
     from miniend_jax.models.t5 import T5
@@ -174,10 +173,7 @@ def run(config, workdir: str) -> str:
     if files.exists(output):  # first: nothing else needs reading to know this
         raise ConfigError(f"{output} already holds predictions (an earlier run's); set --config.infer.output to a "
                           "new file, or move that one away.")
-    shape = parallel.mesh_shape(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, jax.device_count())
-    model_config = build.model_config(config.model, "model")
-    config_checks.check_vocab(config, [("model", model_config)])
-    config_checks.check_models_divide(config, shape, [("model", model_config)])
+    shape, model_config = config_checks.check_decoding_model(config)
     if inputs.is_file_input(i.input):
         texts = read_file_inputs(i.input, i.field)
         vocab = seqio_vocabulary(config.data.vocab, config.data.extra_ids)
@@ -194,10 +190,7 @@ def run(config, workdir: str) -> str:
         rows = rows[: i.examples]
     files.makedirs(files.parent(output))
 
-    model_config, params = build.load_model(config.model, model_config, config.seed)
-    mesh = parallel.make_mesh(*shape)
-    rules = parallel.rules_from_config(config.mesh.rules)
-    params = build.placed_params(model_config, params, mesh, rules)
+    model_config, params, mesh, rules = build.model_on_mesh(config, shape, model_config)
     tokens = np.zeros((len(rows), t.inputs_length), np.int32)
     for n, row in enumerate(rows):
         tokens[n, : len(row["ids"])] = row["ids"]

@@ -4,9 +4,10 @@ where `s3fs` is installed).
 Cloud paths go through fsspec (`gcsfs` for `gs://`): it is the layer the rest of the stack already shares.
 orbax reaches storage through etils `epath`, which this package points at the same fsspec backend
 (`EPATH_USE_TF=false`, set in `miniend_jax/__init__.py`) instead of `tf.io.gfile`, so TensorFlow stays out
-of every path that does not read data, and one setting points every library at a storage endpoint
-(`STORAGE_EMULATOR_HOST` for gcsfs, `TENSORSTORE_GCS_HTTP_URL` for orbax's arrays). Local paths use the
-operating system directly. Paths stay strings everywhere (in configs, records and messages).
+of every path that does not read data, and one setting points every library at a GCS emulator:
+`STORAGE_EMULATOR_HOST` (gcsfs's; `miniend_jax/__init__.py` passes it on to tensorstore, which writes
+orbax's arrays, as `TENSORSTORE_GCS_HTTP_URL`). Local paths use the operating system directly. Paths stay
+strings everywhere (in configs, records and messages).
 
 Atomicity on object storage, which has no rename: an object is written whole or not at all (a single
 upload that a kill cuts short creates nothing), so a single file written with `write_text` is atomic on
@@ -15,9 +16,10 @@ that makes it usable last (`copy_tree(..., last=...)`: `config.json` of a HF dir
 that points at it (`best.json`) after that; orbax marks its own finished checkpoints
 (`commit_success.txt`). Appending (`append_text`) rewrites the object on object storage.
 
-Libraries that read only local files (SentencePiece, safetensors, the HF tokenizer, TensorFlow's
-checkpoint of the input position) are given a local copy (`local_copy`, cached by size and generation) or
-write into a local folder that is then uploaded.
+Libraries that read or write only local files get a local copy (`local_copy`, cached under
+`cache_dir()` by size and generation: SentencePiece and seqio's vocabulary, safetensors, the HF tokenizer,
+TensorFlow's checkpoint of the input position) or write into a local folder that is then uploaded
+(TensorFlow's input position, a HF export; seqio's evaluation logs through a `LocalMirror`).
 """
 
 from __future__ import annotations
@@ -430,8 +432,9 @@ def check_cloud_path(path: str, field: str, *, write: bool = False, timeout: flo
     what = "read"
     try:
         if not fs.exists(bucket):
-            raise ConfigError(f"{field}={path!r}: bucket {bucket!r} does not exist (or this account cannot see it); "
-                              f"create it (gcloud storage buckets create {_scheme(path)}{bucket}) or fix the path.")
+            at = f" at {endpoint[2]} (STORAGE_EMULATOR_HOST)" if endpoint and os.environ.get("STORAGE_EMULATOR_HOST") else ""
+            raise ConfigError(f"{field}={path!r}: bucket {bucket!r} does not exist{at} (or this account cannot see "
+                              f"it); create it (gcloud storage buckets create {_scheme(path)}{bucket}) or fix the path.")
         if write:
             what = "write"
             probe = join(path, f".write_probe.{socket.gethostname()}.{os.getpid()}")

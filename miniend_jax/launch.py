@@ -61,6 +61,8 @@ DISTRIBUTED = "--config.distributed.enabled=True"
 TARBALL = "miniend_jax.tar.gz"  # the packed checkout, in each worker's home
 REMOTE_CHECKOUT = "~/miniend_jax"
 DOWNSTREAM_MODES = ("finetune", "evaluate", "infer")
+_OUTPUT_FIELDS = ("workdir", "export.path", "infer.output", "jax_cache_dir")  # written, not copied there
+TFDS_DEFAULT_DIR = "~/tensorflow_datasets"  # where TFDS reads when no data dir is given: each machine's own
 LIST_FIELDS = ("data.files", "data.hf_path", "tasks.classification_dirs")  # and tasks.hf.<name>.path
 
 __all__ = ["LaunchError", "is_cloud", "load_config", "main", "prepare", "run_paths"]
@@ -148,7 +150,7 @@ def run_paths(config, workdir: str) -> dict[str, str]:
         paths["data.vocab"] = d.vocab
         field = {"files": "files", "hf": "hf_path", "c4": "tfds_data_dir"}.get(d.source)
         if field:
-            paths[f"data.{field}"] = d[field]
+            paths[f"data.{field}"] = d[field] or (TFDS_DEFAULT_DIR if d.source == "c4" else "")
         if config.export.at_end:
             paths["export.path"] = config.export.path
     elif mode in DOWNSTREAM_MODES:
@@ -164,7 +166,8 @@ def run_paths(config, workdir: str) -> dict[str, str]:
                 paths["tasks.glue_dir"] = t.glue_dir
             if t.summarization_source == "local" and any(n.startswith("summ_") for n in names):
                 paths["tasks.summarization_dir"] = t.summarization_dir
-            paths["tasks.tfds_data_dir"] = t.tfds_data_dir
+            from_tfds = "tfds" in (t.glue_source, t.summarization_source)
+            paths["tasks.tfds_data_dir"] = t.tfds_data_dir or (TFDS_DEFAULT_DIR if from_tfds else "")
             paths["tasks.classification_dirs"] = t.classification_dirs
             for name in t.get("hf") or {}:
                 paths[f"tasks.hf.{name}.path"] = t.hf[name].get("path", "")
@@ -191,18 +194,25 @@ def check_paths(paths: dict[str, str], cluster: str) -> None:
       LaunchError: tpu: a path that is not a cloud path; slurm: a relative path. Naming the field, the path,
         the reason and the fix.
     """
-    for field, path in paths.items():
-        if cluster == "tpu" and not is_cloud(path):
+    if cluster == "tpu":
+        local = {field: path for field, path in paths.items() if not is_cloud(path)}
+        if local:
+            def fix(field, path):
+                if field in _OUTPUT_FIELDS:  # written by the run: nothing to copy
+                    return f"{_flag(field)}=gs://BUCKET/..."
+                shown = "~/" + shlex.quote(path[2:]) if path.startswith("~/") else shlex.quote(path)
+                return f"copy it (gcloud storage cp -r {shown} gs://BUCKET/...) and pass {_flag(field)}=gs://BUCKET/..."
+            named = "; ".join(f"{field}={path!r}: {fix(field, path)}" for field, path in local.items())
             raise LaunchError(
-                f"{field}={path!r} is a local path, which a TPU pod cannot use: every worker is its own machine, "
-                "where it would be a different folder, and a preempted slice loses what was written there; copy "
-                f"it to a bucket (gcloud storage cp -r {shlex.quote(path)} gs://BUCKET/...) and pass "
-                f"{_flag(field)}=gs://BUCKET/...")
-        if cluster == "slurm" and not (is_cloud(path) or os.path.isabs(path)):
-            raise LaunchError(
-                f"{field}={path!r} is a relative path: each node of a SLURM job may start in another working "
-                f"directory; pass {_flag(field)}=/an/absolute/path on the cluster's shared filesystem, or a "
-                "gs:// path")
+                f"{len(local)} local path(s), which a TPU pod cannot use (every worker is its own machine, where it "
+                f"would be a different folder, and a preempted slice loses what was written there): {named}")
+    if cluster == "slurm":
+        for field, path in paths.items():
+            if not (is_cloud(path) or os.path.isabs(path)):
+                raise LaunchError(
+                    f"{field}={path!r} is a relative path: each node of a SLURM job may start in another working "
+                    f"directory; pass {_flag(field)}=/an/absolute/path on the cluster's shared filesystem, or a "
+                    "gs:// path")
 
 
 # --- the launcher's own arguments ------------------------------------------------------------------------

@@ -33,6 +33,20 @@ def _share_compiled_programs() -> None:
 _share_compiled_programs()
 
 
+def _keep_local_copies_in_the_run() -> None:
+    """Local copies of cloud inputs (`miniend_jax.files.local_copy`) go to one folder of this test run, made
+    by the first process and removed when it exits, never to the user's `~/.cache/miniend_jax`."""
+    if "MINIEND_CACHE_DIR" in os.environ:
+        return
+    directory = tempfile.mkdtemp(prefix="miniend-test-files-cache-")
+    os.environ["MINIEND_CACHE_DIR"] = directory
+    owner = os.getpid()
+    atexit.register(lambda: os.getpid() == owner and shutil.rmtree(directory, ignore_errors=True))
+
+
+_keep_local_copies_in_the_run()
+
+
 def _compile_for_tests() -> None:
     """XLA's CPU backend at LLVM optimisation level 0 for the whole run (subprocesses inherit it): the
     test programs are tiny, so compiling them is most of their cost and the matrix products run in

@@ -8,7 +8,8 @@ library pointed at it by its documented endpoint setting:
 - gcsfs 2026.10 asks the real Storage Control API whether each bucket is zonal unless
   `GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false` (each call would otherwise wait for that request to time out).
 
-`python -m tests.gcs_emulator` runs one in the foreground (for trying a run by hand).
+`python -m tests.gcs_emulator` runs one in the foreground (for trying a run by hand: set the
+`STORAGE_EMULATOR_HOST=...` it prints, which is all a run needs; Ctrl-C or `kill` stops it).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def listing(env: dict[str, str], prefix: str) -> list[str]:
 
 
 if __name__ == "__main__":
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the server too (the finally below)
     with emulator() as env:
         print(" ".join(f"{k}={v}" for k, v in env.items()), flush=True)
         try:

@@ -384,3 +384,15 @@ def test_a_home_relative_local_path_is_expanded(gcs, runs, tmp_path):
           f"--config.data.vocab={SPIECE}")
     assert (tmp_path / "exported" / "model.safetensors").exists()
     assert not [p for p in os.listdir(runs["cwd"]) if p.startswith("~")]
+
+
+def test_the_emulator_setting_alone_points_every_library_at_it(gcs):
+    """`STORAGE_EMULATOR_HOST` is all a run needs: without it tensorstore (orbax's arrays) would go to the
+    real service and wait there while gcsfs wrote the rest to the emulator."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TENSORSTORE_GCS_HTTP_URL", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")}
+    env["STORAGE_EMULATOR_HOST"] = gcs["STORAGE_EMULATOR_HOST"]
+    result = subprocess.run([sys.executable, "-m", "miniend_jax.main", f"--config={TINY}", "--workdir=gs://bucket/one",
+                             "--config.train.steps=2", "--config.train.checkpoint_every=2"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "checkpoints/2/params/commit_success.txt" in listing(gcs, "bucket/one")

@@ -165,7 +165,8 @@ def test_run_paths_follow_the_mode_and_sources(monkeypatch):
     vocab = "../shared/data/t5_spiece/spiece.model"
     distill = _paths(monkeypatch, "--config=configs/t5_base_miniend_e.py", "--config.jax_cache_dir=gs://b/cache")
     assert distill == {"workdir": "gs://b/run", "jax_cache_dir": "gs://b/cache", "teacher.path": "/path/to/t5-base",
-                       "data.vocab": vocab}  # C4 from TFDS's default folder; hf_student in the workdir
+                       "data.vocab": vocab,  # hf_student in the workdir
+                       "data.tfds_data_dir": "~/tensorflow_datasets"}  # C4 from TFDS's default: each machine's own
     pretrain = _paths(monkeypatch, "--config=configs/baselines/scratch.py", "--config.data.tfds_data_dir=gs://b/t",
                       "--config.export.path=gs://b/hf")
     assert pretrain == {"workdir": "gs://b/run", "data.vocab": vocab, "data.tfds_data_dir": "gs://b/t",
@@ -353,3 +354,15 @@ def test_the_launchers_own_files_are_local(form, capsys):
     status = launch.main([*form, "--dry_run", "--", "--config=tests/configs/tiny.py", "--workdir=gs://b/run"])
     err = capsys.readouterr().err
     assert status == 2 and "the launcher writes its logs and scripts on this machine" in err, err
+
+
+def test_a_pod_run_without_a_tfds_folder_is_refused(capsys):
+    """C4 with no `data.tfds_data_dir` reads each worker's own ~/tensorflow_datasets: named with the other
+    local paths, all in one line."""
+    status = launch.main(["tpu", "--tpu=NAME", "--zone=Z", "--num_workers=2", "--dry_run", "--",
+                          "--config=configs/t5_3b_interp.py", "--workdir=gs://B/3b", "--config.teacher.path=gs://B/t",
+                          "--config.data.vocab=/data/spiece.model"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1 and err.startswith("error: 2 local path(s)"), err
+    assert "data.vocab='/data/spiece.model'" in err and "data.tfds_data_dir='~/tensorflow_datasets'" in err
+    assert "gcloud storage cp -r ~/tensorflow_datasets gs://BUCKET/" in err

@@ -72,33 +72,30 @@ def parent(path: str) -> str:
     return os.path.dirname(absolute(path))
 
 
+def _any_fs(path: str):
+    """(filesystem, path) of either kind: fsspec's local filesystem for a local path (`~` expanded)."""
+    return _fs(path if is_cloud(path) else os.path.expanduser(path))
+
+
 def exists(path: str) -> bool:
-    if is_cloud(path):
-        fs, p = _fs(path)
-        return fs.exists(p)
-    return os.path.exists(os.path.expanduser(path))
+    fs, p = _any_fs(path)
+    return fs.exists(p)
 
 
 def isdir(path: str) -> bool:
     """Whether `path` is a directory (on object storage: a prefix holding objects)."""
-    if is_cloud(path):
-        fs, p = _fs(path)
-        return fs.isdir(p)
-    return os.path.isdir(os.path.expanduser(path))
+    fs, p = _any_fs(path)
+    return fs.isdir(p)
 
 
 def isfile(path: str) -> bool:
-    if is_cloud(path):
-        fs, p = _fs(path)
-        return fs.isfile(p)
-    return os.path.isfile(os.path.expanduser(path))
+    fs, p = _any_fs(path)
+    return fs.isfile(p)
 
 
 def getsize(path: str) -> int:
-    if is_cloud(path):
-        fs, p = _fs(path)
-        return int(fs.size(p))
-    return os.path.getsize(os.path.expanduser(path))
+    fs, p = _any_fs(path)
+    return int(fs.size(p))
 
 
 def makedirs(path: str) -> None:

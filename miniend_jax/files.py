@@ -78,17 +78,23 @@ def _any_fs(path: str):
 
 
 def exists(path: str) -> bool:
+    if not path:  # fsspec would read "" as the current directory
+        return False
     fs, p = _any_fs(path)
     return fs.exists(p)
 
 
 def isdir(path: str) -> bool:
     """Whether `path` is a directory (on object storage: a prefix holding objects)."""
+    if not path:  # fsspec would read "" as the current directory
+        return False
     fs, p = _any_fs(path)
     return fs.isdir(p)
 
 
 def isfile(path: str) -> bool:
+    if not path:  # fsspec would read "" as the current directory
+        return False
     fs, p = _any_fs(path)
     return fs.isfile(p)
 

@@ -287,6 +287,7 @@ def test_the_file_layer_does_the_same_on_both_kinds(kind, gcs, tmp_path):
     assert files.listdir(root) == ["log.jsonl"]
     assert not [p for p in os.listdir(tmp_path) if p.startswith("gs:")]
     assert files.parent("gs://bucket/x") == "gs://bucket" and files.parent("gs://bucket") == "gs://bucket"
+    assert not (files.exists("") or files.isfile("") or files.isdir(""))  # an unset path field is no file
 
 
 def test_a_local_copy_is_fetched_again_only_when_the_object_changes(gcs, tmp_path, monkeypatch):

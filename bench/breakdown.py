@@ -35,7 +35,7 @@ def jax_parts(shape: str, directory: str, repeats: int) -> dict:
     from miniend_jax import build
     from miniend_jax.checkpoints.hf import load_hf_checkpoint
     from miniend_jax.models.interface import Taps
-    from miniend_jax.models.t5 import T5
+    from miniend_jax.models.registry import module
     from miniend_jax.train.loop import Models, step_layout
     from miniend_jax.train.state import TrainState
     from miniend_jax import parallel
@@ -48,10 +48,10 @@ def jax_parts(shape: str, directory: str, repeats: int) -> dict:
     taps = Taps(encoder_self=(-1,), decoder_self=(-1,))
     args = (batch["encoder_input_tokens"], batch["decoder_input_tokens"], batch["decoder_target_tokens"])
 
-    teacher_fwd = jax.jit(lambda p: T5(teacher).apply({"params": p}, *args, taps=taps))
+    teacher_fwd = jax.jit(lambda p: module(teacher).apply({"params": p}, *args, taps=taps))
 
     def student_loss(p):
-        out = T5(student).apply({"params": p}, *args, taps=taps)
+        out = module(student).apply({"params": p}, *args, taps=taps)
         return jnp.mean(jax.nn.log_softmax(out.logits)) + sum(jnp.mean(x) for k in out.taps.values()
                                                             for t in k.values() for x in t)
     student_fb = jax.jit(jax.grad(student_loss))

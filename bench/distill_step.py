@@ -102,7 +102,7 @@ def run_jax(shape: str, directory: str, batch: int, length: int, steps: int, war
     from miniend_jax import build
     from miniend_jax import parallel, rss
     from miniend_jax.checkpoints.hf import save_hf_checkpoint
-    from miniend_jax.models.t5 import init_params
+    from miniend_jax.models.registry import init_params
     from miniend_jax.train import flops
     from miniend_jax.train.loop import Models, step_layout
     from miniend_jax.train.state import TrainState

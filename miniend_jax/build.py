@@ -43,27 +43,28 @@ def distill_spec(config):
 
 
 def student_config(config):
-    """The student's `T5Config`: `student.preset` with its overrides and dtypes.
+    """The student's model config: `student.preset` (any family's) with its overrides and dtypes.
 
     Raises:
       ConfigError: an unknown preset or override.
     """
-    from miniend_jax.models.presets import get_preset
+    from miniend_jax.models.registry import get_preset
     s = config.student
     return get_preset(s.preset, **{**s.overrides.to_dict(), "dtype": s.dtype, "param_dtype": s.param_dtype,
                                    "scan_layers": s.scan_layers})
 
 
 def model_config(section, role: str, dropout_rate: float = 0.0):
-    """The `T5Config` of a model section (`teacher` or `model`: source, path, preset, overrides, dtypes),
-    from its preset, HF `config.json` or miniend checkpoint meta, without reading weights.
+    """The model config of a model section (`teacher` or `model`: source, path, preset, overrides, dtypes),
+    from its preset, HF `config.json` (its `model_type` names the family) or miniend checkpoint meta (its
+    `family`), without reading weights.
 
     Raises:
       ConfigError: an unknown source or preset, or a path that holds no checkpoint.
       CheckpointError: the checkpoint's config cannot be read.
     """
     from miniend_jax.checkpoints import hf
-    from miniend_jax.models.presets import get_preset
+    from miniend_jax.models.registry import get_preset
     check_model_source(section, role)
     dtypes = {"dtype": section.dtype, "param_dtype": section.param_dtype, "dropout_rate": dropout_rate,
               "scan_layers": section.scan_layers}
@@ -75,27 +76,28 @@ def model_config(section, role: str, dropout_rate: float = 0.0):
 
 
 def teacher_config(config):
-    """The teacher's `T5Config` from its source, without reading weights (see `model_config`)."""
+    """The teacher's model config from its source, without reading weights (see `model_config`)."""
     return model_config(config.teacher, "teacher")
 
 
 def saved_model_config(workdir: str, role: str = "workdir", **changes):
-    """The `T5Config` (with `changes`) that the newest checkpoint of a miniend workdir records.
+    """The model config (with `changes`) that the newest checkpoint of a miniend workdir records, of the
+    family its meta names.
 
     Raises:
-      ConfigError: `workdir` holds no checkpoint, or one of another model family.
+      ConfigError: `workdir` holds no checkpoint, or one of a family this version does not build.
       CheckpointError: its config is not one this version reads.
     """
     from miniend_jax.checkpoints.state import check_family, read_meta
-    from miniend_jax.models.config import T5Config
+    from miniend_jax.models.registry import get_family
     try:
         meta = read_meta(workdir)
     except FileNotFoundError:
         raise ConfigError(f"{role}.path={workdir!r} holds no miniend_jax checkpoint; point it at the workdir of a "
                           "finished pretrain, distill or finetune run.") from None
-    check_family(meta, f"{role}.path={workdir!r}")
+    family = check_family(meta, f"{role}.path={workdir!r}")
     try:
-        return T5Config(**{**meta["model"], **changes})
+        return get_family(family).config_cls(**{**meta["model"], **changes})
     except (TypeError, KeyError) as error:
         raise CheckpointError(f"{workdir}: the checkpoint's model config cannot be read ({error}); it was written by "
                               "another version of miniend_jax or is damaged.") from None
@@ -104,9 +106,8 @@ def saved_model_config(workdir: str, role: str = "workdir", **changes):
 def host_abstract(model_config):
     """The unboxed parameter tree of `model_config` as `jax.ShapeDtypeStruct`s (allocates nothing)."""
     import flax.linen as nn
-    import jax
-    from miniend_jax.models.t5 import init_params
-    return nn.unbox(jax.eval_shape(lambda: init_params(model_config, jax.random.PRNGKey(0))))
+    from miniend_jax.models.registry import abstract_params
+    return nn.unbox(abstract_params(model_config))
 
 
 def restore_workdir(workdir: str, model_config=None, step: int | None = None):
@@ -114,7 +115,7 @@ def restore_workdir(workdir: str, model_config=None, step: int | None = None):
 
     Args:
       workdir: a pretrain, distill or finetune workdir.
-      model_config: the `T5Config` to restore into (its `scan_layers` may differ from the saved layout;
+      model_config: the model config to restore into (its `scan_layers` may differ from the saved layout;
         the parameters are converted and cast to its `param_dtype`); default: the saved config.
       step: a checkpoint step; default the newest.
 
@@ -128,7 +129,7 @@ def restore_workdir(workdir: str, model_config=None, step: int | None = None):
     """
     import jax
     from miniend_jax.checkpoints.state import restore_params
-    from miniend_jax.models.t5 import to_layout
+    from miniend_jax.models.registry import to_layout
     saved = saved_model_config(workdir)
     if model_config is None:
         model_config = saved
@@ -152,7 +153,7 @@ def load_model(section, expected, seed: int, role: str = "model"):
     """
     import flax.linen as nn
     import jax
-    from miniend_jax.models.t5 import init_params
+    from miniend_jax.models.registry import init_params
     if section.source == "preset":
         params = nn.unbox(init_params(expected, jax.random.PRNGKey(seed)))
         return expected, jax.tree.map(np.asarray, params)
@@ -199,8 +200,8 @@ def placed_params(model_config, params, mesh, rules):
     """Host `params` placed on `mesh` with the `NamedSharding`s of their logical axes under `rules`."""
     import jax
     from miniend_jax import parallel
-    from miniend_jax.models.t5 import init_params
-    boxed = jax.eval_shape(lambda: init_params(model_config, jax.random.PRNGKey(0)))
+    from miniend_jax.models.registry import abstract_params
+    boxed = abstract_params(model_config)
     return jax.device_put(params, parallel.logical_sharding(boxed, mesh, rules))
 
 

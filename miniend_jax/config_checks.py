@@ -92,7 +92,7 @@ def _validate_plan(p) -> None:
 def validate_model_section(section, role: str, paths_here: bool = True) -> None:
     """A model section (`teacher` or `model`): its source, and its path (when `paths_here`) or preset."""
     from miniend_jax.build import check_model_source
-    from miniend_jax.models.presets import get_preset
+    from miniend_jax.models.registry import get_preset
     check_model_source(section, role)
     if section.source in ("hf", "miniend"):
         check(bool(section.path) and (not paths_here or files.isdir(section.path)), f"{role}.path", section.path,
@@ -105,7 +105,7 @@ def _validate_pretraining(config, paths_here: bool = True) -> None:
     """distill and pretrain: the teacher, the student, the span-corruption data and the distillation spec."""
     from miniend_jax.distill.objectives import OBJECTIVES, check_interpolation
     from miniend_jax.distill.student_init import INIT_MODES
-    from miniend_jax.models.presets import get_preset
+    from miniend_jax.models.registry import get_preset
     s, d = config.student, config.data
     if config.mode == "distill":
         check(config.distill.objective != "pretrain", "distill.objective", config.distill.objective,
@@ -354,7 +354,7 @@ def check_decoding_model(config) -> tuple[tuple[int, int, int], object]:
     ids and its parameters over the mesh.
 
     Returns:
-      (mesh shape, the model's `T5Config`), for `build.model_on_mesh`.
+      (mesh shape, the model's config), for `build.model_on_mesh`.
 
     Raises:
       ConfigError, CheckpointError: naming the problem and the fix.
@@ -370,14 +370,14 @@ def check_decoding_model(config) -> tuple[tuple[int, int, int], object]:
 
 
 def check_models_divide(config, shape, models) -> None:
-    """Every sharded parameter dimension of each `(role, T5Config or None)` divides over the mesh `shape`
+    """Every sharded parameter dimension of each `(role, model config or None)` divides over the mesh `shape`
     under the run's axis rules (`parallel.check_divisible`).
 
     Raises:
       ConfigError: before any compile, naming the parameter, the dimension and the mesh axis.
     """
     from miniend_jax import parallel
-    from miniend_jax.models.t5 import abstract_params
+    from miniend_jax.models.registry import abstract_params
     rules = parallel.rules_from_config(config.mesh.get("rules", {}))
     for role, model_config in models:
         if model_config is not None:

@@ -337,7 +337,7 @@ def main() -> int:
     quiet_console()
     from configs import demo as demo_configs
     from miniend_jax.checkpoints.tokenizer import train_sentencepiece
-    from miniend_jax.models.presets import get_preset
+    from miniend_jax.models.registry import get_preset
     from miniend_jax.plot import plot
     from miniend_jax.train import flops
     from tasks.pretraining import task_feature_lengths

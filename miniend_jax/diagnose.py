@@ -21,6 +21,7 @@ similar fraction.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -36,16 +37,16 @@ STACKS = ("encoder_self", "decoder_self", "cross")
 
 
 def parameter_group(path: tuple[str, ...]) -> str:
-    """The group of a parameter path of the T5 module (`("encoder", "layers_0", "attention", "query",
-    "kernel")` -> "query")."""
+    """The group of a parameter path of a model (T5: `("encoder", "layers_0", "attention", "query",
+    "kernel")` -> "query"; BART's biases go with their matrices, its position tables with T5's bias)."""
     names = set(path)
     if "token_embedder" in names:
         return "embedding"
-    if "logits_dense" in names:
+    if names & {"logits_dense", "final_logits_bias"}:
         return "head"
-    if "relpos_bias" in names:
+    if names & {"relpos_bias", "embed_positions"}:
         return "position_bias"
-    if path[-1] == "scale":
+    if path[-1] == "scale" or (len(path) > 1 and "norm" in path[-2]):
         return "layer_norm"
     if "mlp" in names:
         return "ffn"
@@ -78,40 +79,36 @@ def attention_entropy(model_config, params, encoder_tokens: np.ndarray, decoder_
     and the mean entropy of a uniform distribution over the same keys.
 
     Args:
-      model_config: the `T5Config`; params: its parameters (any layout).
+      model_config: the model config (any family); params: its parameters (any layout).
       encoder_tokens, decoder_input_tokens: int32 `[batch, length]`, 0 = padding.
 
     Returns:
       {kind: {"entropy": float, "uniform": float}} for encoder_self, decoder_self and cross.
     """
     import jax
-    from miniend_jax.models import T5, Taps
-    from miniend_jax.models.t5 import relative_position_bucket
+    from miniend_jax.models import Taps, family_of, module
+    from miniend_jax.models.registry import unstack_layers
     cfg = model_config
     taps = Taps(encoder_self=tuple(range(cfg.num_encoder_layers)), decoder_self=tuple(range(cfg.num_decoder_layers)),
                 cross=tuple(range(cfg.num_decoder_layers)))
-    out = jax.jit(lambda p, e, d: T5(cfg).apply({"params": p}, e, d, taps=taps))(
+    out = jax.jit(lambda p, e, d: module(cfg).apply({"params": p}, e, d, taps=taps))(
         params, encoder_tokens, decoder_input_tokens)
     enc_valid, dec_valid = encoder_tokens > 0, decoder_input_tokens > 0
     dec_valid[:, 0] = True  # the start token (id 0) is a real query position
 
-    def bias(stack, lq, lk, bidirectional):
-        buckets = relative_position_bucket(np.arange(lk)[None] - np.arange(lq)[:, None], bidirectional,
-                                           cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance)
-        return np.asarray(params[stack]["relpos_bias"]["rel_embedding"], np.float64)[buckets].transpose(2, 0, 1)[None]
-
+    terms = functools.partial(family_of(cfg).attention_logits_terms, cfg, unstack_layers(params))
     le, ld = encoder_tokens.shape[1], decoder_input_tokens.shape[1]
     causal = np.tril(np.ones((ld, ld), bool))[None, None]
-    cases = {"encoder_self": (bias("encoder", le, le, True), enc_valid[:, None, None, :], enc_valid),
-             "decoder_self": (bias("decoder", ld, ld, False), causal & dec_valid[:, None, None, :], dec_valid),
-             "cross": (0.0, enc_valid[:, None, None, :], dec_valid)}
+    cases = {"encoder_self": (terms("encoder_self", le, le), enc_valid[:, None, None, :], enc_valid),
+             "decoder_self": (terms("decoder_self", ld, ld), causal & dec_valid[:, None, None, :], dec_valid),
+             "cross": (terms("cross", ld, le), enc_valid[:, None, None, :], dec_valid)}
     result = {}
-    for kind, (b, mask, query_valid) in cases.items():
+    for kind, ((scale, b), mask, query_valid) in cases.items():
         entropies, uniform = [], []
         for tap in out.taps[kind].values():
             q = np.asarray(tap.q, np.float64).reshape(*tap.q.shape[:2], cfg.num_heads, -1)
             k = np.asarray(tap.k, np.float64).reshape(*tap.k.shape[:2], cfg.num_heads, -1)
-            scores = np.where(mask, np.einsum("bqhd,bkhd->bhqk", q, k) + b, -np.inf)
+            scores = np.where(mask, scale * np.einsum("bqhd,bkhd->bhqk", q, k) + b, -np.inf)
             logp = scores - scores.max(-1, keepdims=True)
             logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
             logp = np.where(mask, logp, 0.0)  # masked keys: p = 0 contributes 0 (not 0 * -inf)
@@ -141,7 +138,7 @@ def initial_params(config, model_config, trained_params):
     import flax.linen as nn
     import jax
     from miniend_jax import build
-    from miniend_jax.models.t5 import init_params, to_layout
+    from miniend_jax.models.registry import init_params, to_layout
     if config.mode == "finetune":
         section = config.model
         _, params = build.load_model(section, build.model_config(section, "model"), config.seed)

@@ -222,7 +222,7 @@ def _final_heldout(workdir: str) -> float:
 
 
 def _model_shape(name: str):
-    """(T5Config, forward FLOPs of one training example: encoder inputs_length, decoder the span-corruption
+    """(model config, forward FLOPs of one training example: encoder inputs_length, decoder the span-corruption
     targets) of a row, from its config file (the random-init row has the students' shape)."""
     import importlib
 
@@ -259,7 +259,7 @@ def collect(root: str) -> dict:
     import jax
 
     from miniend_jax.evaluation.stats import paired_difference, summarize
-    from miniend_jax.models.t5 import abstract_params
+    from miniend_jax.models.registry import abstract_params
     times = stage_times(root)
     tasks = list(_common().DOWNSTREAM)
     models = []

@@ -1,14 +1,13 @@
-"""HF `transformers` T5 checkpoints in and out, without torch.
+"""HF `transformers` checkpoints in and out, of every model family, without torch.
 
 Load: a directory with `config.json` and `model.safetensors`, sharded safetensors with
 `model.safetensors.index.json`, or `pytorch_model.bin` (optionally sharded with its index). The `.bin`
 pickle is read by a restricted unpickler that rebuilds tensors as numpy arrays, so torch is never imported.
+`config.json`'s `model_type` picks the family; the family's module (`FORMATS`: `hf_t5.py`, `hf_bart.py`)
+converts the config and the tensor names and layouts.
 
-Export: `model.safetensors` + `config.json` (+ the tokenizer files when a SentencePiece model is given),
-loadable by `transformers.T5ForConditionalGeneration.from_pretrained`.
-
-Parameter layout: HF `nn.Linear.weight` is `[out, in]`; our kernels are `[in, out]`, so projections are
-transposed both ways. Embedding and relative-position tables keep their layout.
+Export: `model.safetensors` + `config.json` (+ the tokenizer files when a vocabulary is given), loadable
+by transformers' `AutoModelForSeq2SeqLM.from_pretrained`.
 """
 
 from __future__ import annotations
@@ -18,17 +17,14 @@ import json
 import os
 import pickle
 import zipfile
-from typing import Any, Iterator
+from typing import Any
 
-import flax.linen as nn
-import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
-from flax import traverse_util
 
 from miniend_jax import files
-from miniend_jax.errors import CheckpointError, ConfigError
-from miniend_jax.models.config import T5Config
+from miniend_jax.checkpoints import hf_bart, hf_t5
+from miniend_jax.errors import CheckpointError
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -36,224 +32,49 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_BIN_NAME = "pytorch_model.bin"
 TORCH_BIN_INDEX = "pytorch_model.bin.index.json"
 
-_SUPPORTED_MODEL_TYPES = ("t5", "mt5")
-_SUPPORTED_ARCHITECTURES = ("T5ForConditionalGeneration", "MT5ForConditionalGeneration")
-# Keys HF checkpoints may carry that this model does not use: aliases of the shared embedding, and
-# a cross-attention position table some early T5 exports contain although T5 never reads it.
-_IGNORED_KEYS = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight",
-                 "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight")
+# Each family's HF module, by the family names of `models/registry.py`. A module gives `MODEL_TYPES`,
+# `config_from_hf(hf, **overrides)`, `config_to_hf(config)`, `load(hf_config, weights, directory, **overrides)`,
+# `params_to_state_dict(params, config)`, `save_tokenizer(vocab, directory, extra_ids)` and
+# `extra_files(config)` (more JSON files of the export, e.g. `generation_config.json`).
+FORMATS = {"t5": hf_t5, "bart": hf_bart}
 
 Params = dict[str, Any]
 
 
-# ---------------------------------------------------------------------------------------------
-# config.json <-> T5Config
-# ---------------------------------------------------------------------------------------------
-def config_from_hf(hf: dict, *, has_separate_lm_head: bool | None = None, **overrides) -> T5Config:
-    """A `T5Config` from the dict of a HF `config.json`.
-
-    The model is the one the installed transformers (5.x) builds from the same config.json:
-    - whether the head is tied is decided by the weights when known (`has_separate_lm_head`: transformers
-      keeps a `lm_head.weight` that differs from `shared.weight`), else by `tie_word_embeddings`;
-    - T5 scales the decoder output by d_model**-0.5 when `scale_decoder_outputs` says so, or, in configs
-      written before that key existed (transformers 4, the hub's), unless `tie_word_embeddings` is false;
-    - mT5 never scales: transformers 5 writes `tie_word_embeddings: true` for mT5 with its separate head
-      and no scaling key, and its MT5 model has no output scaling at all.
-    `feed_forward_proj` decides the FFN (`is_gated_act` and `dense_act_fn`, which some configs also
-    carry, are derived from it by transformers too).
-
-    Args:
-      hf: the parsed `config.json`.
-      has_separate_lm_head: whether the weights hold an `lm_head.weight` distinct from `shared.weight`;
-        None when the weights are not known.
-      **overrides: `T5Config` fields set after conversion (e.g. `dtype`, `param_dtype`, `dropout_rate`).
-
-    Returns:
-      The `T5Config`.
+def format_of_hf(hf_config: dict):
+    """The family module that reads a parsed `config.json` (by `model_type`).
 
     Raises:
-      CheckpointError: not a T5-family config, or a required field is missing.
-      ConfigError: the resulting config is invalid (e.g. a bad override).
+      CheckpointError: no family reads this `model_type`, naming the ones that are read.
     """
-    model_type = hf.get("model_type")
-    architectures = hf.get("architectures") or []
-    if model_type not in _SUPPORTED_MODEL_TYPES or (
-            architectures and not set(architectures) & set(_SUPPORTED_ARCHITECTURES)):
-        raise CheckpointError(
-            f"config.json describes model_type={model_type!r}, architectures={architectures}; miniend_jax "
-            "loads T5-family encoder-decoders (model_type 't5' or 'mt5', T5ForConditionalGeneration). "
-            "Point the path at a T5 checkpoint.")
-    tie_flag = hf.get("tie_word_embeddings", True)
-    tie = (not has_separate_lm_head) if has_separate_lm_head is not None else bool(tie_flag)
-    if model_type == "mt5":
-        scale = False  # transformers' MT5ForConditionalGeneration never scales, whatever the flags say
-    else:
-        scale = hf.get("scale_decoder_outputs", tie_flag is not False)
-    try:
-        fields = dict(
-            vocab_size=hf["vocab_size"], d_model=hf["d_model"], d_kv=hf["d_kv"], d_ff=hf["d_ff"],
-            num_heads=hf["num_heads"], num_encoder_layers=hf["num_layers"],
-            num_decoder_layers=hf.get("num_decoder_layers") or hf["num_layers"],
-            feed_forward_proj=hf.get("feed_forward_proj", "relu"),
-            tie_word_embeddings=tie, scale_decoder_outputs=bool(scale),
-            relative_attention_num_buckets=hf.get("relative_attention_num_buckets", 32),
-            relative_attention_max_distance=hf.get("relative_attention_max_distance", 128),
-            layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-6),
-            dropout_rate=hf.get("dropout_rate", 0.1),
-            pad_token_id=hf.get("pad_token_id", 0), eos_token_id=hf.get("eos_token_id", 1),
-            decoder_start_token_id=hf.get("decoder_start_token_id", 0))
-    except KeyError as missing:
-        raise CheckpointError(f"config.json lacks the field {missing}; it is not a complete T5 config. "
-                              "Re-save it with transformers' save_pretrained.") from None
-    fields.update(overrides)
-    return T5Config(**fields)
+    model_type = hf_config.get("model_type")
+    for module in FORMATS.values():
+        if model_type in module.MODEL_TYPES:
+            return module
+    known = sorted(t for module in FORMATS.values() for t in module.MODEL_TYPES)
+    raise CheckpointError(f"config.json describes model_type={model_type!r}, architectures="
+                          f"{hf_config.get('architectures') or []}; miniend_jax reads the encoder-decoders "
+                          f"{', '.join(known)}. Point the path at one of those.")
 
 
-def config_to_hf(config: T5Config) -> dict:
-    """The `config.json` dict of `config`, readable by transformers 4 and 5.
-
-    `dtype` is `config.param_dtype`; `save_hf_checkpoint` overwrites it with the written tensors' dtype.
-    """
-    return {
-        "architectures": ["T5ForConditionalGeneration"],
-        "model_type": "t5",
-        "is_encoder_decoder": True,
-        "vocab_size": config.vocab_size,
-        "d_model": config.d_model,
-        "d_kv": config.d_kv,
-        "d_ff": config.d_ff,
-        "num_heads": config.num_heads,
-        "num_layers": config.num_encoder_layers,
-        "num_decoder_layers": config.num_decoder_layers,
-        "feed_forward_proj": config.feed_forward_proj,
-        "tie_word_embeddings": config.tie_word_embeddings,
-        "scale_decoder_outputs": config.scale_decoder_outputs,
-        "relative_attention_num_buckets": config.relative_attention_num_buckets,
-        "relative_attention_max_distance": config.relative_attention_max_distance,
-        "layer_norm_epsilon": config.layer_norm_epsilon,
-        "dropout_rate": config.dropout_rate,
-        "initializer_factor": 1.0,
-        "pad_token_id": config.pad_token_id,
-        "eos_token_id": config.eos_token_id,
-        "decoder_start_token_id": config.decoder_start_token_id,
-        "use_cache": True,
-        "dtype": config.param_dtype,
-    }
+def format_of(config):
+    """The HF module of a model config's family."""
+    return FORMATS[type(config).family]
 
 
-# ---------------------------------------------------------------------------------------------
-# Parameter names
-# ---------------------------------------------------------------------------------------------
-def _attention_names(hf_prefix: str, our_prefix: tuple[str, ...]) -> Iterator[tuple[str, tuple, bool]]:
-    for hf_name, ours in (("q", "query"), ("k", "key"), ("v", "value"), ("o", "out")):
-        yield f"{hf_prefix}.{hf_name}.weight", our_prefix + (ours, "kernel"), True
-
-
-def _mlp_names(config: T5Config, hf_prefix: str, our_prefix: tuple[str, ...]):
-    inputs = ("wi_0", "wi_1") if config.is_gated else ("wi",)
-    for name in inputs + ("wo",):
-        yield f"{hf_prefix}.DenseReluDense.{name}.weight", our_prefix + ("mlp", name, "kernel"), True
-    yield f"{hf_prefix}.layer_norm.weight", our_prefix + ("pre_mlp_layer_norm", "scale"), False
-
-
-def parameter_names(config: T5Config) -> list[tuple[str, tuple[str, ...], bool]]:
-    """Every (HF name, our parameter path, transpose?) of a model with `config`.
-
-    Paths are in the unrolled layout (`layers_<i>`); `transpose` is True for projections, whose HF
-    `nn.Linear.weight` is `[out, in]` and our kernel `[in, out]`. Names as HF `modeling_t5.py` writes them.
-    """
-    names = [("shared.weight", ("token_embedder", "embedding"), False)]
-    for stack in ("encoder", "decoder"):
-        names.append((f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-                      (stack, "relpos_bias", "rel_embedding"), False))
-    for i in range(config.num_encoder_layers):
-        hf, ours = f"encoder.block.{i}", ("encoder", f"layers_{i}")
-        names += _attention_names(f"{hf}.layer.0.SelfAttention", ours + ("attention",))
-        names.append((f"{hf}.layer.0.layer_norm.weight", ours + ("pre_attention_layer_norm", "scale"), False))
-        names += _mlp_names(config, f"{hf}.layer.1", ours)
-    names.append(("encoder.final_layer_norm.weight", ("encoder", "encoder_norm", "scale"), False))
-    for i in range(config.num_decoder_layers):
-        hf, ours = f"decoder.block.{i}", ("decoder", f"layers_{i}")
-        names += _attention_names(f"{hf}.layer.0.SelfAttention", ours + ("self_attention",))
-        names.append((f"{hf}.layer.0.layer_norm.weight", ours + ("pre_self_attention_layer_norm", "scale"), False))
-        names += _attention_names(f"{hf}.layer.1.EncDecAttention", ours + ("encoder_decoder_attention",))
-        names.append((f"{hf}.layer.1.layer_norm.weight", ours + ("pre_cross_attention_layer_norm", "scale"), False))
-        names += _mlp_names(config, f"{hf}.layer.2", ours)
-    names.append(("decoder.final_layer_norm.weight", ("decoder", "decoder_norm", "scale"), False))
-    if not config.tie_word_embeddings:
-        names.append(("lm_head.weight", ("decoder", "logits_dense", "kernel"), True))
-    return names
-
-
-def expected_shapes(config: T5Config) -> dict[str, tuple[int, ...]]:
-    """Shape of every HF tensor of a model with `config` (HF layout): {HF name: shape}."""
-    from miniend_jax.models.t5 import abstract_params  # local: keeps this module light to import
-    ours = traverse_util.flatten_dict(nn.unbox(abstract_params(config.replace(scan_layers=False))))
-    shapes = {}
-    for hf_name, path, transpose in parameter_names(config):
-        shape = tuple(ours[path].shape)
-        shapes[hf_name] = shape[::-1] if transpose else shape
-    return shapes
-
-
-def state_dict_to_params(state_dict: dict[str, np.ndarray], config: T5Config) -> Params:
-    """HF tensors (numpy) -> our nested params (numpy, `config.param_dtype`, in the layout
-    `config.scan_layers` asks for), checking every shape.
-
-    Args:
-      state_dict: {HF name: numpy array in HF layout}, any float dtype; the aliases in `_IGNORED_KEYS`
-        may be present and are dropped.
-      config: the model the tensors belong to.
-
-    Returns:
-      The unboxed parameter tree of `T5(config)`, numpy arrays cast to `config.param_dtype`.
+def config_from_hf(hf_config: dict, **overrides):
+    """The model config (of the family `model_type` names) of a parsed HF `config.json`, without weights.
 
     Raises:
-      CheckpointError: a tensor is missing, unexpected, or of the wrong shape.
+      CheckpointError: an unknown `model_type`, or a config that family cannot read.
+      ConfigError: the resulting config is invalid.
     """
-    shapes = expected_shapes(config)
-    missing = [name for name in shapes if name not in state_dict]
-    if missing:
-        raise CheckpointError(
-            f"the checkpoint lacks {len(missing)} weight(s) its config.json implies, e.g. {missing[:3]}; "
-            "config.json and the weights do not belong together, or the file is incomplete.")
-    unexpected = sorted(set(state_dict) - set(shapes) - set(_IGNORED_KEYS))
-    if unexpected:
-        raise CheckpointError(
-            f"the checkpoint has {len(unexpected)} weight(s) a T5 of this config does not have, e.g. "
-            f"{unexpected[:3]}; check that config.json (layers, feed_forward_proj) matches the weights.")
-    dtype = jnp.dtype(config.param_dtype)
-    flat = {}
-    for hf_name, path, transpose in parameter_names(config):
-        value = np.asarray(state_dict[hf_name])
-        if tuple(value.shape) != shapes[hf_name]:
-            raise CheckpointError(
-                f"weight {hf_name} has shape {tuple(value.shape)} but the config implies "
-                f"{shapes[hf_name]}; config.json (d_model, d_kv, num_heads, d_ff, vocab_size) does not "
-                "match the weights.")
-        flat[path] = (value.T if transpose else value).astype(dtype)
-    from miniend_jax.models.t5 import to_layout
-    return to_layout(traverse_util.unflatten_dict(flat), config)
+    return format_of_hf(hf_config).config_from_hf(hf_config, **overrides)
 
 
-def params_to_state_dict(params: Params, config: T5Config) -> dict[str, np.ndarray]:
-    """Our params (boxed or not, either layout, any device) -> HF-named numpy tensors, contiguous.
-
-    Returns:
-      {HF name: numpy array in HF layout}, in the parameters' own dtype.
-
-    Raises:
-      CheckpointError: a parameter `config` implies is missing.
-    """
-    from miniend_jax.models.t5 import unstack_layers
-    flat = traverse_util.flatten_dict(unstack_layers(nn.unbox(params)))
-    out = {}
-    for hf_name, path, transpose in parameter_names(config):
-        if path not in flat:
-            raise CheckpointError(f"params lack {'/'.join(path)}; they do not belong to this config.")
-        value = np.asarray(flat[path])
-        out[hf_name] = np.ascontiguousarray(value.T if transpose else value)
-    return out
+def config_to_hf(config) -> dict:
+    """The `config.json` dict of `config` (any family), readable by transformers 4 and 5."""
+    return format_of(config).config_to_hf(config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,8 +238,8 @@ def read_config(directory: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Public entry points
 # ---------------------------------------------------------------------------------------------
-def load_hf_checkpoint(directory: str, **config_overrides) -> tuple[T5Config, Params]:
-    """Loads a HF T5 directory into (`T5Config`, numpy params).
+def load_hf_checkpoint(directory: str, **config_overrides) -> tuple[Any, Params]:
+    """Loads a HF directory (any family `FORMATS` reads) into (model config, numpy params).
 
     `config_overrides` set fields the checkpoint does not decide, such as `dtype` (compute),
     `param_dtype` (the params are cast to it) or `dropout_rate`.
@@ -427,39 +248,23 @@ def load_hf_checkpoint(directory: str, **config_overrides) -> tuple[T5Config, Pa
       (config, unboxed numpy params in `config.param_dtype` and the layout `config.scan_layers` names).
 
     Raises:
-      CheckpointError: not a T5-family checkpoint, missing or unreadable files, weights that do not
+      CheckpointError: not a checkpoint of a family this version reads, missing or unreadable files, weights that do not
         match `config.json`, or overrides that make the config invalid.
       ConfigError: `config.json` itself describes an invalid model (checked before any override).
     """
     hf_config = read_config(directory)
-    config_from_hf(hf_config)  # architecture check before reading any weights
-    weights = read_weights(directory)
-    if "shared.weight" not in weights:
-        # Some published checkpoints carry the embedding only under its per-stack aliases; transformers
-        # ties those to `shared` on load, so the encoder's copy is the shared table.
-        for alias in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
-            if alias in weights:
-                weights["shared.weight"] = weights[alias]
-                break
-    separate_head = "lm_head.weight" in weights and "shared.weight" in weights and not np.array_equal(
-        weights["lm_head.weight"], weights["shared.weight"])
-    if hf_config.get("tie_word_embeddings") is False and "lm_head.weight" not in weights:
-        raise CheckpointError(f"{directory}: config.json declares an untied head "
-                              "(tie_word_embeddings=false) but the weights have no lm_head.weight.")
-    if not separate_head:
-        weights.pop("lm_head.weight", None)
-    try:
-        config = config_from_hf(hf_config, has_separate_lm_head=separate_head, **config_overrides)
-    except ConfigError as e:
-        raise CheckpointError(f"{directory}/config.json: {e}") from None
-    return config, state_dict_to_params(weights, config)
+    family = format_of_hf(hf_config)
+    family.config_from_hf(hf_config)  # architecture check before reading any weights
+    return family.load(hf_config, read_weights(directory), directory, **config_overrides)
 
 
-def save_hf_checkpoint(directory: str, config: T5Config, params: Params, *,
+def save_hf_checkpoint(directory: str, config, params: Params, *,
                        spiece_model: str | None = None, extra_ids: int = 100) -> None:
-    """Writes `config` + `params` as a HF T5 directory (float32 safetensors unless params are bf16).
+    """Writes `config` + `params` as a HF directory of the config's family (float32 safetensors unless
+    params are bf16).
 
-    With `spiece_model`, the tokenizer files are written too (see `checkpoints/tokenizer.py`). Every file
+    With `spiece_model` (the run's vocabulary: a SentencePiece model, or a byte-level BPE tokenizer), the
+    tokenizer files are written too (see the family's `save_tokenizer`). Every file
     is first written to a staging directory beside `directory` and moved into place only when all were
     written, so a failure (a bad vocabulary, a full disk) leaves `directory` as it was.
 
@@ -467,7 +272,7 @@ def save_hf_checkpoint(directory: str, config: T5Config, params: Params, *,
       directory: created if needed; existing files of the same names are replaced.
       config: the model config (written as `config.json`, see `config_to_hf`).
       params: the model's parameters, boxed or not, either layout.
-      spiece_model: path of a SentencePiece model, or None for no tokenizer files.
+      spiece_model: path of the vocabulary, or None for no tokenizer files.
       extra_ids: the number of sentinel ids of the tokenizer.
 
     Raises:
@@ -478,7 +283,8 @@ def save_hf_checkpoint(directory: str, config: T5Config, params: Params, *,
 
     from safetensors.numpy import save_file
 
-    state_dict = params_to_state_dict(params, config)
+    family = format_of(config)
+    state_dict = family.params_to_state_dict(params, config)
     if any(v.dtype == ml_dtypes.bfloat16 for v in state_dict.values()):
         # safetensors.numpy cannot write bfloat16: export float32, which every loader reads.
         state_dict = {k: v.astype(np.float32) for k, v in state_dict.items()}
@@ -491,10 +297,12 @@ def save_hf_checkpoint(directory: str, config: T5Config, params: Params, *,
     staging = tempfile.mkdtemp(prefix=f".{directory.rstrip('/').rsplit('/', 1)[-1]}.", dir=parent)
     try:
         if spiece_model is not None:
-            from miniend_jax.checkpoints.tokenizer import save_hf_tokenizer
-            save_hf_tokenizer(spiece_model, staging, extra_ids=extra_ids)
+            family.save_tokenizer(spiece_model, staging, extra_ids)
         save_file(state_dict, os.path.join(staging, SAFETENSORS_NAME), metadata={"format": "pt"})
-        hf_config = config_to_hf(config)
+        for name, content in family.extra_files(config).items():
+            with open(os.path.join(staging, name), "w") as f:
+                json.dump(content, f, indent=2, sort_keys=True)
+        hf_config = family.config_to_hf(config)
         hf_config["dtype"] = str(next(iter(state_dict.values())).dtype)
         with open(os.path.join(staging, CONFIG_NAME), "w") as f:
             json.dump(hf_config, f, indent=2, sort_keys=True)

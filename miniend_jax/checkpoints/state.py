@@ -25,13 +25,10 @@ import orbax.checkpoint as ocp
 
 from miniend_jax import files
 from miniend_jax.errors import CheckpointError, ConfigError
-from miniend_jax.models.config import T5Config
+from miniend_jax.models.registry import DEFAULT_FAMILY, FAMILIES
 
 CHECKPOINT_DIR = "checkpoints"
 INPUT_STATE_DIR = "input_state"
-# The encoder-decoder family of the configs this version writes in `meta["model"]`; a reader refuses
-# another (checkpoints written before the family was recorded are T5).
-MODEL_FAMILY = "t5"
 
 
 def _abstract(tree, shardings):
@@ -52,7 +49,7 @@ class StateCheckpointer:
             item_names=("params", "opt_state", "meta"))
 
     # -- saving --------------------------------------------------------------------------------
-    def save(self, state, model_config: T5Config, *, input_iterator=None, force: bool = False,
+    def save(self, state, model_config, *, input_iterator=None, force: bool = False,
              meta: dict | None = None) -> bool:
         """Saves `state` if its step is due (or `force`); returns whether a save started. `meta`: more
         JSON fields for the checkpoint's meta (the loop's `train_steps` and `inputs`)."""
@@ -61,7 +58,7 @@ class StateCheckpointer:
             return False
         if input_iterator is not None:
             self._save_input_state(step, input_iterator)
-        meta = {**(meta or {}), "step": step, "family": MODEL_FAMILY, "model": dataclasses.asdict(model_config),
+        meta = {**(meta or {}), "step": step, "family": model_config.family, "model": dataclasses.asdict(model_config),
                 "process_count": jax.process_count()}
         saved = self.manager.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(state.params), opt_state=ocp.args.StandardSave(state.opt_state),
@@ -123,14 +120,13 @@ class StateCheckpointer:
         directory = files.join(self.workdir, INPUT_STATE_DIR, str(step))
         return sum(name.startswith("process_") for name in files.listdir(directory))
 
-    def check_model(self, step: int, model_config: T5Config) -> None:
+    def check_model(self, step: int, model_config) -> None:
         """Raises `ConfigError` when the checkpoint at `step` holds a model of other shapes or parameter
         layout than `model_config`: the run's configuration is wrong, not the checkpoint (so it is never
         set aside)."""
         meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         where = f"checkpoint step {step} in {self.workdir}"
-        check_family(meta, where)
-        check_same_model(meta["model"], model_config, where)
+        check_same_model(meta, model_config, where)
 
     def restore(self, step: int, abstract_state, state_shardings, *, input_iterator=None):
         """The `TrainState` at `step`, placed with `state_shardings`; restores the iterator in place when
@@ -182,17 +178,27 @@ class StateCheckpointer:
 _RESUMABLE_MODEL_FIELDS = ("dtype", "param_dtype", "remat", "dropout_rate")
 
 
-def check_family(meta: dict, where: str) -> None:
-    """Raises `ConfigError` when a checkpoint's meta records a model family other than `MODEL_FAMILY`."""
-    family = meta.get("family", MODEL_FAMILY)
-    if family != MODEL_FAMILY:
-        raise ConfigError(f"{where} holds a {family!r} model; this version of miniend_jax builds {MODEL_FAMILY!r} "
-                          "models only: use a workdir or checkpoint of a T5-family model.")
+def check_family(meta: dict, where: str) -> str:
+    """The model family a checkpoint's meta records (checkpoints written before it was recorded are T5).
+
+    Raises:
+      ConfigError: a family this version does not build.
+    """
+    family = meta.get("family", DEFAULT_FAMILY)
+    if family not in FAMILIES:
+        raise ConfigError(f"{where} holds a {family!r} model; this version of miniend_jax builds the families "
+                          f"{', '.join(sorted(FAMILIES))}: use a newer version or another checkpoint.")
+    return family
 
 
-def check_same_model(saved: dict, model_config: T5Config, where: str) -> None:
-    """Raises `ConfigError` when a checkpoint's recorded model (`saved`, its meta's "model") differs from
-    `model_config` in anything but `_RESUMABLE_MODEL_FIELDS` (shapes, architecture, layer layout)."""
+def check_same_model(meta: dict, model_config, where: str) -> None:
+    """Raises `ConfigError` when a checkpoint's recorded model (its `meta`'s family and "model") differs from
+    `model_config` in family or in anything but `_RESUMABLE_MODEL_FIELDS` (shapes, architecture, layout)."""
+    family = check_family(meta, where)
+    if family != model_config.family:
+        raise ConfigError(f"{where} holds a {family!r} model, this run's is a {model_config.family!r} model; resume "
+                          "with the model it was trained with, or use a new --workdir.")
+    saved = meta["model"]
     ours = dataclasses.asdict(model_config)
     changed = sorted(k for k in ours if k not in _RESUMABLE_MODEL_FIELDS and saved.get(k, ours[k]) != ours[k])
     if changed:
@@ -201,7 +207,7 @@ def check_same_model(saved: dict, model_config: T5Config, where: str) -> None:
                           "with the model it was trained with, or use a new --workdir.")
 
 
-def check_resumable(workdir: str, model_config: T5Config) -> dict | None:
+def check_resumable(workdir: str, model_config) -> dict | None:
     """Before anything is written: the newest checkpoint of `workdir` (if any) holds `model_config`'s model.
 
     Returns:
@@ -218,8 +224,7 @@ def check_resumable(workdir: str, model_config: T5Config) -> dict | None:
     except (FileNotFoundError, CheckpointError):
         return None
     where = f"the newest checkpoint (step {meta['step']}) in {workdir}"
-    check_family(meta, where)
-    check_same_model(meta["model"], model_config, where)
+    check_same_model(meta, model_config, where)
     return meta
 
 

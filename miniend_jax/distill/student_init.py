@@ -1,8 +1,10 @@
 """Student initialisation: random (the author's MiniLM code), or copied teacher layers.
 
 Copying takes evenly spaced teacher layers, first and last kept (`layer_map`), with the embedding,
-position tables, final norms and head; it needs every copied tensor's shape to match, which holds when
-the student has the teacher's widths (d_model, num_heads, d_kv, d_ff) and fewer layers.
+position tables, norms and head; it needs both models of one family and every copied tensor's shape to
+match, which holds when the student has the teacher's widths (the family's `copy_fields`) and fewer layers.
+For 12 teacher layers this picks distilbart's layers (Shleifer & Rush 2020, `make_student.py`): 6 students
+layers [0, 2, 4, 7, 9, 11], 3 layers [0, 6, 11].
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ import numpy as np
 from flax import traverse_util
 
 from miniend_jax.errors import ConfigError
-from miniend_jax.models.config import T5Config
-from miniend_jax.models.t5 import to_layout, unstack_layers
+from miniend_jax.models.registry import family_of, to_layout, unstack_layers
 
 INIT_MODES = ("random", "teacher_layers")
 
@@ -34,10 +35,14 @@ def layer_map(teacher_layers: int, student_layers: int) -> list[int]:
     return [int(round(i * (teacher_layers - 1) / (student_layers - 1))) for i in range(student_layers)]
 
 
-def check_copyable(teacher_config: T5Config, student_config: T5Config) -> None:
+def check_copyable(teacher_config, student_config) -> None:
     """Raises `ConfigError` unless the student can be initialised from the teacher's layers."""
-    mismatched = [f for f in ("d_model", "num_heads", "d_kv", "d_ff", "vocab_size", "feed_forward_proj",
-                              "tie_word_embeddings") if getattr(teacher_config, f) != getattr(student_config, f)]
+    family = family_of(teacher_config)
+    if family_of(student_config) is not family:
+        raise ConfigError(f"student.init='teacher_layers' copies tensors, but the teacher is a {family.name} model and "
+                          f"the student a {family_of(student_config).name} one; use student.init='random' or a "
+                          f"{family.name} student preset.")
+    mismatched = [f for f in family.copy_fields if getattr(teacher_config, f) != getattr(student_config, f)]
     if mismatched:
         raise ConfigError(
             f"student.init='teacher_layers' needs the teacher's widths, but {', '.join(mismatched)} differ; "
@@ -46,7 +51,7 @@ def check_copyable(teacher_config: T5Config, student_config: T5Config) -> None:
     layer_map(teacher_config.num_decoder_layers, student_config.num_decoder_layers)
 
 
-def copy_teacher_layers(teacher_params, teacher_config: T5Config, student_config: T5Config, student_params):
+def copy_teacher_layers(teacher_params, teacher_config, student_config, student_params):
     """Student params with every tensor taken from the teacher (layers per `layer_map`).
 
     `student_params` (unboxed) gives the target structure and shapes; returns numpy arrays in the

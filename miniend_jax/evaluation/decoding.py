@@ -14,16 +14,19 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from miniend_jax.models.t5 import T5, unstack_layers
+import flax.linen as nn
+
+from miniend_jax.models.registry import decoding_model
 
 
-def _decoder_step(model: T5, params, encoder_input_tokens: jax.Array, max_decode_length: int, repeat: int = 1):
+def _decoder_step(model: nn.Module, params, encoder_input_tokens: jax.Array, max_decode_length: int,
+                  repeat: int = 1):
     """Encodes once; returns `step(cache, tokens [rows], position) -> (float32 logits [rows, vocab], cache)`
     over the encoder output repeated `repeat` times per example (one row per beam)."""
-    if model.config.scan_layers:  # the key/value cache is per layer: decode in the unrolled layout
-        model, params = T5(model.config.replace(scan_layers=False)), unstack_layers(params)
+    model, to_params = decoding_model(model.config)  # the key/value cache is per layer: unrolled layout
+    params = to_params(params)
     variables = {"params": params}
-    encoded, _ = model.apply(variables, encoder_input_tokens, method=T5.encode)
+    encoded, _ = model.apply(variables, encoder_input_tokens, method="encode")
     if repeat > 1:
         encoded = jnp.repeat(encoded, repeat, axis=0)
         encoder_input_tokens = jnp.repeat(encoder_input_tokens, repeat, axis=0)
@@ -32,19 +35,20 @@ def _decoder_step(model: T5, params, encoder_input_tokens: jax.Array, max_decode
         state = dict(variables, cache=cache) if cache is not None else variables
         (logits, _, _), updated = model.apply(
             state, encoded, encoder_input_tokens, tokens[:, None], decode=True, decode_position=position,
-            max_decode_length=max_decode_length, method=T5.decode, mutable=["cache"])
+            max_decode_length=max_decode_length, method="decode", mutable=["cache"])
         return logits[:, 0].astype(jnp.float32), updated["cache"]
 
     return step
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_decode_length", "return_scores"))
-def greedy_decode(model: T5, params, encoder_input_tokens: jax.Array, max_decode_length: int,
+def greedy_decode(model: nn.Module, params, encoder_input_tokens: jax.Array, max_decode_length: int,
                   return_scores: bool = False):
     """Greedy decoding, as HF `generate(num_beams=1, do_sample=False)` does it.
 
     Args:
-      model: the `T5` module (static: hashed by its config); either layout, decoding runs unrolled.
+      model: the model's module, any family (static: hashed by its config); either layout, decoding runs
+        unrolled.
       params: its (unboxed) parameters, in the layout `model.config.scan_layers` names.
       encoder_input_tokens: int `[batch, enc_len]`, 0 = padding.
       max_decode_length: number of tokens to generate (HF `max_new_tokens`), static.
@@ -120,7 +124,7 @@ def length_penalty_divisor(rule: str, length_penalty: float, length):
 
 @functools.partial(jax.jit, static_argnames=("model", "max_decode_length", "num_beams", "length_penalty_rule",
                                              "early_stopping", "return_scores"))
-def beam_search(model: T5, params, encoder_input_tokens: jax.Array, max_decode_length: int, num_beams: int = 4,
+def beam_search(model: nn.Module, params, encoder_input_tokens: jax.Array, max_decode_length: int, num_beams: int = 4,
                 length_penalty: float = 0.6, length_penalty_rule: str = "t5", early_stopping: bool = False,
                 return_scores: bool = False):
     """Beam search with the key/value cache, as t5x (`length_penalty_rule="t5"`) or HF `generate`
@@ -142,7 +146,7 @@ def beam_search(model: T5, params, encoder_input_tokens: jax.Array, max_decode_l
       is finished (`early_stopping=True`), or at `max_decode_length`.
 
     Args:
-      model: the `T5` module (static); params: its (unboxed) parameters, as for `greedy_decode`.
+      model: the model's module (static); params: its (unboxed) parameters, as for `greedy_decode`.
       encoder_input_tokens: int `[batch, enc_len]`, 0 = padding.
       max_decode_length: maximum tokens to generate (HF `max_new_tokens`), static.
       num_beams: k, static.

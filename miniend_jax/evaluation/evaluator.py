@@ -16,7 +16,6 @@ from miniend_jax import files, parallel
 from miniend_jax.errors import EvaluationInterrupted
 from miniend_jax.evaluation import metrics
 from miniend_jax.evaluation.decoding import beam_search, greedy_decode
-from miniend_jax.models.t5 import T5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +28,7 @@ class DecodeSettings:
     batch_size: int = 32
 
 
-def decode_rows(model: T5, params, mesh, rules, inputs: np.ndarray, decode: DecodeSettings, max_length: int, *,
+def decode_rows(model, params, mesh, rules, inputs: np.ndarray, decode: DecodeSettings, max_length: int, *,
                 return_scores: bool = False, on_batch: Callable[[int], None] | None = None):
     """Decodes `inputs` (int32 `[n, enc_len]`, 0 = padding) in batches of `decode.batch_size` rounded up to
     a multiple of the mesh's batch shards (the last batch padded with empty rows), greedy or beam search.
@@ -80,7 +79,7 @@ def _on_host(array) -> np.ndarray:
 class TaskEvaluator:
     """Decodes the `split` of each Task with `model` and returns `{task: {metric: value}}`."""
 
-    def __init__(self, task_names: Sequence[str], split: str, model: T5, mesh, rules, *, inputs_length: int,
+    def __init__(self, task_names: Sequence[str], split: str, model, mesh, rules, *, inputs_length: int,
                  targets_length: int, decode: DecodeSettings, num_examples: int | None = None,
                  log_dir: str | None = None):
         """`log_dir` (t5x: `<workdir>/inference_eval`): where seqio's loggers write, from process 0, for

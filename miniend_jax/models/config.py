@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax.numpy as jnp
 
@@ -29,6 +30,8 @@ class T5Config:
     Raises:
       ConfigError: on construction (`validate`), for any out-of-range or inconsistent field.
     """
+
+    family: ClassVar[str] = "t5"
 
     vocab_size: int = 32128
     d_model: int = 512

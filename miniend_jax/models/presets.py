@@ -1,13 +1,11 @@
 """Named T5 shapes: the public checkpoints' architectures and the paper's student.
 
 Shapes match the published HF configs (`config.json`) of each checkpoint family. umT5 is not listed:
-it has a relative-position bias per layer, which this model does not implement.
+it has a relative-position bias per layer, which this model does not implement. `models/registry.py`
+builds configs from these (`get_preset`), together with the other families' presets.
 """
 
 from __future__ import annotations
-
-from miniend_jax.errors import ConfigError
-from miniend_jax.models.config import T5Config
 
 _T5_V1_0 = dict(vocab_size=32128, feed_forward_proj="relu", tie_word_embeddings=True,
                 scale_decoder_outputs=True)
@@ -43,19 +41,3 @@ PRESETS: dict[str, dict] = {
     "miniend-6l-384h": dict(_T5_V1_0, **_shape(384, 1536, 6, 6)),                # ReLU FFN 1536
     "miniend-6l-384h-gated": dict(_T5_V1_1, **_shape(384, 1024, 6, 6)),          # gated FFN 1024
 }
-
-
-def preset_names() -> list[str]:
-    """Every preset name, sorted."""
-    return sorted(PRESETS)
-
-
-def get_preset(name: str, **overrides) -> T5Config:
-    """The named shape as a `T5Config`, with `overrides` (e.g. dtype, dropout_rate) applied.
-
-    Raises:
-      ConfigError: `name` is not a preset, or the overrides make an invalid config.
-    """
-    if name not in PRESETS:
-        raise ConfigError(f"unknown model preset {name!r}; choose one of: {', '.join(preset_names())}.")
-    return T5Config(**{**PRESETS[name], **overrides})

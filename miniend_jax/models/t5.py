@@ -34,12 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from miniend_jax.models.common import (MASK_VALUE, is_scanned, remat_layer, scan_layers, stack_layers,  # noqa: F401
+                                       to_layout, unstack_layers)
 from miniend_jax.models.config import T5Config
 from miniend_jax.models.interface import (AttentionTap, Seq2SeqOutput, Taps, cross_attention_mask,
                                           decoder_attention_mask, encoder_attention_mask)
 
-# Finite "minus infinity": a fully masked row (padding in a packed batch) becomes uniform, not NaN.
-_MASK_VALUE = -1e10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ class MultiHeadAttention(nn.Module):
         scores = jnp.einsum("bhqd,bhkd->bhqk", heads(q), heads(k), preferred_element_type=jnp.float32)
         if bias is not None:
             scores = scores + bias
-        scores = jnp.where(mask, scores, _MASK_VALUE)
+        scores = jnp.where(mask, scores, MASK_VALUE)
         probs = jax.nn.softmax(scores, axis=-1)
         probs = nn.Dropout(cfg.dropout_rate)(probs, deterministic=deterministic).astype(cfg.compute_dtype)
         context = jnp.einsum("bhqk,bhkd->bhqd", probs, heads(v).astype(cfg.compute_dtype))
@@ -365,56 +365,6 @@ class DecoderLayer(nn.Module):
         return _residual_dropout(cfg, x, h, deterministic), self_tap, cross_tap
 
 
-def _remat(layer_cls, config: T5Config, static_argnums: tuple[int, ...]):
-    """The layer class wrapped for rematerialisation per `config.remat` (argnums count `self` as 0)."""
-    if config.remat == "none":
-        return layer_cls
-    policy = {"full": None, "dots": jax.checkpoint_policies.checkpoint_dots}[config.remat]
-    return nn.remat(layer_cls, policy=policy, static_argnums=static_argnums, prevent_cse=True)
-
-
-class _ScanStep(nn.Module):
-    """One iteration of a layer scan. The carry is (activations, layer index, captured taps); the taps
-    of the layers in `captures` are kept in the carry, so nothing else leaves the loop.
-
-    `captures` holds, for each tap the layer returns, the `(layer, slot)` pairs to keep. The layer's
-    parameters live in this module's scope (`share_scope`), so a scanned stack's parameters are
-    `layers/<the layer's own names>`, each with a leading depth axis.
-    """
-
-    config: T5Config
-    layer_cls: type
-    captures: tuple[tuple[tuple[int, int], ...], ...]
-    deterministic: bool
-
-    def setup(self):
-        self.layer = self.layer_cls(self.config)
-        nn.share_scope(self, self.layer)
-
-    def __call__(self, carry, *args):
-        x, index, captured = carry
-        x, *taps = self.layer(x, *args, self.deterministic)
-        keep = lambda layer, new, old: jax.tree.map(lambda n, o: jnp.where(index == layer, n, o), new, old)
-        captured = tuple({slot: keep(layer, tap, kept[slot]) for layer, slot in pairs}
-                         for tap, pairs, kept in zip(taps, self.captures, captured))
-        return (x, index + 1, captured), None
-
-
-def _scan_layers(layer_cls, config: T5Config, depth: int, deterministic: bool, x, tap_specs, *broadcast):
-    """Runs `depth` layers as one `nn.scan` named `layers`. `tap_specs` gives, per tap the layer returns,
-    ({layer: slot}, (q shape, k/v shape)); returns (x, one {slot: AttentionTap} per tap)."""
-    dtype = config.compute_dtype
-    captures = tuple(tuple(sorted(layers.items())) for layers, _ in tap_specs)
-    initial = tuple({slot: AttentionTap(jnp.zeros(q_shape, dtype), jnp.zeros(kv_shape, dtype),
-                                        jnp.zeros(kv_shape, dtype)) for slot in layers.values()}
-                    for layers, (q_shape, kv_shape) in tap_specs)
-    scan = nn.scan(_ScanStep, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                   in_axes=nn.broadcast, length=depth, metadata_params={nn.PARTITION_NAME: "layers"})
-    (x, _, captured), _ = scan(config, layer_cls, captures, deterministic, name="layers")(
-        (x, jnp.int32(0), initial), *broadcast)
-    return x, captured
-
-
 # ---------------------------------------------------------------------------------------------
 # Stacks and the model
 # ---------------------------------------------------------------------------------------------
@@ -460,10 +410,10 @@ class Encoder(_Stack):
         length = tokens.shape[1]
         bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)
         mask = encoder_attention_mask(tokens, segment_ids)
-        layer_cls = _remat(EncoderLayer, cfg, static_argnums=(4,))
+        layer_cls = remat_layer(EncoderLayer, cfg, static_argnums=(4,))
         if cfg.scan_layers:
             shape = tokens.shape + (cfg.inner_dim,)
-            x, (taps,) = _scan_layers(layer_cls, cfg, cfg.num_encoder_layers, deterministic, x,
+            x, (taps,) = scan_layers(layer_cls, cfg, cfg.num_encoder_layers, deterministic, x,
                                       [(tap_layers, (shape, shape))], bias, mask)
         else:
             taps = {}
@@ -521,14 +471,14 @@ class Decoder(_Stack):
             bias = relpos(length, length)
             self_mask = decoder_attention_mask(decoder_input_tokens, decoder_target_tokens, decoder_segment_ids)
         cross_mask = cross_attention_mask(encoder_tokens, decoder_segment_ids, encoder_segment_ids)
-        layer_cls = DecoderLayer if decode else _remat(DecoderLayer, cfg, static_argnums=(6,))
+        layer_cls = DecoderLayer if decode else remat_layer(DecoderLayer, cfg, static_argnums=(6,))
         if cfg.scan_layers:
             if decode:
                 raise ValueError("decode=True needs the unrolled layout: decode with "
                                  "`T5(config.replace(scan_layers=False))` and `unstack_layers(params)`.")
             self_shape = decoder_input_tokens.shape + (cfg.inner_dim,)
             cross_shape = (self_shape, encoder_tokens.shape + (cfg.inner_dim,))
-            x, (self_taps, cross_taps) = _scan_layers(
+            x, (self_taps, cross_taps) = scan_layers(
                 layer_cls, cfg, cfg.num_decoder_layers, deterministic, x,
                 [(self_tap_layers, (self_shape, self_shape)), (cross_tap_layers, cross_shape)],
                 encoded, bias, self_mask, cross_mask)
@@ -690,66 +640,22 @@ def abstract_params(config: T5Config):
     return jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
 
 
-# ---------------------------------------------------------------------------------------------
-# Parameter layouts: unrolled (`layers_0`, `layers_1`, ...) and scanned (`layers`, stacked)
-# ---------------------------------------------------------------------------------------------
-_STACKS = ("encoder", "decoder")
-
-
-def is_scanned(params) -> bool:
-    """Whether (unboxed) parameters are in the scanned layout (`encoder/layers` rather than `layers_<i>`)."""
-    return "layers" in params["encoder"]
-
-
-def stack_layers(params):
-    """Unrolled -> scanned: each stack's `layers_<i>` become one `layers` tree with a leading depth axis.
-
-    Works on numpy or JAX arrays (stacking JAX arrays is traceable, e.g. inside `jit`).
+def attention_logits_terms(config: T5Config, params, kind: str, query_length: int, key_length: int):
+    """What T5 adds to the taps' `q . k` to get its attention scores, for tools that recompute attention.
 
     Args:
-      params: unboxed T5 parameters, either layout (scanned ones are returned unchanged).
+      config: the model config; params: unboxed unrolled parameters (numpy or JAX).
+      kind: one of `ATTENTION_KINDS`; query_length, key_length: static lengths in tokens.
 
     Returns:
-      A new top-level dict (leaves not copied) whose `encoder` and `decoder` hold `layers`, every leaf
-      `[depth, *shape of one layer's leaf]`, in the leaves' dtype.
+      (scale, bias): scores are `scale * q . k + bias`; T5: scale 1, bias the stack's relative-position
+      bias as float64 `[1, heads, query_length, key_length]` (0.0 for cross-attention).
     """
-    if is_scanned(params):
-        return params
-    out = dict(params)
-    for stack in _STACKS:
-        tree = dict(params[stack])
-        depth = sum(1 for name in tree if name.startswith("layers_"))
-        layers = [tree.pop(f"layers_{i}") for i in range(depth)]
-        tree["layers"] = jax.tree.map(lambda *xs: (jnp if isinstance(xs[0], jax.Array) else np).stack(xs), *layers)
-        out[stack] = tree
-    return out
-
-
-def unstack_layers(params):
-    """Scanned -> unrolled, the layout of HF checkpoints, student initialisation and decoding.
-
-    Args:
-      params: unboxed T5 parameters, either layout (unrolled ones are returned unchanged).
-
-    Returns:
-      A new top-level dict whose stacks hold `layers_0` ... `layers_<depth-1>`, each a slice of the
-      stacked leaves along their leading axis.
-    """
-    if not is_scanned(params):
-        return params
-    out = dict(params)
-    for stack in _STACKS:
-        tree = dict(params[stack])
-        layers = tree.pop("layers")
-        depth = jax.tree.leaves(layers)[0].shape[0]
-        tree.update({f"layers_{i}": jax.tree.map(lambda x, i=i: x[i], layers) for i in range(depth)})
-        out[stack] = tree
-    return out
-
-
-def to_layout(params, config: T5Config):
-    """(Unboxed) parameters in the layout `config.scan_layers` asks for, whichever they are in.
-
-    `stack_layers` when `config.scan_layers`, else `unstack_layers`.
-    """
-    return stack_layers(params) if config.scan_layers else unstack_layers(params)
+    if kind == "cross":
+        return 1.0, 0.0
+    stack = "encoder" if kind == "encoder_self" else "decoder"
+    buckets = relative_position_bucket(np.arange(key_length)[None] - np.arange(query_length)[:, None],
+                                       kind == "encoder_self", config.relative_attention_num_buckets,
+                                       config.relative_attention_max_distance)
+    table = np.asarray(params[stack]["relpos_bias"]["rel_embedding"], np.float64)
+    return 1.0, table[buckets].transpose(2, 0, 1)[None]

@@ -36,11 +36,11 @@ def run(config, workdir: str) -> dict:
 def _evaluate(config, workdir: str, shape, model_config) -> dict:
     import jax
     from miniend_jax.evaluation.evaluator import TaskEvaluator, markdown_table, write_results
-    from miniend_jax.models.t5 import T5
+    from miniend_jax.models.registry import module
     from tasks.glue import results_by_glue_task
     model_config, params, mesh, rules = build.model_on_mesh(config, shape, model_config)
     t = config.tasks
-    evaluator = TaskEvaluator(inputs.eval_task_names(config), t.eval_split, T5(model_config), mesh, rules,
+    evaluator = TaskEvaluator(inputs.eval_task_names(config), t.eval_split, module(model_config), mesh, rules,
                               inputs_length=t.inputs_length, targets_length=t.targets_length,
                               decode=build.decode_settings(config), num_examples=t.eval_examples,
                               log_dir=files.join(workdir, "inference_eval"))

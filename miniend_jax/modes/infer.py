@@ -167,7 +167,7 @@ def run(config, workdir: str) -> str:
     import jax
     from miniend_jax.checkpoints.tokenizer import seqio_vocabulary
     from miniend_jax.evaluation.evaluator import decode_rows
-    from miniend_jax.models.t5 import T5
+    from miniend_jax.models.registry import module
     i, t = config.infer, config.tasks
     output = i.output or files.join(workdir, "predictions.jsonl")
     if files.exists(output):  # first: nothing else needs reading to know this
@@ -203,7 +203,7 @@ def run(config, workdir: str) -> str:
               f"{t.inputs_length} tokens (with EOS; the longest has {summary['longest_input_tokens']}) and are cut to "
               "it: the model reads only their beginning (each row's 'truncated' says which); raise "
               "tasks.inputs_length to decode them whole.", flush=True)
-    decoded, scores = decode_rows(T5(model_config), params, mesh, rules, tokens, decode,
+    decoded, scores = decode_rows(module(model_config), params, mesh, rules, tokens, decode,
                                   decode.max_length or t.targets_length, return_scores=True,
                                   on_batch=_progress(len(rows)))
     if jax.process_index() == 0:

@@ -110,7 +110,7 @@ def plan_models(config):
 def _teacher_config(config):
     """The teacher's shape: from its checkpoint's config when the path exists on this machine, else (also
     for a cloud path: a plan reads nothing from storage) from `teacher.preset`."""
-    from miniend_jax.models.presets import get_preset
+    from miniend_jax.models.registry import get_preset
     t = config.teacher
     if t.source == "preset" or config_checks.checked_here(t.path, paths_here=False):
         return build.teacher_config(config)

@@ -22,8 +22,8 @@ from miniend_jax import parallel
 from miniend_jax.checkpoints.state import StateCheckpointer
 from miniend_jax.distill.objectives import DistillSpec
 from miniend_jax.errors import ConfigError, EvaluationInterrupted, TrainingError
-from miniend_jax.models.config import T5Config
-from miniend_jax.models.t5 import T5, init_params
+from miniend_jax.models import registry
+from miniend_jax.models.registry import abstract_params, init_params
 from miniend_jax.train import flops
 from miniend_jax.train.metrics import MetricsWriter, Progress
 from miniend_jax.train.state import TrainState, boxed_train_state, make_optimizer
@@ -37,8 +37,8 @@ class Models:
     """What the loop trains and distils from. `teacher_params` are host arrays (or None)."""
 
     spec: DistillSpec
-    student_config: T5Config
-    teacher_config: T5Config | None = None
+    student_config: Any                # a model config of any family (`models/registry.py`)
+    teacher_config: Any = None
     teacher_params: Any = None
     student_init: Callable[[Any], Any] | None = None   # unboxed abstract params -> host params (copy init)
 
@@ -76,8 +76,8 @@ class StepLayout:
     step_fn: Callable                 # (state, teacher_params, batch) -> (state, metrics)
     optimizer: Any
     schedule: Callable
-    student: T5
-    teacher: T5 | None
+    student: nn.Module                # the student's Flax module (`registry.module`)
+    teacher: nn.Module | None
     state_shardings: Any
     abstract_state: Any               # unboxed ShapeDtypeStructs of the TrainState
     teacher_shardings: Any
@@ -92,18 +92,17 @@ def step_layout(config, models: Models, mesh, rules) -> StepLayout:
     """Builds the train step of `config` and the shardings of its state and teacher over `mesh`."""
     train = config.train
     optimizer, schedule = make_optimizer(config.optim, train.steps)
-    student = T5(models.student_config)
-    teacher = T5(models.teacher_config) if models.spec.needs_teacher else None
+    student = registry.module(models.student_config)
+    teacher = registry.module(models.teacher_config) if models.spec.needs_teacher else None
     interp = config.distill.interpolation
     interpolation = None if interp.schedule == "constant" else (float(interp.start), int(interp.steps), interp.schedule)
     step_fn = make_train_step(models.spec, student, teacher, optimizer, schedule, microbatches=train.microbatches,
                               interpolation=interpolation, dropout_seed=config.seed,
                               nan_loss_at_step=config.debug.nan_loss_at_step)
-    rng = jax.random.PRNGKey(config.seed)
-    boxed_state = boxed_train_state(jax.eval_shape(lambda: init_params(models.student_config, rng)), optimizer)
+    boxed_state = boxed_train_state(abstract_params(models.student_config), optimizer)
     teacher_shardings = abstract_teacher = None
     if teacher is not None:
-        teacher_boxed = jax.eval_shape(lambda: init_params(models.teacher_config, rng))
+        teacher_boxed = abstract_params(models.teacher_config)
         teacher_shardings = parallel.logical_sharding(teacher_boxed, mesh, rules)
         abstract_teacher = nn.unbox(teacher_boxed)
     return StepLayout(step_fn, optimizer, schedule, student, teacher,

@@ -1,4 +1,4 @@
-"""Preset shapes: parameter counts equal PyTorch `transformers` T5 built from the same configuration."""
+"""Preset shapes: parameter counts equal PyTorch `transformers` (T5, BART) built from the same configuration."""
 
 import jax
 import numpy as np
@@ -12,19 +12,21 @@ from miniend_jax.models import abstract_params, get_preset, init_params, preset_
 
 # Small and base shapes are instantiated for real; larger ones are built on torch's meta device,
 # which records shapes without allocating.
-REAL = ["t5-small", "t5-v1_1-small", "flan-t5-small", "miniend-6l-384h", "miniend-6l-384h-gated"]
+REAL = ["t5-small", "t5-v1_1-small", "flan-t5-small", "miniend-6l-384h", "miniend-6l-384h-gated", "bart-6l-384h"]
 META = sorted(set(preset_names()) - set(REAL))
 
 
 def _hf_count(name: str, device: str) -> int:
     config = get_preset(name)
-    hf_config = transformers.T5Config(**{k: v for k, v in config_to_hf(config).items()
-                                         if k not in ("architectures", "dtype")})
+    fields = {k: v for k, v in config_to_hf(config).items() if k not in ("architectures", "dtype")}
+    hf_config = transformers.AutoConfig.for_model(fields.pop("model_type"), **fields)
     with torch.device(device):
-        model = transformers.T5ForConditionalGeneration(hf_config)
-        if not config.tie_word_embeddings:  # transformers 5 ties on construction; real v1.1 is untied
+        model = transformers.AutoModelForSeq2SeqLM.from_config(hf_config)
+        if not getattr(config, "tie_word_embeddings", True):  # transformers 5 ties on construction; v1.1 is untied
             model.lm_head.weight = torch.nn.Parameter(torch.empty(config.vocab_size, config.d_model))
-    return sum(p.numel() for p in model.parameters())
+    # BART's `final_logits_bias` is a buffer in transformers and a (constant) parameter here.
+    buffers = sum(b.numel() for n, b in model.named_buffers() if n == "final_logits_bias")
+    return sum(p.numel() for p in model.parameters()) + buffers
 
 
 def _our_count(name: str) -> int:
@@ -47,6 +49,10 @@ def test_published_counts():
     assert _our_count("t5-small") == 60_506_624
     assert _our_count("t5-base") == 222_903_552
     assert _our_count("t5-v1_1-xl") == 2_849_757_184
+    # facebook/bart-base and bart-large: 139,420,416 and 406,291,456 parameters, plus the 50,265-entry
+    # final_logits_bias buffer.
+    assert _our_count("bart-base") == 139_420_416 + 50_265
+    assert _our_count("bart-large") == 406_291_456 + 50_265
 
 
 def test_student_is_about_an_eighth_of_t5_base_flops():

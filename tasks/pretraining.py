@@ -26,7 +26,8 @@ from tasks.runtime import tf  # noqa: I001 - before seqio: TensorFlow on the hos
 import seqio
 
 from miniend_jax import files as storage
-from miniend_jax.errors import ConfigError
+from miniend_jax.checkpoints import bpe
+from miniend_jax.errors import CheckpointError, ConfigError
 from tasks import registry, task_files
 from tasks.lengths import task_feature_lengths  # noqa: F401 - part of this module's interface
 from tasks.span_corruption import span_corruption
@@ -265,15 +266,23 @@ def split_files(files: Sequence[str], validation_files: int) -> dict[str, list[s
 DOWNSTREAM_SOURCES = ("local", "tfds")  # where GLUE and summarization read from
 
 
-def vocabulary(spiece_model: str, extra_ids: int = 100) -> seqio.SentencePieceVocabulary:
-    """The SentencePiece vocabulary of `spiece_model` with `extra_ids` sentinels (T5: 100).
+def vocabulary(spiece_model: str, extra_ids: int = 100) -> seqio.Vocabulary:
+    """The SentencePiece vocabulary of `spiece_model` with `extra_ids` sentinels (T5: 100), or for a
+    byte-level BPE tokenizer path (`bpe.is_bpe`: BART's tokenizer.json, or a directory holding it or
+    vocab.json and merges.txt) a `bpe.ByteLevelBPEVocabulary` (`extra_ids` ignored).
 
     Raises:
-      ConfigError: the file does not exist.
+      ConfigError: the file does not exist, or a BPE tokenizer does not load.
     """
+    if bpe.is_bpe(spiece_model):
+        try:
+            return bpe.ByteLevelBPEVocabulary(spiece_model)
+        except CheckpointError as error:
+            raise ConfigError(f"data.vocab={spiece_model!r}: {error}") from None
     if not storage.isfile(spiece_model):
-        raise ConfigError(f"data.vocab={spiece_model!r} does not exist; point it at a SentencePiece model "
-                          "(e.g. ../shared/data/t5_spiece/spiece.model).")
+        raise ConfigError(f"data.vocab={spiece_model!r} {bpe.not_found(spiece_model)}; point it at a SentencePiece "
+                          "model (e.g. ../shared/data/t5_spiece/spiece.model) or a byte-level BPE tokenizer "
+                          f"(BART's: {bpe.FORMS}).")
     # seqio reads it with tf.io.gfile: a cloud file is given as its local copy.
     return seqio.SentencePieceVocabulary(storage.local_copy(spiece_model), extra_ids=extra_ids)
 

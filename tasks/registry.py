@@ -20,6 +20,7 @@ from tasks import runtime  # noqa: F401,I001 - before seqio: TensorFlow on the h
 import seqio
 
 from miniend_jax import files
+from miniend_jax.checkpoints import bpe
 
 _TASKS: dict[str, str] = {}      # Task name -> its definition, as registered here
 _MIXTURES: dict[str, str] = {}   # Mixture name -> its definition
@@ -27,7 +28,11 @@ _MIXTURES: dict[str, str] = {}   # Mixture name -> its definition
 
 def vocabulary_key(spiece_model: str, extra_ids: int) -> list:
     """What identifies a SentencePiece vocabulary: its absolute path, size and modification time (a model
-    retrained in place is another vocabulary) and the number of extra ids."""
+    retrained in place is another vocabulary) and the number of extra ids. A directory (a byte-level BPE
+    tokenizer, `miniend_jax.checkpoints.bpe`) is keyed by its path and the size and modification time (or
+    generation) of each tokenizer file in it; a tokenizer.json file as a SentencePiece model is."""
+    if files.isdir(spiece_model):
+        return [files.absolute(spiece_model), bpe.file_versions(spiece_model), extra_ids]
     if files.is_cloud(spiece_model):
         known = files.exists(spiece_model)
         return [spiece_model, files.version(spiece_model) if known else None, None, extra_ids]

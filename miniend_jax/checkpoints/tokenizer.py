@@ -13,6 +13,9 @@ punctuation, and before every sentinel that follows a space.
 Where the two still differ: HF parses special-token *strings* glued to a preceding word (`word<extra_id_0>`,
 `</s>`, `<unk>`) into their ids; seqio and SentencePiece spell them out. Span-corrupted text never has
 them: its sentinels follow a space or open the text.
+
+`vocab_size` and `seqio_vocabulary` also take a byte-level BPE tokenizer (BART's; `bpe.is_bpe`), and give
+its size and `bpe.ByteLevelBPEVocabulary`.
 """
 
 from __future__ import annotations
@@ -47,21 +50,40 @@ def sentencepiece_processor(spiece_model: str):
     return spm.SentencePieceProcessor(model_file=_check(spiece_model))
 
 
+def _check_vocabulary(path: str) -> None:
+    """Raises `CheckpointError` naming both accepted vocabularies unless `path` is a file."""
+    if not files.isfile(path):
+        from miniend_jax.checkpoints import bpe
+        raise CheckpointError(f"vocabulary {path} {bpe.not_found(path)}; pass the path of a T5 spiece.model "
+                              "(for example ../shared/data/t5_spiece/spiece.model) or of a byte-level BPE "
+                              f"tokenizer (BART's: {bpe.FORMS}).")
+
+
 def vocab_size(spiece_model: str, extra_ids: int = DEFAULT_EXTRA_IDS) -> int:
-    """Number of ids: pieces plus sentinels (32,100 for the T5 vocabulary).
+    """Number of ids: pieces plus sentinels (32,100 for the T5 vocabulary); for a byte-level BPE tokenizer
+    path (`bpe.is_bpe`, BART's) its number of ids, `extra_ids` ignored.
 
     Raises:
-      CheckpointError: `spiece_model` does not exist.
+      CheckpointError: `spiece_model` does not exist, or a BPE tokenizer does not load.
     """
+    from miniend_jax.checkpoints import bpe
+    if bpe.is_bpe(spiece_model):
+        return bpe.vocab_size(spiece_model)
+    _check_vocabulary(spiece_model)
     return sentencepiece_processor(spiece_model).get_piece_size() + extra_ids
 
 
 def seqio_vocabulary(spiece_model: str, extra_ids: int = DEFAULT_EXTRA_IDS):
-    """A `seqio.SentencePieceVocabulary` (imports seqio and so TensorFlow: data paths only).
+    """A `seqio.SentencePieceVocabulary`, or for a byte-level BPE tokenizer path (`bpe.is_bpe`, BART's) a
+    `bpe.ByteLevelBPEVocabulary` (`extra_ids` ignored). Imports seqio and so TensorFlow: data paths only.
 
     Raises:
-      CheckpointError: `spiece_model` does not exist.
+      CheckpointError: `spiece_model` does not exist, or a BPE tokenizer does not load.
     """
+    from miniend_jax.checkpoints import bpe
+    if bpe.is_bpe(spiece_model):
+        return bpe.ByteLevelBPEVocabulary(spiece_model)
+    _check_vocabulary(spiece_model)
     import seqio
     return seqio.SentencePieceVocabulary(_check(spiece_model), extra_ids=extra_ids)
 

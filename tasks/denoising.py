@@ -42,13 +42,19 @@ seed and its tf.data iterator can be checkpointed.
 from __future__ import annotations
 
 import fractions
+import functools
+import hashlib
+import json
 from typing import Sequence
 
 from tasks.runtime import tf  # noqa: I001 - before seqio: TensorFlow on the host, quiet
 
 import seqio
 
+from miniend_jax import files as storage
 from miniend_jax.errors import ConfigError
+from tasks import registry
+from tasks.pretraining import _FileList, file_formats, make_reader, resolve_files, split_files, vocabulary
 
 SENTENCE_END = r"([.!?])\s+"  # RE2: a sentence ends at . ! or ? followed by ASCII whitespace
 _MARK = "\x00"                # marks the sentence ends before the split
@@ -310,7 +316,7 @@ def denoising(dataset: tf.data.Dataset, sequence_length, output_features, *, mas
     `inputs` `[<= chunk]` (permuted and infilled) and `targets` `[chunk]` (the block, uncorrupted), where
     chunk is at most `sequence_length["targets"] - 1` (room for EOS; `sequence_length=None`: one block per
     document). It tokenizes itself (sentences are found in the text), so it follows `rekey` in a Task's
-    preprocessors and `seqio.preprocessors.append_eos_after_trim` follows it. Other
+    preprocessors and `seqio.preprocessors.append_eos_after_trim` follows it (`preprocessors`). Other
     features are dropped. See the module docstring for the steps. The targets are the document's text but
     for whitespace: each sentence stripped, one space after each sentence end.
 
@@ -342,3 +348,52 @@ def denoising(dataset: tf.data.Dataset, sequence_length, output_features, *, mas
         return {"inputs": inputs, "targets": example["targets"]}
 
     return infill(dataset)
+
+
+def preprocessors(*, mask_id: int, mask_ratio: float = 0.3, poisson_lambda: float = 3.0, random_ratio: float = 0.0,
+                  permute_sentences: bool = True) -> list:
+    """A Task's preprocessors over a source of {"text": document}: rekey, `denoising`, EOS."""
+    return [
+        functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
+        functools.partial(denoising, mask_id=mask_id, mask_ratio=mask_ratio, poisson_lambda=poisson_lambda,
+                          random_ratio=random_ratio, permute_sentences=permute_sentences),
+        seqio.preprocessors.append_eos_after_trim,
+    ]
+
+
+def register_local_denoising(files: str | Sequence[str], vocab_path: str, *, mask_id: int | None = None,
+                             file_format: str = "auto", text_field: str = "text", validation_files: int = 0,
+                             mask_ratio: float = 0.3, poisson_lambda: float = 3.0, random_ratio: float = 0.0,
+                             permute_sentences: bool = True, name: str | None = None,
+                             max_line_chars: int = 1_000_000) -> str:
+    """Registers (once) a BART denoising Task over local files and returns its name; the sources are those
+    of `tasks.pretraining.register_local_span_corruption` (formats, held-out files, sharding by file).
+
+    `vocab_path`: a SentencePiece model, read with 100 extra ids (`tasks.pretraining.vocabulary`).
+    `mask_id=None`: the vocabulary's mask token (`mask_token_id`: `<extra_id_0>` for SentencePiece).
+
+    Raises:
+      ConfigError: no file, an unknown format, too many validation files, a vocabulary without a mask
+        token and no `mask_id`, or a parameter out of range.
+    """
+    paths = resolve_files(files) if isinstance(files, str) else sorted(files)
+    if not paths:
+        raise ConfigError("no readable corpus file remains; fix data.files.")
+    formats = file_formats(paths, file_format)
+    splits = split_files(paths, validation_files)
+    vocab = vocabulary(vocab_path)
+    mask_id = mask_token_id(vocab) if mask_id is None else int(mask_id)
+    _check(mask_id, vocab.vocab_size, mask_ratio, poisson_lambda, random_ratio)
+    key = json.dumps([paths, vocab_path, formats, text_field, validation_files, mask_id, mask_ratio,
+                      poisson_lambda, random_ratio, permute_sentences, max_line_chars])
+    name = name or "denoising_" + hashlib.sha1(key.encode()).hexdigest()[:12]
+    features = {"inputs": seqio.Feature(vocab, add_eos=True), "targets": seqio.Feature(vocab, add_eos=True)}
+    registry.add_task(
+        name, [key, registry.vocabulary_key(vocab_path, vocab.extra_ids)],
+        source=_FileList(make_reader(formats, text_field, max_line_chars, cloud=any(storage.is_cloud(p) for p in paths)),
+                         split_to_filepattern=splits),
+        preprocessors=preprocessors(mask_id=mask_id, mask_ratio=mask_ratio, poisson_lambda=poisson_lambda,
+                                    random_ratio=random_ratio, permute_sentences=permute_sentences),
+        output_features=features,
+        metric_fns=[])
+    return name

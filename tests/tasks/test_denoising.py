@@ -1,9 +1,10 @@
 """BART's denoising objective against its definition (Lewis et al. 2020, section 2.2; fairseq
-`denoising_dataset.py`): mask counts, Poisson span lengths, sentence permutation, blocks."""
+`denoising_dataset.py`): mask counts, Poisson span lengths, sentence permutation, blocks, the Task."""
 
 import collections
 import gzip
 import itertools
+import json
 import math
 
 import numpy as np
@@ -13,8 +14,8 @@ import seqio
 import tensorflow as tf
 
 from miniend_jax.errors import ConfigError
-from tasks.denoising import (denoising, mask_token_id, num_to_mask, poisson_span_lengths, sentence_permutation,
-                             split_sentences, text_infilling)
+from tasks.denoising import (denoising, mask_token_id, num_to_mask, poisson_span_lengths, register_local_denoising,
+                             sentence_permutation, split_sentences, text_infilling)
 from tests.conftest import SHARED_DATA, SPIECE
 
 MASK = 5  # a mask id no test chunk holds (their tokens are >= 100)
@@ -278,3 +279,29 @@ def test_mask_token_id():
 def test_bad_settings_are_config_errors(kw, match):
     with pytest.raises(ConfigError, match=match):
         _run_denoising(["A. B."], 16, **kw)
+
+
+def test_registered_task_end_to_end(tmp_path):
+    documents = ["The quick brown fox jumps over the lazy dog. Then it sleeps.",
+                 "Pack my box with five dozen liquor jugs! It is heavy.",
+                 "How vexingly quick daft zebras jump? Quite quick."]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in documents[:2]))
+    (tmp_path / "b.txt").write_text(documents[2] + "\n")
+    name = register_local_denoising(str(tmp_path / "*"), str(SPIECE))
+    assert register_local_denoising(str(tmp_path / "*"), str(SPIECE)) == name
+    vocab = _vocab()
+
+    def examples(seed):
+        ds = seqio.get_mixture_or_task(name).get_dataset({"inputs": 64, "targets": 64}, split="train",
+                                                         shuffle=False, seed=seed)
+        return [{k: v.numpy() for k, v in x.items()} for x in ds]
+
+    first = examples(0)
+    assert sorted(vocab.decode(x["targets"].tolist()) for x in first) == sorted(documents)
+    for x in first:
+        assert x["inputs"][-1] == x["targets"][-1] == vocab.eos_id
+        assert 32099 in x["inputs"] and len(x["inputs"]) <= len(x["targets"])
+    assert all(np.array_equal(x["inputs"], y["inputs"]) for x, y in zip(first, examples(0)))
+    assert not all(np.array_equal(x["inputs"], y["inputs"]) for x, y in zip(first, examples(1)))
+    same = register_local_denoising(str(tmp_path / "*"), str(SPIECE), mask_ratio=0.5)
+    assert same != name  # another definition, another Task

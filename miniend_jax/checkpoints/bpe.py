@@ -223,10 +223,9 @@ def hf_tokenizer(path: str):
 # --- the seqio vocabulary (defined on first use: seqio imports TensorFlow) -------------------------------
 
 def _define_vocabulary():
-    from tasks import runtime  # noqa: F401,I001 - before seqio: TensorFlow on the host, quiet
     import numpy as np
     import seqio
-    tf = runtime.tf
+    import tensorflow as tf
 
     class ByteLevelBPEVocabulary(seqio.Vocabulary):
         """A byte-level BPE tokenizer (BART's) as a `seqio.Vocabulary`, in pipeline ids (module docstring).
@@ -344,6 +343,39 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# --- HF tokenizer files -----------------------------------------------------------------------------------
+
+def _write_hf_configs(directory: str) -> None:
+    """`special_tokens_map.json` and `tokenizer_config.json` of a BART tokenizer into local `directory`."""
+    names = {BOS: "bos_token", EOS: "eos_token", UNK: "unk_token", PAD: "pad_token"}
+    special = {key: token for token, key in names.items()}
+    special.update(sep_token=EOS, cls_token=BOS, mask_token={
+        "content": MASK, "lstrip": True, "rstrip": False, "normalized": False, "single_word": False})
+    with open(os.path.join(directory, "special_tokens_map.json"), "w") as f:
+        json.dump(special, f, indent=2, sort_keys=True)
+    config = {**special, "mask_token": MASK, "tokenizer_class": "BartTokenizer", "add_prefix_space": False,
+              "errors": "replace", "trim_offsets": True, "clean_up_tokenization_spaces": False}
+    with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+
+
+def save_hf_tokenizer(path: str, directory: str) -> None:
+    """Writes the tokenizer at `path` (any of `FORMS`) into local `directory` as HF loads a BART tokenizer:
+    `tokenizer.json`, the source's `vocab.json` + `merges.txt` where it has them, and the two config files.
+
+    Raises:
+      CheckpointError: `path` is no byte-level BPE tokenizer.
+    """
+    sources = tokenizer_files(path)
+    if sources is None:
+        raise CheckpointError(f"vocabulary {path} {not_found(path)}; a BART export needs {FORMS}.")
+    load_tokenizer(path).save(os.path.join(directory, TOKENIZER_JSON))
+    for name, source in sources.items():
+        if name != TOKENIZER_JSON:
+            files.write_bytes(os.path.join(directory, name), files.read_bytes(source))
+    _write_hf_configs(directory)
+
+
 # --- training ---------------------------------------------------------------------------------------------
 
 def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str, *, min_frequency: int = 2) -> str:
@@ -402,16 +434,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str, *, min_freque
         _add_bart_specials(tokenizer)
         _bart_pipeline(tokenizer)
         tokenizer.save(os.path.join(tmp, TOKENIZER_JSON))
-        names = {BOS: "bos_token", EOS: "eos_token", UNK: "unk_token", PAD: "pad_token"}
-        special = {key: token for token, key in names.items()}
-        special.update(sep_token=EOS, cls_token=BOS, mask_token={
-            "content": MASK, "lstrip": True, "rstrip": False, "normalized": False, "single_word": False})
-        with open(os.path.join(tmp, "special_tokens_map.json"), "w") as f:
-            json.dump(special, f, indent=2, sort_keys=True)
-        config = {**special, "mask_token": MASK, "tokenizer_class": "BartTokenizer", "add_prefix_space": False,
-                  "errors": "replace", "trim_offsets": True, "clean_up_tokenization_spaces": False}
-        with open(os.path.join(tmp, "tokenizer_config.json"), "w") as f:
-            json.dump(config, f, indent=2, sort_keys=True)
+        _write_hf_configs(tmp)
         with files.local_dir_for(out_dir) as target:
             for name in sorted(os.listdir(tmp)):
                 shutil.copy(os.path.join(tmp, name), os.path.join(target, name))

@@ -23,7 +23,8 @@ import ml_dtypes
 import numpy as np
 
 from miniend_jax import files
-from miniend_jax.checkpoints import hf_bart, hf_t5
+import miniend_jax.checkpoints.hf_bart as hf_bart
+import miniend_jax.checkpoints.hf_t5 as hf_t5
 from miniend_jax.errors import CheckpointError
 
 CONFIG_NAME = "config.json"

@@ -286,8 +286,8 @@ def save_tokenizer(vocab: str, directory: str, extra_ids: int) -> None:
       CheckpointError: `vocab` is not a byte-level BPE tokenizer.
     """
     del extra_ids  # BART's vocabulary has no sentinels
-    from miniend_jax.checkpoints import bpe
-    bpe.save_hf_tokenizer(vocab, directory)
+    from miniend_jax.checkpoints.bpe import save_hf_tokenizer
+    save_hf_tokenizer(vocab, directory)
 
 
 __all__ = ["MODEL_TYPES", "config_from_hf", "config_to_hf", "extra_files", "generation_settings", "parameter_names",

@@ -53,7 +53,7 @@ def sentencepiece_processor(spiece_model: str):
 def _check_vocabulary(path: str) -> None:
     """Raises `CheckpointError` naming both accepted vocabularies unless `path` is a file."""
     if not files.isfile(path):
-        from miniend_jax.checkpoints import bpe
+        import miniend_jax.checkpoints.bpe as bpe
         raise CheckpointError(f"vocabulary {path} {bpe.not_found(path)}; pass the path of a T5 spiece.model "
                               "(for example ../shared/data/t5_spiece/spiece.model) or of a byte-level BPE "
                               f"tokenizer (BART's: {bpe.FORMS}).")
@@ -66,7 +66,7 @@ def vocab_size(spiece_model: str, extra_ids: int = DEFAULT_EXTRA_IDS) -> int:
     Raises:
       CheckpointError: `spiece_model` does not exist, or a BPE tokenizer does not load.
     """
-    from miniend_jax.checkpoints import bpe
+    import miniend_jax.checkpoints.bpe as bpe
     if bpe.is_bpe(spiece_model):
         return bpe.vocab_size(spiece_model)
     _check_vocabulary(spiece_model)
@@ -80,7 +80,7 @@ def seqio_vocabulary(spiece_model: str, extra_ids: int = DEFAULT_EXTRA_IDS):
     Raises:
       CheckpointError: `spiece_model` does not exist, or a BPE tokenizer does not load.
     """
-    from miniend_jax.checkpoints import bpe
+    import miniend_jax.checkpoints.bpe as bpe
     if bpe.is_bpe(spiece_model):
         return bpe.ByteLevelBPEVocabulary(spiece_model)
     _check_vocabulary(spiece_model)

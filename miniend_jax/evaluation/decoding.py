@@ -4,19 +4,82 @@ Greedy decoding follows PyTorch `transformers` `generate` exactly. Beam search f
 references, chosen by `length_penalty_rule`: `"t5"`, t5x's `decoding.beam_search` (T5's own decoder, with
 the brevity penalty `((5 + length) / 6) ** alpha`), or `"hf"`, `generate(num_beams=k)` (same scores and
 stopping rules, so a checkpoint decodes to the same tokens here and there). The tests hold each to its
-reference.
+reference. `LogitsRules` are `generate`'s logits processors that checkpoints such as BART's ask for
+(minimum length, n-gram blocking, forced first and last tokens), applied in both searches as HF applies them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-import flax.linen as nn
+import numpy as np
 
 from miniend_jax.models.registry import decoding_model
+
+
+@dataclasses.dataclass(frozen=True)
+class LogitsRules:
+    """`generate`'s logits processors, in pipeline ids (HF `generation/logits_process.py`).
+
+    Attributes:
+      min_length: HF `min_length` (`MinLengthLogitsProcessor`): EOS is banned while the sequence, decoder
+        start token included, is shorter; 0 = none.
+      no_repeat_ngram_size: n (`NoRepeatNGramLogitsProcessor`): a token that would repeat an n-gram of the
+        sequence so far (start token included) is banned; 0 = none.
+      forced_bos_token_id: the first generated token (`ForcedBOSTokenLogitsProcessor`); -1 = none.
+      forced_eos_token_id: EOS forced as the last of `max_decode_length` tokens (`ForcedEOSTokenLogitsProcessor`
+        with HF's `max_length = max_decode_length + 1`); -1 = none.
+    """
+
+    min_length: int = 0
+    no_repeat_ngram_size: int = 0
+    forced_bos_token_id: int = -1
+    forced_eos_token_id: int = -1
+
+    def apply(self, scores: jax.Array, history: jax.Array, position, max_decode_length: int,
+              eos_token_id: int) -> jax.Array:
+        """`scores` float32 `[rows, vocab]` for the token at `position`, with banned tokens set to -inf.
+
+        Args:
+          scores: next-token log-probabilities (beam search) or logits (greedy), as HF passes them.
+          history: int32 `[rows, >= position + 1]`: the decoder start token, then the generated tokens.
+          position: int32 scalar, the index of the token being chosen among the generated ones.
+          max_decode_length: static, the number of tokens generated at most.
+          eos_token_id: the model's EOS id.
+        """
+        length = position + 1   # HF's cur_len: the start token and the generated tokens
+        vocab = jnp.arange(scores.shape[-1])
+        if self.min_length > 0:
+            scores = jnp.where((vocab == eos_token_id) & (length < self.min_length), -jnp.inf, scores)
+        if self.no_repeat_ngram_size > 0:
+            scores = jnp.where(_repeated_ngram_tokens(history, length, self.no_repeat_ngram_size, scores.shape[-1]),
+                               -jnp.inf, scores)
+        for token, at in ((self.forced_bos_token_id, position == 0),
+                          (self.forced_eos_token_id, position == max_decode_length - 1)):
+            if token >= 0:
+                scores = jnp.where(at, jnp.where(vocab == token, 0.0, -jnp.inf), scores)
+        return scores
+
+
+NO_RULES = LogitsRules()
+
+
+def _repeated_ngram_tokens(history: jax.Array, length, n: int, vocab: int) -> jax.Array:
+    """bool `[rows, vocab]`: the tokens that would complete an n-gram already in `history[:, :length]`
+    (HF `_calc_banned_ngram_tokens`: every earlier n-gram whose first n-1 tokens equal the last n-1)."""
+    rows, size = history.shape
+    starts = np.arange(max(size - n + 1, 0))
+    if not len(starts):
+        return jnp.zeros((rows, vocab), bool)
+    windows = history[:, starts[:, None] + np.arange(n)[None, :]]              # [rows, W, n]
+    last = jax.lax.dynamic_slice_in_dim(history, jnp.maximum(length - n + 1, 0), n - 1, axis=1)  # [rows, n-1]
+    match = jnp.all(windows[:, :, :-1] == last[:, None, :], axis=-1) & (starts[None, :] <= length - n)
+    banned = jnp.zeros((rows, vocab), jnp.int32).at[jnp.arange(rows)[:, None], windows[:, :, -1]].add(match)
+    return banned > 0
 
 
 def _decoder_step(model: nn.Module, params, encoder_input_tokens: jax.Array, max_decode_length: int,
@@ -41,9 +104,9 @@ def _decoder_step(model: nn.Module, params, encoder_input_tokens: jax.Array, max
     return step
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_decode_length", "return_scores"))
+@functools.partial(jax.jit, static_argnames=("model", "max_decode_length", "return_scores", "rules"))
 def greedy_decode(model: nn.Module, params, encoder_input_tokens: jax.Array, max_decode_length: int,
-                  return_scores: bool = False):
+                  return_scores: bool = False, rules: LogitsRules = NO_RULES):
     """Greedy decoding, as HF `generate(num_beams=1, do_sample=False)` does it.
 
     Args:
@@ -53,18 +116,23 @@ def greedy_decode(model: nn.Module, params, encoder_input_tokens: jax.Array, max
       encoder_input_tokens: int `[batch, enc_len]`, 0 = padding.
       max_decode_length: number of tokens to generate (HF `max_new_tokens`), static.
       return_scores: also return each hypothesis's log-probability, static.
+      rules: `generate`'s logits processors to apply (static); default none.
 
     Returns:
       int32 `[batch, max_decode_length]`: generated tokens without the start token; after a sequence's
       EOS every position holds the pad id. Stops early once every sequence has ended. With
       `return_scores`, also float32 `[batch]`: the natural-log probability of the generated tokens up to
-      and including EOS (the sum of HF's `compute_transition_scores(..., normalize_logits=True)` over them).
+      and including EOS (the sum of HF's `compute_transition_scores(..., normalize_logits=True)` over them,
+      i.e. of the processed logits).
     """
     cfg = model.config
     batch = encoder_input_tokens.shape[0]
     step = _decoder_step(model, params, encoder_input_tokens, max_decode_length)
+    start = jnp.full((batch,), cfg.decoder_start_token_id, jnp.int32)
 
-    def choose(logits, done, score):
+    def choose(logits, done, score, output, position):
+        history = jnp.concatenate([start[:, None], output], axis=1)
+        logits = rules.apply(logits, history, position, max_decode_length, cfg.eos_token_id)
         token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=-1)[:, 0]
         score = score + jnp.where(done, 0.0, log_prob)
@@ -72,10 +140,10 @@ def greedy_decode(model: nn.Module, params, encoder_input_tokens: jax.Array, max
         return token, done | (token == cfg.eos_token_id), score
 
     # The first step builds the cache (self-attention buffers, cross-attention keys/values).
-    start = jnp.full((batch,), cfg.decoder_start_token_id, jnp.int32)
     logits, cache = step(None, start, 0)
-    token, done, score = choose(logits, jnp.zeros((batch,), bool), jnp.zeros((batch,), jnp.float32))
-    output = jnp.full((batch, max_decode_length), cfg.pad_token_id, jnp.int32).at[:, 0].set(token)
+    output = jnp.full((batch, max_decode_length), cfg.pad_token_id, jnp.int32)
+    token, done, score = choose(logits, jnp.zeros((batch,), bool), jnp.zeros((batch,), jnp.float32), output, 0)
+    output = output.at[:, 0].set(token)
 
     def cond(state):
         position, _, _, done, _ = state
@@ -84,7 +152,7 @@ def greedy_decode(model: nn.Module, params, encoder_input_tokens: jax.Array, max
     def body(state):
         position, output, cache, done, score = state
         logits, cache = step(cache, output[:, position - 1], position)
-        token, done, score = choose(logits, done, score)
+        token, done, score = choose(logits, done, score, output, position)
         return position + 1, output.at[:, position].set(token), cache, done, score
 
     _, output, _, _, score = jax.lax.while_loop(cond, body, (jnp.int32(1), output, cache, done, score))
@@ -123,10 +191,10 @@ def length_penalty_divisor(rule: str, length_penalty: float, length):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_decode_length", "num_beams", "length_penalty_rule",
-                                             "early_stopping", "return_scores"))
+                                             "early_stopping", "return_scores", "rules"))
 def beam_search(model: nn.Module, params, encoder_input_tokens: jax.Array, max_decode_length: int, num_beams: int = 4,
                 length_penalty: float = 0.6, length_penalty_rule: str = "t5", early_stopping: bool = False,
-                return_scores: bool = False):
+                return_scores: bool = False, rules: LogitsRules = NO_RULES):
     """Beam search with the key/value cache, as t5x (`length_penalty_rule="t5"`) or HF `generate`
     (`"hf"`) does it.
 
@@ -155,6 +223,7 @@ def beam_search(model: nn.Module, params, encoder_input_tokens: jax.Array, max_d
       early_stopping: HF's `early_stopping` (True or False; HF's "never" is not offered); `"hf"` only,
         static.
       return_scores: also return the best hypothesis's score, static.
+      rules: `generate`'s logits processors, applied to each beam's log-probabilities (static).
 
     Returns:
       int32 `[batch, max_decode_length]`: each example's best hypothesis, pad id after its EOS. With
@@ -174,7 +243,7 @@ def beam_search(model: nn.Module, params, encoder_input_tokens: jax.Array, max_d
     step = _decoder_step(model, params, encoder_input_tokens, max_decode_length, repeat=num_beams)
     search = _t5x_beam_search if length_penalty_rule == "t5" else _hf_beam_search
     tokens, scores = search(model.config, step, encoder_input_tokens.shape[0], num_beams, max_decode_length,
-                            length_penalty, early_stopping)
+                            length_penalty, early_stopping, rules)
     return (tokens, scores) if return_scores else tokens
 
 
@@ -189,13 +258,17 @@ def _reorder_cache(cache, parent, batch: int, k: int):
     return jax.tree.map(lambda x: x[rows] if x.ndim and x.shape[0] == batch * k else x, cache)
 
 
-def _expand(cfg, step, cache, beams, beam_scores, position, batch: int, k: int, keep: int):
-    """One step of both searches: each beam's next-token log-probabilities added to its score, and the
-    `keep` best continuations of all `k` beams: `(scores [batch, keep], parent beam, token, candidate
-    sequences [batch, keep, length], cache)`."""
+def _expand(cfg, step, cache, beams, beam_scores, position, batch: int, k: int, keep: int, rules: LogitsRules):
+    """One step of both searches: each beam's next-token log-probabilities (after `rules`) added to its
+    score, and the `keep` best continuations of all `k` beams: `(scores [batch, keep], parent beam, token,
+    candidate sequences [batch, keep, length], cache)`."""
     previous = jnp.where(position == 0, cfg.decoder_start_token_id, beams[:, :, jnp.maximum(position - 1, 0)])
     logits, cache = step(cache, previous.reshape(-1), position)
-    log_probs = jax.nn.log_softmax(logits).reshape(batch, k, -1) + beam_scores[:, :, None]
+    length = beams.shape[-1]
+    history = jnp.concatenate([jnp.full((batch * k, 1), cfg.decoder_start_token_id, jnp.int32),
+                               beams.reshape(batch * k, length)], axis=1)
+    log_probs = rules.apply(jax.nn.log_softmax(logits), history, position, length, cfg.eos_token_id)
+    log_probs = log_probs.reshape(batch, k, -1) + beam_scores[:, :, None]
     vocab = log_probs.shape[-1]
     top_scores, top_index = jax.lax.top_k(log_probs.reshape(batch, k * vocab), keep)
     parent, token = top_index // vocab, (top_index % vocab).astype(jnp.int32)
@@ -221,7 +294,8 @@ def _run(search_step, state):
     return state
 
 
-def _t5x_beam_search(cfg, step, batch: int, k: int, length: int, length_penalty: float, early_stopping: bool):
+def _t5x_beam_search(cfg, step, batch: int, k: int, length: int, length_penalty: float, early_stopping: bool,
+                     rules: LogitsRules):
     """t5x's `beam_search` (see `beam_search`): `(tokens [batch, length], scores [batch])`."""
     del early_stopping
     keep = 2 * k
@@ -230,7 +304,7 @@ def _t5x_beam_search(cfg, step, batch: int, k: int, length: int, length_penalty:
     def search_step(state):
         position, live, live_scores, finished_seqs, finished_scores, finished, cache = state
         top_scores, parent, token, candidates, cache = _expand(cfg, step, cache, live, live_scores, position,
-                                                               batch, k, keep)
+                                                               batch, k, keep, rules)
         eos = token == cfg.eos_token_id
 
         # The k best candidates without EOS stay live (whatever their length).
@@ -261,7 +335,8 @@ def _t5x_beam_search(cfg, step, batch: int, k: int, length: int, length_penalty:
     return tokens, jnp.where(any_finished, finished_scores[:, 0], live_scores[:, 0])
 
 
-def _hf_beam_search(cfg, step, batch: int, k: int, length: int, length_penalty: float, early_stopping: bool):
+def _hf_beam_search(cfg, step, batch: int, k: int, length: int, length_penalty: float, early_stopping: bool,
+                    rules: LogitsRules):
     """`generate(num_beams=k)`'s beam search (see `beam_search`): `(tokens [batch, length], scores [batch])`."""
     keep = 2 * k                                         # one EOS id: max(2, 1 + 1) * k candidates
     penalised = lambda scores, generated: scores / length_penalty_divisor("hf", length_penalty, generated)
@@ -269,7 +344,7 @@ def _hf_beam_search(cfg, step, batch: int, k: int, length: int, length_penalty: 
     def search_step(state):
         position, running, running_scores, finished_seqs, finished_scores, finished, improvable, cache = state
         top_scores, parent, token, candidates, cache = _expand(cfg, step, cache, running, running_scores, position,
-                                                               batch, k, keep)
+                                                               batch, k, keep, rules)
         ends = (token == cfg.eos_token_id) | (position + 1 >= length)
 
         # The k best candidates that did not end keep running.

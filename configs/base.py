@@ -132,6 +132,14 @@ def get_config() -> ml_collections.ConfigDict:
     #   generation_config.json where it sets length_penalty, else t5 (build.decode_settings)
     c.decode.max_length = 0            # generated tokens; 0: tasks.targets_length
     c.decode.batch_size = 32
+    # generate's logits processors (decoding.LogitsRules), in the pipeline's ids; with length_penalty_rule
+    # "auto" a HF model's own settings (generation_config.json, or config.json of transformers 4: BART's
+    # forced BOS/EOS and 3-gram blocking) replace these and early_stopping.
+    c.decode.min_length = 0            # EOS banned while the sequence (start token included) is shorter
+    c.decode.no_repeat_ngram_size = 0  # n: no n-gram twice; 0 = off
+    c.decode.forced_bos_token_id = -1  # the first generated token; -1 = none
+    c.decode.forced_eos_token_id = -1  # EOS as the last of max_length tokens; -1 = none
+    c.decode.early_stopping = False    # hf rule: stop when every beam slot is finished
 
     # mode=infer: decode a Task's tasks.eval_split split or a file with config.model (decode.* as above).
     c.infer = ml_collections.ConfigDict()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from miniend_jax import files
 from miniend_jax.errors import CheckpointError, ConfigError, check
 
 MODEL_SOURCES = ("hf", "miniend", "preset")
@@ -206,26 +205,30 @@ def placed_params(model_config, params, mesh, rules):
 
 
 def decode_settings(config):
-    """The `DecodeSettings` of `config.decode` (beams, batch size, maximum length, length penalty).
+    """The `DecodeSettings` of `config.decode` (beams, batch size, maximum length, length penalty, logits
+    processors).
 
-    `decode.length_penalty_rule="auto"` resolves here: a HF model (`model.source="hf"`) whose
-    `generation_config.json` sets `length_penalty` is decoded as its checkpoint asks, with HF's rule
-    (`len ** alpha`) and that alpha; every other model with T5's rule (`((5 + len) / 6) ** alpha`, t5x) and
-    `decode.length_penalty`."""
+    `decode.length_penalty_rule="auto"` resolves here: a HF model (`model.source="hf"`) is decoded as its
+    checkpoint asks (`hf.generation_settings`: `generation_config.json`, or for BART the same fields in a
+    transformers-4 `config.json`): its minimum length, n-gram blocking, forced BOS/EOS and early stopping
+    replace `decode`'s, and where it sets `length_penalty`, HF's rule (`len ** alpha`) with that alpha. Every
+    other model uses T5's rule (`((5 + len) / 6) ** alpha`, t5x) and `decode.*`.
+
+    Raises:
+      ConfigError: the checkpoint's generation settings cannot be read."""
     from miniend_jax.evaluation.evaluator import DecodeSettings
     settings = config.decode.to_dict()
     if settings["length_penalty_rule"] == "auto":
         settings["length_penalty_rule"] = "t5"
-        path = files.join(config.model.path, "generation_config.json") if config.model.source == "hf" else ""
-        if path and files.isfile(path):
-            from miniend_jax.jsonl import read_json_object
-            try:
-                generation = read_json_object(path)
-            except ValueError as error:
-                raise ConfigError(f"{path} cannot be read ({error}); repair or delete it, or set "
-                                  "decode.length_penalty_rule to 't5' or 'hf'.") from None
-            if isinstance(generation.get("length_penalty"), (int, float)):
-                settings.update(length_penalty_rule="hf", length_penalty=float(generation["length_penalty"]))
+        if config.model.source == "hf":
+            from miniend_jax.checkpoints import hf
+            asked = hf.generation_settings(config.model.path)
+            for field in ("min_length", "no_repeat_ngram_size", "forced_bos_token_id", "forced_eos_token_id"):
+                if isinstance(asked.get(field), int):
+                    settings[field] = asked[field]
+            if isinstance(asked.get("length_penalty"), (int, float)):
+                settings.update(length_penalty_rule="hf", length_penalty=float(asked["length_penalty"]),
+                                early_stopping=asked.get("early_stopping") is True)
     return DecodeSettings(**settings)
 
 

@@ -250,6 +250,14 @@ def _validate_decode(dec) -> None:
           "generate's) or 'auto' (hf where a HF model's generation_config.json sets length_penalty, else t5).")
     check(isinstance(dec.length_penalty, (int, float)) and not isinstance(dec.length_penalty, bool),
           "decode.length_penalty", dec.length_penalty, "use a number (T5: 0.6; HF's default: 1.0).")
+    for field, least in (("min_length", 0), ("no_repeat_ngram_size", 0), ("forced_bos_token_id", -1),
+                         ("forced_eos_token_id", -1)):
+        value = dec[field]
+        check(isinstance(value, int) and not isinstance(value, bool) and value >= least, f"decode.{field}", value,
+              f"use an integer >= {least}{' (-1: none)' if least < 0 else ' (0: off)'}.")
+    check(isinstance(dec.early_stopping, bool), "decode.early_stopping", dec.early_stopping, "use True or False.")
+    check(not (dec.early_stopping and dec.length_penalty_rule == "t5"), "decode.early_stopping", dec.early_stopping,
+          "it is generate's option: use length_penalty_rule 'hf' (or 'auto'), or early_stopping=False.")
 
 
 def _resolve_decode(config) -> None:
@@ -259,19 +267,31 @@ def _resolve_decode(config) -> None:
 
 
 def check_vocab_file(path: str, fix: str = "") -> None:
-    """`data.vocab` is a SentencePiece model that loads (not only a file that exists).
+    """`data.vocab` is a tokenizer that loads (not only a file that exists): a SentencePiece model (T5), or a
+    byte-level BPE tokenizer (BART's: a `tokenizer.json`, or a directory holding it or `vocab.json` and
+    `merges.txt`).
 
     Raises:
-      ConfigError: the file is missing or is not a SentencePiece model; `fix` is appended to the remedy.
+      ConfigError: missing, or neither kind of tokenizer; `fix` is appended to the remedy.
     """
+    import miniend_jax.checkpoints.bpe as bpe
+    from miniend_jax.errors import CheckpointError
     tail = f", {fix}" if fix else "."
-    check(files.isfile(path), "data.vocab", path, f"point it at a SentencePiece model file{tail}")
+    if bpe.is_bpe(path):
+        try:
+            bpe.load_tokenizer(path)
+        except CheckpointError as error:
+            raise ConfigError(f"data.vocab={path!r}: {error}{tail}") from None
+        return
+    check(files.isfile(path), "data.vocab", path, f"point it at a SentencePiece model file or a byte-level BPE "
+          f"tokenizer ({bpe.FORMS}){tail}")
     import sentencepiece
     try:
         sentencepiece.SentencePieceProcessor(model_file=files.local_copy(path))
     except (OSError, RuntimeError) as error:
         raise ConfigError(f"data.vocab={path!r} is not a SentencePiece model ({str(error)[:120]}); point it at "
-                          f"a spiece.model file (e.g. ../shared/data/t5_spiece/spiece.model){tail}") from None
+                          f"a spiece.model file (e.g. ../shared/data/t5_spiece/spiece.model) or a byte-level BPE "
+                          f"tokenizer{tail}") from None
 
 
 def check_vocab(config, models) -> None:

@@ -176,13 +176,21 @@ def held_out_lines(config, text: str, examples: int) -> list[str]:
 
 
 def tokenize(lines: list[str], vocab: str, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """(encoder tokens, decoder input tokens) `[len(lines), length]`: each line with EOS, truncated and
-    padded; the decoder reads the same tokens shifted right after the start token 0."""
-    from miniend_jax.checkpoints.tokenizer import sentencepiece_processor
-    processor = sentencepiece_processor(vocab)  # a local copy of a cloud file
+    """(encoder tokens, decoder input tokens) `[len(lines), length]`: each line with EOS (a BPE tokenizer's
+    lines also open with `<s>`, as BART's), truncated and padded, in pipeline ids; the decoder reads the same
+    tokens shifted right after the start token 0."""
+    import miniend_jax.checkpoints.bpe as bpe
+    if bpe.is_bpe(vocab):
+        tokenizer, _ = bpe.load_tokenizer(vocab)
+        pad = tokenizer.token_to_id(bpe.PAD)
+        encode = lambda line: bpe.hf_to_pipeline(tokenizer.encode(line).ids, pad)   # <s> ... </s>
+    else:
+        from miniend_jax.checkpoints.tokenizer import sentencepiece_processor
+        processor = sentencepiece_processor(vocab)  # a local copy of a cloud file
+        encode = lambda line: processor.encode(line) + [1]
     encoder = np.zeros((len(lines), length), np.int32)
     for i, line in enumerate(lines):
-        ids = (processor.encode(line) + [1])[:length]
+        ids = list(encode(line))[:length]
         encoder[i, :len(ids)] = ids
     decoder = np.concatenate([np.zeros((len(lines), 1), np.int32), encoder[:, :-1]], axis=1)
     return encoder, decoder

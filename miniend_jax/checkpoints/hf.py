@@ -25,7 +25,7 @@ import numpy as np
 from miniend_jax import files
 import miniend_jax.checkpoints.hf_bart as hf_bart
 import miniend_jax.checkpoints.hf_t5 as hf_t5
-from miniend_jax.errors import CheckpointError
+from miniend_jax.errors import CheckpointError, ConfigError
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -71,6 +71,27 @@ def config_from_hf(hf_config: dict, **overrides):
       ConfigError: the resulting config is invalid.
     """
     return format_of_hf(hf_config).config_from_hf(hf_config, **overrides)
+
+
+def generation_settings(directory: str) -> dict:
+    """The decoding settings a HF checkpoint asks for (`generation_config.json`; for BART also a
+    transformers-4 `config.json`), as its family reads them: HF `GenerationConfig` names, pipeline ids.
+
+    Raises:
+      CheckpointError: config.json is missing or unreadable.
+      ConfigError: generation_config.json exists but is not a JSON object.
+    """
+    from miniend_jax.jsonl import read_json_object
+    hf_config = read_config(directory)
+    path = files.join(directory, "generation_config.json")
+    generation = None
+    if files.isfile(path):
+        try:
+            generation = read_json_object(path)
+        except ValueError as error:
+            raise ConfigError(f"{path} cannot be read ({error}); repair or delete it, or set "
+                              "decode.length_penalty_rule to 't5' or 'hf'.") from None
+    return format_of_hf(hf_config).generation_settings(hf_config, generation)
 
 
 def config_to_hf(config) -> dict:

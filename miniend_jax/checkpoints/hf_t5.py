@@ -277,3 +277,16 @@ def save_tokenizer(vocab: str, directory: str, extra_ids: int) -> None:
 def extra_files(config: T5Config) -> dict[str, dict]:
     """No files beyond `config.json` and the weights."""
     return {}
+
+
+# HF GenerationConfig fields that decoding reads (`build.decode_settings`).
+GENERATION_FIELDS = ("min_length", "no_repeat_ngram_size", "length_penalty", "early_stopping",
+                     "forced_bos_token_id", "forced_eos_token_id")
+
+
+def generation_settings(hf_config: dict, generation_config: dict | None) -> dict:
+    """The decoding settings of a T5 checkpoint's `generation_config.json` (T5's ids are the pipeline's);
+    `config.json` is not read for them (T5 checkpoints keep none there)."""
+    del hf_config
+    return {name: generation_config[name] for name in GENERATION_FIELDS
+            if generation_config and generation_config.get(name) is not None}

@@ -15,7 +15,7 @@ import numpy as np
 from miniend_jax import files, parallel
 from miniend_jax.errors import EvaluationInterrupted
 from miniend_jax.evaluation import metrics
-from miniend_jax.evaluation.decoding import beam_search, greedy_decode
+from miniend_jax.evaluation.decoding import LogitsRules, beam_search, greedy_decode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +26,17 @@ class DecodeSettings:
     #                                  "hf": `generate`'s, log-prob / len ** alpha (see decoding.beam_search)
     max_length: int = 0              # generated tokens; 0: the targets length
     batch_size: int = 32
+    min_length: int = 0              # generate's logits processors (decoding.LogitsRules), pipeline ids
+    no_repeat_ngram_size: int = 0
+    forced_bos_token_id: int = -1
+    forced_eos_token_id: int = -1
+    early_stopping: bool = False     # "hf" rule only
+
+    @property
+    def rules(self) -> LogitsRules:
+        """The logits processors these settings ask for."""
+        return LogitsRules(self.min_length, self.no_repeat_ngram_size, self.forced_bos_token_id,
+                           self.forced_eos_token_id)
 
 
 def decode_rows(model, params, mesh, rules, inputs: np.ndarray, decode: DecodeSettings, max_length: int, *,
@@ -53,9 +64,11 @@ def decode_rows(model, params, mesh, rules, inputs: np.ndarray, decode: DecodeSe
             if decode.num_beams > 1:
                 out = beam_search(model, params, batch, max_length, num_beams=decode.num_beams,
                                   length_penalty=decode.length_penalty,
-                                  length_penalty_rule=decode.length_penalty_rule, return_scores=return_scores)
+                                  length_penalty_rule=decode.length_penalty_rule,
+                                  early_stopping=decode.early_stopping, return_scores=return_scores,
+                                  rules=decode.rules)
             else:
-                out = greedy_decode(model, params, batch, max_length, return_scores=return_scores)
+                out = greedy_decode(model, params, batch, max_length, return_scores=return_scores, rules=decode.rules)
             decoded, score = out if return_scores else (out, None)
             tokens.append(_on_host(decoded)[:len(chunk)])
             if return_scores:

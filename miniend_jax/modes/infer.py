@@ -178,7 +178,7 @@ def run(config, workdir: str) -> str:
         texts = read_file_inputs(i.input, i.field)
         vocab = seqio_vocabulary(config.data.vocab, config.data.extra_ids)
         encoded = [vocab.encode(text) for text in texts]
-        rows = [{"input": text, "ids": np.asarray(ids[: t.inputs_length - 1] + [1], np.int32),
+        rows = [{"input": text, "ids": np.asarray(list(ids[: t.inputs_length - 1]) + [vocab.eos_id], np.int32),
                  "input_tokens": len(ids) + 1} for text, ids in zip(texts, encoded)]
     else:
         inputs.check_tasks(config, inputs.register_tasks(config), [("infer.input", i.input, t.eval_split)],
@@ -211,7 +211,7 @@ def run(config, workdir: str) -> str:
         lines = []
         for n, (row, ids, score) in enumerate(zip(rows, decoded, scores)):
             ids = ids.tolist()
-            ids = ids[: ids.index(1)] if 1 in ids else ids
+            ids = ids[: ids.index(model_config.eos_token_id)] if model_config.eos_token_id in ids else ids
             lines.append(json.dumps({"index": n, **{k: v for k, v in row.items() if k != "ids"},
                                      "truncated": row["input_tokens"] > t.inputs_length,
                                      "prediction": vocab.decode(ids), "score": float(score)}, ensure_ascii=False))

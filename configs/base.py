@@ -100,8 +100,12 @@ def get_config() -> ml_collections.ConfigDict:
     # miniend_jax/train/resume.py states the rule for each change.
     c.data.on_input_change = "error"
     c.data.max_line_chars = 1_000_000
-    c.data.noise_density = 0.15
+    c.data.objective = "span_corruption"  # span_corruption (T5) | denoising (BART: infilling + sentence permutation)
+    c.data.noise_density = 0.15        # span_corruption: the share of tokens masked
     c.data.mean_noise_span_length = 3.0
+    c.data.mask_ratio = 0.3            # denoising: tokens masked, in spans of Poisson(poisson_lambda) lengths
+    c.data.poisson_lambda = 3.0
+    c.data.permute_sentences = True    # denoising: shuffle each block's sentences in the inputs
     c.data.tfds_name = "c4/en:3.1.0"
     c.data.tfds_data_dir = ""
 

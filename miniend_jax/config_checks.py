@@ -101,6 +101,9 @@ def validate_model_section(section, role: str, paths_here: bool = True) -> None:
         get_preset(section.preset)
 
 
+PRETRAINING_OBJECTIVES = ("span_corruption", "denoising")   # data.objective: tasks/span_corruption.py, tasks/denoising.py
+
+
 def _validate_pretraining(config, paths_here: bool = True) -> None:
     """distill and pretrain: the teacher, the student, the span-corruption data and the distillation spec."""
     from miniend_jax.distill.objectives import OBJECTIVES, check_interpolation
@@ -138,14 +141,25 @@ def _validate_pretraining(config, paths_here: bool = True) -> None:
     _check_on_bad_input(d)
     check(isinstance(d.inputs_length, int) and d.inputs_length >= 8, "data.inputs_length", d.inputs_length,
           "use an integer >= 8.")
-    check(0 < d.noise_density < 1, "data.noise_density", d.noise_density, "use a value in (0, 1), T5: 0.15.")
-    check(d.mean_noise_span_length >= 1, "data.mean_noise_span_length", d.mean_noise_span_length,
-          "use a value >= 1 (tokens per noise span), T5: 3.")
-    from tasks.lengths import lengths_for_inputs
-    _, produced = lengths_for_inputs(d.inputs_length, d.noise_density, d.mean_noise_span_length)
-    check(d.targets_length <= 0 or d.targets_length >= produced, "data.targets_length", d.targets_length,
-          f"span corruption of data.inputs_length={d.inputs_length} makes targets of {produced} tokens (with EOS); "
-          f"use data.targets_length >= {produced}, or 0 for exactly that.")
+    check(d.objective in PRETRAINING_OBJECTIVES, "data.objective", d.objective,
+          f"use one of {', '.join(PRETRAINING_OBJECTIVES)} (T5's span corruption, BART's denoising).")
+    if d.objective == "denoising":
+        check(d.source != "c4", "data.objective", d.objective,
+              "denoising reads local or HF-dataset text (data.source 'files' or 'hf'); C4 runs use span_corruption.")
+        check(0 < d.mask_ratio < 1, "data.mask_ratio", d.mask_ratio, "use a value in (0, 1), BART: 0.3.")
+        check(d.poisson_lambda > 0, "data.poisson_lambda", d.poisson_lambda, "use a positive mean span length, BART: 3.")
+        check(isinstance(d.permute_sentences, bool), "data.permute_sentences", d.permute_sentences, "use True or False.")
+        check(d.targets_length <= 0 or d.targets_length >= d.inputs_length, "data.targets_length", d.targets_length,
+              f"denoising reconstructs the whole chunk: use >= data.inputs_length={d.inputs_length}, or 0 for that.")
+    else:
+        check(0 < d.noise_density < 1, "data.noise_density", d.noise_density, "use a value in (0, 1), T5: 0.15.")
+        check(d.mean_noise_span_length >= 1, "data.mean_noise_span_length", d.mean_noise_span_length,
+              "use a value >= 1 (tokens per noise span), T5: 3.")
+        from tasks.lengths import lengths_for_inputs
+        _, produced = lengths_for_inputs(d.inputs_length, d.noise_density, d.mean_noise_span_length)
+        check(d.targets_length <= 0 or d.targets_length >= produced, "data.targets_length", d.targets_length,
+              f"span corruption of data.inputs_length={d.inputs_length} makes targets of {produced} tokens (with "
+              f"EOS); use data.targets_length >= {produced}, or 0 for exactly that.")
     from miniend_jax.build import distill_spec
     distill_spec(config)  # the objective, its weights and the temperature (DistillSpec checks them)
     interp = config.distill.interpolation

@@ -1,5 +1,5 @@
-"""The run's inputs from its config: the span-corruption Task and the loop's `Data` for pretraining and
-distillation; the GLUE, summarization and local classification Tasks, their checks and the loop's `Data`
+"""The run's inputs from its config: the pretraining Task (T5's span corruption or BART's denoising,
+`data.objective`) and the loop's `Data` for pretraining and distillation; the GLUE, summarization and local classification Tasks, their checks and the loop's `Data`
 for finetuning; which Tasks are scored and which score picks the best checkpoint.
 """
 
@@ -19,6 +19,7 @@ def build_data(config, process_index: int, process_count: int, workdir: str):
     d = config.data
     kwargs = dict(noise_density=d.noise_density, mean_noise_span_length=d.mean_noise_span_length,
                   extra_ids=d.extra_ids)
+    denoising = d.objective == "denoising"
     if d.source in ("files", "hf"):
         if d.source == "files":
             files, file_format, text_field = tp.resolve_files(d.files), d.format, d.text_field
@@ -28,15 +29,22 @@ def build_data(config, process_index: int, process_count: int, workdir: str):
                              file_format=file_format, text_field=text_field)
         if process_index == 0:
             print(f"input: {scan.summary()}", flush=True)
-        name = tp.register_local_span_corruption(scan.files, d.vocab, file_format=file_format, text_field=text_field,
-                                                 validation_files=d.validation_files,
-                                                 max_line_chars=d.max_line_chars, **kwargs)
+        if denoising:
+            from tasks.denoising import register_local_denoising
+            name = register_local_denoising(scan.files, d.vocab, file_format=file_format, text_field=text_field,
+                                            validation_files=d.validation_files, mask_ratio=d.mask_ratio,
+                                            poisson_lambda=d.poisson_lambda, permute_sentences=d.permute_sentences,
+                                            max_line_chars=d.max_line_chars)
+        else:
+            name = tp.register_local_span_corruption(scan.files, d.vocab, file_format=file_format,
+                                                     text_field=text_field, validation_files=d.validation_files,
+                                                     max_line_chars=d.max_line_chars, **kwargs)
         record = input_record(d.source, scan.files, d.validation_files)
     else:
         name = tp.register_c4_span_corruption(d.vocab, tfds_name=d.tfds_name, data_dir=d.tfds_data_dir or None,
                                               **kwargs)
         record = input_record(d.source, tfds_name=d.tfds_name)
-    lengths = tp.task_feature_lengths(d.inputs_length, d.targets_length, d.noise_density, d.mean_noise_span_length)
+    lengths = pretraining_lengths(d)
     per_host = config.train.batch_size // process_count
     common = dict(pack=d.pack, shard_index=process_index, num_shards=process_count)
     probe = tp.get_dataset(name, lengths, split="train", batch_size=1, shuffle=False, seed=0, num_epochs=1, **common)
@@ -49,6 +57,17 @@ def build_data(config, process_index: int, process_count: int, workdir: str):
                                             seed=0, num_epochs=1, **common))
     return Data(train=train, make_eval=make_eval, inputs_length=lengths["inputs"],
                 targets_length=lengths["targets"], inputs=record)
+
+
+def pretraining_lengths(data) -> dict[str, int]:
+    """{"inputs", "targets"} token lengths of the pretraining Task of `config.data`: span corruption's
+    (`tasks.lengths.task_feature_lengths`), or for denoising, which reconstructs the whole chunk, targets as
+    long as the inputs unless `data.targets_length` is set."""
+    if data.objective == "denoising":
+        return {"inputs": data.inputs_length, "targets": data.targets_length or data.inputs_length}
+    from tasks.lengths import task_feature_lengths
+    return task_feature_lengths(data.inputs_length, data.targets_length, data.noise_density,
+                                data.mean_noise_span_length)
 
 
 def _hf_text_files(config, process_index: int, process_count: int, workdir: str) -> list[str]:

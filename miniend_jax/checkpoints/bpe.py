@@ -294,8 +294,18 @@ def _define_vocabulary():
 
         def _encode_tf(self, s):
             s = tf.convert_to_tensor(s, tf.string)
+            if s.shape.rank == 1:  # a vector of strings: ragged rows, as seqio's SentencePiece vocabulary gives
+                def encode_all(texts):
+                    rows = [self._encode(t.decode("utf-8", errors="replace")) for t in texts.tolist()]
+                    return (np.asarray([i for row in rows for i in row], np.int32),
+                            np.asarray([len(row) for row in rows], np.int64))
+
+                values, lengths = tf.numpy_function(encode_all, [s], (tf.int32, tf.int64), stateful=False)
+                values.set_shape([None])
+                lengths.set_shape([None])
+                return tf.RaggedTensor.from_row_lengths(values, lengths)
             if s.shape.rank not in (0, None):
-                raise ValueError(f"encode_tf takes one string (a scalar), not a tensor of shape {s.shape}.")
+                raise ValueError(f"encode_tf takes a string or a vector of strings, not a tensor of shape {s.shape}.")
 
             def encode(text):  # bytes in a graph (tf.data), a 0-d object array holding them in eager mode
                 text = text.item() if isinstance(text, np.ndarray) else text
@@ -369,7 +379,7 @@ def save_hf_tokenizer(path: str, directory: str) -> None:
     sources = tokenizer_files(path)
     if sources is None:
         raise CheckpointError(f"vocabulary {path} {not_found(path)}; a BART export needs {FORMS}.")
-    load_tokenizer(path).save(os.path.join(directory, TOKENIZER_JSON))
+    load_tokenizer(path)[0].save(os.path.join(directory, TOKENIZER_JSON))
     for name, source in sources.items():
         if name != TOKENIZER_JSON:
             files.write_bytes(os.path.join(directory, name), files.read_bytes(source))

@@ -111,7 +111,7 @@ class BestCheckpoint:
             self.best = value
             host = jax.tree.map(np.asarray, _gather(params))
             if jax.process_index() == 0:
-                vocab = self.config.data.vocab if files.isfile(self.config.data.vocab) else None
+                vocab = self.config.data.vocab if files.exists(self.config.data.vocab) else None
                 best = files.join(self.workdir, "best")
                 save_hf_checkpoint(best, self.model_config, host, spiece_model=vocab,
                                    extra_ids=self.config.data.extra_ids)

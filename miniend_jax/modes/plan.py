@@ -124,10 +124,9 @@ def feature_lengths(config) -> tuple[int, int, bool]:
     if config.mode == "finetune":
         t = config.tasks
         return t.inputs_length, t.targets_length, bool(config.data.pack)
-    from tasks.lengths import task_feature_lengths
-    d = config.data
-    lengths = task_feature_lengths(d.inputs_length, d.targets_length, d.noise_density, d.mean_noise_span_length)
-    return lengths["inputs"], lengths["targets"], bool(d.pack)
+    from miniend_jax.inputs import pretraining_lengths
+    lengths = pretraining_lengths(config.data)
+    return lengths["inputs"], lengths["targets"], bool(config.data.pack)
 
 
 def abstract_batch(mesh, batch_size: int, inputs_length: int, targets_length: int, packed: bool) -> dict:

@@ -76,8 +76,12 @@ def model_record(section) -> dict:
 
 
 def models_record(config) -> dict:
-    """The teacher (distillation) and the vocabulary a run trains against."""
-    record = {"vocab": file_record(config.data.vocab)}
+    """The teacher (distillation) and the vocabulary a run trains against (a SentencePiece model's
+    `file_record`, or each file of a byte-level BPE tokenizer)."""
+    import miniend_jax.checkpoints.bpe as bpe
+    tokenizer = bpe.tokenizer_files(config.data.vocab)  # a BPE tokenizer (BART's) may be a directory of files
+    record = {"vocab": file_record(config.data.vocab) if tokenizer is None else
+              {"path": files.absolute(config.data.vocab), "files": {n: file_record(f) for n, f in tokenizer.items()}}}
     if config.mode == "distill":
         record["teacher"] = model_record(config.teacher)
     return record

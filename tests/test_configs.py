@@ -47,7 +47,8 @@ def test_config_is_valid_and_consistent(path, monkeypatch):
     if path.endswith("configs/demo.py") and not glob.glob(config.data.files):  # the demo writes its corpus first
         config.data.files = str(ROOT.parent / "shared" / "data" / "enwiki_2015_extract" / "AA" / "wiki_0*.gz")
     if config.model.source != "preset":  # the checkpoint to finetune is a user path too
-        config.model.source, config.model.preset = "preset", "t5-v1_1-small"
+        config.model.source = "preset"
+        config.model.preset = "bart-base" if "bart" in os.path.basename(path) else "t5-v1_1-small"
     validate_config(config)
     spec = distill_spec(config)
     student = student_config(config)

@@ -1,5 +1,6 @@
 """The layout README's "What is here" states, kept true: every import (module level or inside a function)
-goes to the same layer or one below, and no modules import each other in a circle."""
+goes to the same layer or one below, no modules import each other in a circle, and no module outside
+`models/` and a family's own checkpoint module names a model family (README, "Model families")."""
 
 from __future__ import annotations
 
@@ -77,6 +78,60 @@ def cycles(graph) -> list[list[str]]:
         if not state.get(module):
             visit(module)
     return found
+
+
+# Each family's own modules, and the modules outside `models/` allowed to import them (its HF module).
+FAMILY_MODULES = {
+    "t5": ({"miniend_jax.models.t5", "miniend_jax.models.config", "miniend_jax.models.presets"},
+           {"miniend_jax.checkpoints.hf_t5"}),
+    "bart": ({"miniend_jax.models.bart", "miniend_jax.models.bart_config"}, {"miniend_jax.checkpoints.hf_bart"}),
+}
+FAMILY_CLASSES = {"T5", "T5Config", "Bart", "BartConfig"}   # what `miniend_jax.models` re-exports of them
+
+
+def family_imports(root=ROOT) -> list[str]:
+    """`module -> family module` for each import (module level or inside a function) of a family's module,
+    or of its classes through the package's face, from outside `models/` and that family's checkpoint
+    module; over the package, the Tasks, the configs and the benchmarks."""
+    owners = {module: family for family, (modules, _) in FAMILY_MODULES.items() for module in modules}
+    allowed = {family: importers for family, (_, importers) in FAMILY_MODULES.items()}
+    found = []
+    for package in ("miniend_jax", "tasks", "configs", "bench"):
+        for path in (root / package).rglob("*.py"):
+            module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+            if module.startswith("miniend_jax.models"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                else:
+                    continue
+                for name in names:
+                    family = owners.get(name) or (
+                        "face" if name.rsplit(".", 1) == ["miniend_jax.models", name.rsplit(".", 1)[-1]]
+                        and name.rsplit(".", 1)[-1] in FAMILY_CLASSES else None)
+                    if family and module not in allowed.get(family, ()):
+                        found.append(f"{module} -> {name}")
+    return sorted(set(found))
+
+
+def test_no_module_outside_the_registry_names_a_family():
+    assert family_imports() == []
+
+
+def test_the_family_check_catches_a_named_family(tmp_path):
+    for package in ("miniend_jax", "tasks", "configs", "bench"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "miniend_jax" / "models").mkdir()
+    for name in ("__init__", "t5", "bart"):
+        (tmp_path / "miniend_jax" / "models" / f"{name}.py").write_text("")
+    (tmp_path / "miniend_jax" / "loop.py").write_text("from miniend_jax.models.t5 import T5\n")
+    (tmp_path / "bench" / "b.py").write_text("def f():\n    from miniend_jax.models import Bart\n")
+    assert family_imports(tmp_path) == ["bench.b -> miniend_jax.models.Bart",
+                                        "miniend_jax.loop -> miniend_jax.models.t5"]
 
 
 def test_every_import_goes_down_or_across():

@@ -57,7 +57,7 @@ def jax_parts(shape: str, directory: str, repeats: int) -> dict:
     student_fb = jax.jit(jax.grad(student_loss))
     models = Models(spec=build.distill_spec(config), student_config=student, teacher_config=teacher)
     mesh = parallel.make_mesh(1, 1, 1)
-    layout = step_layout(config, models, mesh, parallel.DEFAULT_RULES)
+    layout = step_layout(build.train_settings(config), models, mesh, parallel.DEFAULT_RULES)
     batch["decoder_loss_weights"] = (batch["decoder_target_tokens"] > 0).astype(jnp.int32)
     with jax.set_mesh(mesh), nn.logical_axis_rules(parallel.DEFAULT_RULES):
         step = layout.jit()

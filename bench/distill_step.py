@@ -111,7 +111,7 @@ def run_jax(shape: str, directory: str, batch: int, length: int, steps: int, war
     student, teacher = build.student_config(config), build.teacher_config(config)
     models = Models(spec=build.distill_spec(config), student_config=student, teacher_config=teacher)
     mesh = parallel.make_mesh(1, 1, 1)
-    layout = step_layout(config, models, mesh, parallel.DEFAULT_RULES)
+    layout = step_layout(build.train_settings(config), models, mesh, parallel.DEFAULT_RULES)
     teacher_params = nn.unbox(init_params(teacher, jax.random.PRNGKey(1)))
     student_params = nn.unbox(init_params(student, jax.random.PRNGKey(2)))
     host_batch = make_batch(student.vocab_size, batch, length)

@@ -29,7 +29,7 @@ def distill_spec(config):
     Raises:
       ConfigError: an unknown objective or term, or a non-positive temperature or relation-head count.
     """
-    from miniend_jax.distill.objectives import DistillSpec
+    from miniend_jax.distill.objectives import DistillSpec, Interpolation
     d = config.distill
     objective = d.objective if config.mode == "distill" else "pretrain"
     return DistillSpec(objective=objective, relation_heads=d.relation_heads,
@@ -38,7 +38,15 @@ def distill_spec(config):
                        student_encoder_layer=d.student_layers.encoder,
                        student_decoder_layer=d.student_layers.decoder, temperature=d.temperature,
                        weights=tuple(sorted(d.weights.to_dict().items())),
-                       interpolation_space=d.interpolation.space)
+                       interpolation=Interpolation(start=float(d.interpolation.start), steps=int(d.interpolation.steps),
+                                                   schedule=d.interpolation.schedule, space=d.interpolation.space))
+
+
+def train_settings(config):
+    """The `TrainSettings` the loop and its step read (`train.*`, seed, optimizer, axis rules), built once
+    from the config."""
+    from miniend_jax.train.settings import TrainSettings
+    return TrainSettings.from_config(config)
 
 
 def student_config(config):

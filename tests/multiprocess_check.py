@@ -72,7 +72,7 @@ def main(workdir: str, num_processes: int, process_id: int, port: int, total_ste
                 inputs_length=ENC_LEN, targets_length=DEC_LEN)
     models = Models(spec=spec, student_config=student, teacher_config=teacher, teacher_params=teacher_params)
     config_checks.write_resolved_config(config, workdir)
-    state = Trainer(config, workdir, models, data, mesh).run()
+    state = Trainer(build.train_settings(config), workdir, models, data, mesh).run()
     # Decoding with the sharded student, as evaluate / infer / finetuning's evaluation do: every process
     # gives the same inputs and must get every row back (its devices hold only some of them).
     import json

@@ -15,7 +15,7 @@ sys.path.insert(0, ".")
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 
-from miniend_jax import parallel, rss  # noqa: E402
+from miniend_jax import build, parallel, rss  # noqa: E402
 from miniend_jax.modes import plan  # noqa: E402
 from miniend_jax.models.t5 import init_params  # noqa: E402
 from miniend_jax.train.loop import step_layout  # noqa: E402
@@ -28,7 +28,7 @@ def main(name: str):
     mesh = parallel.make_mesh(1, 1, 1)
     models = plan.plan_models(config)
     inputs_length, targets_length, packed = plan.feature_lengths(config)
-    layout = step_layout(config, models, mesh, parallel.DEFAULT_RULES)
+    layout = step_layout(build.train_settings(config), models, mesh, parallel.DEFAULT_RULES)
     batch_spec = plan.abstract_batch(mesh, config.train.batch_size, inputs_length, targets_length, packed)
     rng = jax.random.PRNGKey(0)
     with jax.set_mesh(mesh), nn.logical_axis_rules(parallel.DEFAULT_RULES):

@@ -74,7 +74,7 @@ def _traced_step_metrics(config) -> dict:
     """The train step's metrics as shapes: the config's models, objective and schedule traced, not run."""
     import flax.linen as nn
     import jax
-    from miniend_jax import config_checks, parallel
+    from miniend_jax import build, config_checks, parallel
     from miniend_jax.modes.plan import abstract_batch, feature_lengths, plan_models
     from miniend_jax.train.loop import step_layout
     config_checks.validate_config(config)
@@ -82,7 +82,7 @@ def _traced_step_metrics(config) -> dict:
     rules = parallel.rules_from_config(config.mesh.rules)
     models = plan_models(config)
     models.spec.check_models(models.teacher_config, models.student_config)
-    layout = step_layout(config, models, mesh, rules)
+    layout = step_layout(build.train_settings(config), models, mesh, rules)
     batch = abstract_batch(mesh, config.train.batch_size, *feature_lengths(config))
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         return jax.eval_shape(layout.step_fn, layout.abstract_state, layout.abstract_teacher, batch)[1]

@@ -52,6 +52,37 @@ INTERPOLATION_SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
+class Interpolation:
+    """Interpolated distillation (`distill.interpolation`): the target `a_t` of the way from the student
+    to the teacher (`interpolation_alpha`), and the space it interpolates in.
+
+    Attributes:
+      start: `a_0`, in [0, 1].
+      steps: length of the ramp to 1 (unused by `constant`).
+      schedule: `constant` (plain MiniEnD, `a_t = 1`), `linear` or `cosine`.
+      space: `probability` or `logit`, see `relations.interpolate_target`.
+
+    Raises:
+      ConfigError: on construction, as `check_interpolation`, or an unknown `space`.
+    """
+
+    start: float = 1.0
+    steps: int = 0
+    schedule: str = "constant"
+    space: str = "probability"
+
+    def __post_init__(self):
+        check_interpolation(self.start, self.steps, self.schedule)
+        if self.space not in ("probability", "logit"):
+            raise ConfigError(f"distill.interpolation.space={self.space!r}: "
+                              "use 'probability' (METHOD.md) or 'logit' (TAID).")
+
+    def alpha(self, step) -> jax.Array:
+        """float32 `a_t` at optimizer step `step` (may be traced)."""
+        return interpolation_alpha(step, self.start, self.steps, self.schedule)
+
+
+@dataclasses.dataclass(frozen=True)
 class DistillSpec:
     """What to distil and how. Layers are per stack (`encoder`, `decoder`); negative = from the end.
 
@@ -63,11 +94,11 @@ class DistillSpec:
         tapped layer of each stack.
       temperature: T of the logit KD term (Hinton et al. 2015), scaled back by T^2.
       weights: (term, weight) overrides of the terms' default weights (`terms.TERMS`: 1, `ground_truth` 0).
-      interpolation_space: `probability` or `logit`, see `relations.interpolate_target`.
+      interpolation: the `Interpolation` of the targets (default: none, plain distillation).
 
     Raises:
       ConfigError: on construction, for an unknown objective or term, or a non-positive
-        `relation_heads` or `temperature`, or an unknown `interpolation_space`.
+        `relation_heads` or `temperature`.
     """
 
     objective: str = "miniend_e"
@@ -78,7 +109,7 @@ class DistillSpec:
     student_decoder_layer: int = -1
     temperature: float = 1.0
     weights: tuple[tuple[str, float], ...] = ()   # overrides of the default weight 1 (ground_truth: 0)
-    interpolation_space: str = "probability"
+    interpolation: Interpolation = dataclasses.field(default_factory=lambda: Interpolation())
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -91,9 +122,11 @@ class DistillSpec:
             raise ConfigError(f"distill.relation_heads={self.relation_heads}: must be positive (default 32).")
         if self.temperature <= 0:
             raise ConfigError(f"distill.temperature={self.temperature}: must be positive (default 1).")
-        if self.interpolation_space not in ("probability", "logit"):
-            raise ConfigError(f"distill.interpolation.space={self.interpolation_space!r}: "
-                              "use 'probability' (METHOD.md) or 'logit' (TAID).")
+
+    @property
+    def interpolation_space(self) -> str:
+        """The space the targets are interpolated in (`Interpolation.space`)."""
+        return self.interpolation.space
 
     @property
     def terms(self) -> tuple[str, ...]:

@@ -52,7 +52,7 @@ def run(config, workdir: str):
         models = Models(spec=spec, student_config=student, teacher_config=teacher, teacher_params=teacher_params,
                         student_init=init)
         mesh = parallel.make_mesh(*shape)
-        trainer = Trainer(config, workdir, models, data, mesh, restore_inputs=restore_inputs)
+        trainer = Trainer(build.train_settings(config), workdir, models, data, mesh, restore_inputs=restore_inputs)
         state = trainer.run()
         if config.export.at_end and int(state.step) == config.train.steps and not trainer.stopped:
             export.run(config, workdir)  # not after a stop request, even at the last step

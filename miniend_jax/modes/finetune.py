@@ -48,7 +48,7 @@ def run(config, workdir: str):
         models = Models(spec=build.distill_spec(config), student_config=model_config,
                         student_init=lambda abstract: params)
         mesh = parallel.make_mesh(*shape)
-        trainer = Trainer(config, workdir, models, data, mesh,
+        trainer = Trainer(build.train_settings(config), workdir, models, data, mesh,
                           on_evaluate=BestCheckpoint(config, workdir, model_config),
                           restore_inputs=restore_inputs)
         return trainer.run()

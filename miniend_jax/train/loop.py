@@ -26,6 +26,7 @@ from miniend_jax.models import registry
 from miniend_jax.models.registry import abstract_params, init_params
 from miniend_jax.train import flops
 from miniend_jax.train.metrics import MetricsWriter, Progress
+from miniend_jax.train.settings import TrainSettings
 from miniend_jax.train.state import TrainState, boxed_train_state, make_optimizer
 from miniend_jax.train.step import make_eval_step, make_train_step
 
@@ -88,17 +89,14 @@ class StepLayout:
                        out_shardings=(self.state_shardings, None), donate_argnums=(0,))
 
 
-def step_layout(config, models: Models, mesh, rules) -> StepLayout:
-    """Builds the train step of `config` and the shardings of its state and teacher over `mesh`."""
-    train = config.train
-    optimizer, schedule = make_optimizer(config.optim, train.steps)
+def step_layout(settings: TrainSettings, models: Models, mesh, rules) -> StepLayout:
+    """Builds the train step of `settings` (`build.train_settings`) and the shardings of its state and
+    teacher over `mesh` under the axis `rules`."""
+    optimizer, schedule = make_optimizer(settings.optim, settings.steps)
     student = registry.module(models.student_config)
     teacher = registry.module(models.teacher_config) if models.spec.needs_teacher else None
-    interp = config.distill.interpolation
-    interpolation = None if interp.schedule == "constant" else (float(interp.start), int(interp.steps), interp.schedule)
-    step_fn = make_train_step(models.spec, student, teacher, optimizer, schedule, microbatches=train.microbatches,
-                              interpolation=interpolation, dropout_seed=config.seed,
-                              nan_loss_at_step=config.debug.nan_loss_at_step)
+    step_fn = make_train_step(models.spec, student, teacher, optimizer, schedule, microbatches=settings.microbatches,
+                              dropout_seed=settings.seed, nan_loss_at_step=settings.nan_loss_at_step)
     boxed_state = boxed_train_state(abstract_params(models.student_config), optimizer)
     teacher_shardings = abstract_teacher = None
     if teacher is not None:
@@ -143,19 +141,20 @@ class Trainer:
     """`on_evaluate(trainer, params, step) -> {name: value}` runs with each held-out evaluation (finetuning
     decodes and scores the validation set there); its values are logged with the losses."""
 
-    def __init__(self, config, workdir: str, models: Models, data: Data, mesh, on_evaluate=None,
+    def __init__(self, settings: TrainSettings, workdir: str, models: Models, data: Data, mesh, on_evaluate=None,
                  restore_inputs: bool = True):
-        """`restore_inputs`: whether a resumed run restores its checkpoint's input position (False when
-        the inputs changed under `data.on_input_change='restart'`, see `train/resume.py`)."""
-        self.config, self.workdir, self.models, self.data, self.mesh = config, workdir, models, data, mesh
+        """`settings`: `build.train_settings(config)`. `restore_inputs`: whether a resumed run restores its
+        checkpoint's input position (False when the inputs changed under `data.on_input_change='restart'`,
+        see `train/resume.py`)."""
+        self.settings, self.workdir, self.models, self.data, self.mesh = settings, workdir, models, data, mesh
         self.on_evaluate, self.restore_inputs = on_evaluate, restore_inputs
-        self.meta = {"train_steps": config.train.steps, "inputs": data.inputs}
+        self.meta = {"train_steps": settings.steps, "inputs": data.inputs}
         self._stop = None           # the run's `_StopRequests`, while it runs
         self._pending_evaluation = False
         self.stopped = False        # whether `run` ended on a stop request (SIGTERM / SIGINT)
-        self.rules = parallel.rules_from_config(config.mesh.get("rules", {}))
-        train = config.train
-        layout = step_layout(config, models, mesh, self.rules)
+        self.rules = settings.axis_rules
+        train = settings
+        layout = step_layout(settings, models, mesh, self.rules)
         self.optimizer, self.schedule = layout.optimizer, layout.schedule
         self.student, self.teacher = layout.student, layout.teacher
         self.state_shardings, self.abstract_state = layout.state_shardings, layout.abstract_state
@@ -181,7 +180,7 @@ class Trainer:
     def initial_state(self) -> TrainState:
         """A fresh state, created directly in its sharded layout."""
         models = self.models
-        rng = jax.random.PRNGKey(self.config.seed)
+        rng = jax.random.PRNGKey(self.settings.seed)
         with self._context():
             if models.student_init is None:
                 params = jax.jit(lambda r: nn.unbox(init_params(models.student_config, r)),
@@ -193,8 +192,8 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> TrainState:
-        config, models = self.config, self.models
-        total = config.train.steps
+        train, models = self.settings, self.models
+        total = train.steps
         teacher_params = (jax.device_put(models.teacher_params, self.teacher_shardings)
                           if self.teacher is not None else None)
         state = self._restore_or_init()
@@ -208,7 +207,7 @@ class Trainer:
                 if not self._evaluate_or_stop(state, teacher_params, step):
                     return state
             while step < total:
-                batch = _to_global(_numpy_batch(next(self.data.train)), self.mesh, config.train.batch_size)
+                batch = _to_global(_numpy_batch(next(self.data.train)), self.mesh, train.batch_size)
                 state, metrics = self.train_step(state, teacher_params, batch)
                 step += 1
                 window_steps += 1
@@ -216,14 +215,14 @@ class Trainer:
                 if pending_skip is not None:
                     consecutive_skips = self._check_skip(*pending_skip, consecutive_skips)
                 pending_skip = (step, metrics["skipped"])
-                if step % config.train.log_every == 0 or step == total:
+                if step % train.log_every == 0 or step == total:
                     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                     elapsed = time.time() - window_start
                     metrics.update(self._rates(window_steps, elapsed))
                     self.writer.write(step, metrics)
                     progress.print(step, metrics)
                     window_start, window_steps = time.time(), 0
-                if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
+                if train.eval_every and step % train.eval_every == 0 and step < total:
                     if not self._evaluate_or_stop(state, teacher_params, step):
                         return state
                 if stop.requested():
@@ -301,7 +300,7 @@ class Trainer:
         consecutive += 1
         print(f"warning: step {step}: non-finite loss or gradient, update skipped ({consecutive} in a row)",
               flush=True)
-        limit = self.config.train.max_consecutive_nonfinite
+        limit = self.settings.max_consecutive_nonfinite
         if consecutive >= limit:
             self.checkpointer.close()
             raise TrainingError(
@@ -322,14 +321,14 @@ class Trainer:
         of `on_evaluate`."""
         sums, counts = {}, {}
         batches = self.data.make_eval() if self.data.make_eval is not None else ()
-        local = list(itertools.islice(batches, self.config.train.eval_batches))
+        local = list(itertools.islice(batches, self.settings.eval_batches))
         # Each host reads its own validation shard, which may hold fewer batches than another's; the step
         # is a collective, so every host runs it the same number of times: the smallest count.
         local = local[:_least_everywhere(len(local))]
         for done, batch in enumerate(local):
             if self.stop_requested():
                 raise EvaluationInterrupted(done, len(local))
-            batch = _to_global(_numpy_batch(batch), self.mesh, self.config.train.batch_size)
+            batch = _to_global(_numpy_batch(batch), self.mesh, self.settings.batch_size)
             for name, (total, count) in jax.device_get(self.eval_step(state.params, teacher_params, batch)).items():
                 sums[name] = sums.get(name, 0.0) + float(total)
                 counts[name] = counts.get(name, 0.0) + float(count)

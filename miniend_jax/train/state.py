@@ -12,6 +12,7 @@ import numpy as np
 import optax
 
 from miniend_jax.errors import ConfigError, check
+from miniend_jax.train.settings import OptimSettings
 
 
 @flax.struct.dataclass
@@ -66,10 +67,16 @@ def learning_rate_schedule(peak: float, total_steps: int, warmup_steps: int, dec
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup_steps), after], [warmup_steps])
 
 
+# Parameters never decayed, by name: layer-norm scales, biases (BART's projections and layer norms), and
+# BART's `final_logits_bias`, a constant buffer in HF (no gradient reaches it; decay alone would erase it).
+_NO_DECAY = ("scale", "bias", "final_logits_bias")
+
+
 def _decay_mask(params):
-    """Weight decay on matrices (kernels, embeddings, position tables), not on layer-norm scales (by name:
-    a scanned stack's scales are `[depth, d_model]`)."""
-    return jax.tree_util.tree_map_with_path(lambda path, p: getattr(path[-1], "key", None) != "scale", params)
+    """Weight decay on matrices (kernels, embeddings, position tables), not on layer-norm scales, biases or
+    BART's logits bias (by name: a scanned stack's scales are `[depth, d_model]`), as HF's trainers and
+    fairseq exclude biases and layer norms."""
+    return jax.tree_util.tree_map_with_path(lambda path, p: getattr(path[-1], "key", None) not in _NO_DECAY, params)
 
 
 OPTIMIZERS = ("adamw", "adamw_scaled", "adafactor")
@@ -103,9 +110,10 @@ def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformatio
     parameter, so the relative scale and Adafactor's clipping take the RMS over all its layers at once.
 
     Args:
-      optim: the config's `optim` block: `name`, `learning_rate`, `warmup_steps` (or `warmup_fraction`
-        of `total_steps` when negative), `decay`, `end_lr_fraction`, `clip_norm` (no clipping when
-        <= 0), `b1`, `b2`, `eps`, `weight_decay`, `min_param_scale`, and the `adafactor` block.
+      optim: `OptimSettings` (a config's `optim` section is converted to them): `name`, `learning_rate`,
+        `warmup_steps` (or `warmup_fraction` of `total_steps` when negative), `decay`, `end_lr_fraction`,
+        `clip_norm` (no clipping when <= 0), `b1`, `b2`, `eps`, `weight_decay`, `min_param_scale`, and
+        `adafactor`.
       total_steps: steps of the whole run.
 
     Returns:
@@ -114,7 +122,9 @@ def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformatio
     Raises:
       ConfigError: an unknown `optim.name` or `optim.decay`, or a value out of its range.
     """
-    name = optim.get("name", "adamw")
+    if not isinstance(optim, OptimSettings):
+        optim = OptimSettings.from_config(optim)
+    name = optim.name
     check(name in OPTIMIZERS, "optim.name", name, f"use one of {', '.join(OPTIMIZERS)}.")
     check(optim.weight_decay >= 0, "optim.weight_decay", optim.weight_decay, "use a value >= 0 (0: none).")
     schedule = learning_rate_schedule(optim.learning_rate, total_steps, warmup_steps(optim, total_steps),
@@ -126,7 +136,7 @@ def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformatio
         parts.append(optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps,
                                  weight_decay=optim.weight_decay, mask=_decay_mask))
         return optax.chain(*parts), schedule
-    min_scale = optim.get("min_param_scale", 1e-3)
+    min_scale = optim.min_param_scale
     check(min_scale > 0, "optim.min_param_scale", min_scale, "use a small positive value (T5: 1e-3).")
     decay = optim.weight_decay
     if name == "adamw_scaled":

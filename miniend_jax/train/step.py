@@ -35,7 +35,7 @@ def forward_terms(spec: DistillSpec, student: nn.Module, teacher: nn.Module | No
     """(weighted loss, {term: value}) of `batch` for the student's parameters.
 
     Args:
-      spec: the distillation objective.
+      spec: the distillation objective, with its interpolation (`spec.interpolation`).
       student, teacher: models of the `models/interface.py` seam (e.g. `T5`); `teacher` is used only
         when `spec.needs_teacher`, and no gradient flows into it.
       student_params, teacher_params: their unboxed parameters.
@@ -71,20 +71,19 @@ def _split_microbatches(batch, k: int):
 
 def make_train_step(spec: DistillSpec, student: nn.Module, teacher: nn.Module | None,
                     optimizer: optax.GradientTransformation, schedule: Callable, *, microbatches: int = 1,
-                    interpolation=None, dropout_seed: int = 0, nan_loss_at_step: int = -1):
+                    dropout_seed: int = 0, nan_loss_at_step: int = -1):
     """Returns `step(state, teacher_params, batch) -> (state, metrics)`, to be jitted by the caller.
 
     A non-finite loss or gradient skips the update: parameters and optimizer state stay as they were,
     the step counter advances, and `skipped` is 1.
 
     Args:
-      spec: the distillation objective.
+      spec: the distillation objective, with its interpolation (`spec.interpolation`).
       student, teacher: models of the `models/interface.py` seam; the student's `config.dropout_rate`
         decides whether it trains with dropout. `teacher` may be None when not `spec.needs_teacher`.
       optimizer: applied to the summed gradient (clipping, if any, is part of it).
       schedule: step -> learning rate, reported as `learning_rate`.
       microbatches: k; the batch's leading axis must be divisible by k.
-      interpolation: (start, steps, schedule) of the `a_t` ramp, or None for plain distillation.
       dropout_seed: seed of the dropout keys, folded with the step and the microbatch index.
       nan_loss_at_step: injects a NaN loss at that step (fault injection for tests; -1: never).
 
@@ -101,8 +100,7 @@ def make_train_step(spec: DistillSpec, student: nn.Module, teacher: nn.Module | 
 
     def step(state: TrainState, teacher_params, batch):
         denominator = denominators(batch)
-        alpha = (objectives.interpolation_alpha(state.step, *interpolation) if interpolation
-                 else jnp.float32(1.0))
+        alpha = spec.interpolation.alpha(state.step)
         rng = jax.random.fold_in(jax.random.PRNGKey(dropout_seed), state.step) if use_dropout else None
 
         def loss_fn(params, micro, micro_rng):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from miniend_jax.distill import objectives, relations
-from miniend_jax.distill.objectives import DistillSpec, compute_terms, total_loss
+from miniend_jax.distill.objectives import DistillSpec, Interpolation, compute_terms, total_loss
 from miniend_jax.distill.terms import TERMS, denominators
 from miniend_jax.errors import ConfigError
 from miniend_jax.models import T5, T5Config, init_params
@@ -173,7 +173,7 @@ def test_interpolation_with_alpha_one_equals_plain_distillation():
     batch = {k: jnp.asarray(v) for k, v in _batch(packed=False).items()}
     teacher, student = _random_output(rng, batch, 48), _random_output(rng, batch, 24)
     for space in ("probability", "logit"):
-        spec = _spec("miniend_d", interpolation_space=space)
+        spec = _spec("miniend_d", interpolation=Interpolation(space=space))
         plain = compute_terms(spec, teacher, student, batch, denominators(batch))
         at_one = compute_terms(spec, teacher, student, batch, denominators(batch), alpha=jnp.float32(1.0))
         for name in plain:

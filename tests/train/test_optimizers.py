@@ -239,3 +239,21 @@ def test_the_base_configs_optimizer_is_the_pretraining_entry():
     assert (finetune.name, finetune.learning_rate, finetune.decay) == ("adamw", 3e-4, "constant")
     make_optimizer(finetune, TOTAL)
     make_optimizer(c.optim, TOTAL)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_weight_decay_spares_biases_norms_and_barts_logits_bias(name):
+    """BART's parameters (`final_logits_bias`, a constant buffer in HF; biases; layer-norm scales and biases)
+    keep their values under weight decay with no gradient, as HF's trainers and fairseq leave them; kernels
+    shrink. T5 has only kernels, embeddings and scales, so its decay is unchanged."""
+    from miniend_jax.models import get_preset, init_params
+    config = get_preset("bart-base", vocab_size=64, d_model=16, d_ff=32, num_heads=2, num_encoder_layers=1,
+                        num_decoder_layers=1, max_position_embeddings=16)
+    params = jax.tree.map(lambda x: x + 0.5, nn.unbox(init_params(config, jax.random.PRNGKey(0))))
+    optimizer, _ = make_optimizer(_optim(name), TOTAL)
+    state = optimizer.init(params)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = optimizer.update(zeros, state, params)
+    moved = jax.tree_util.tree_map_with_path(lambda path, u: (path[-1].key, bool(jnp.any(u != 0))), updates)
+    flat = jax.tree.leaves(moved, is_leaf=lambda x: isinstance(x, tuple))
+    assert {key for key, changed in flat if changed} == {"kernel", "embedding", "embed_positions"}

@@ -9,6 +9,8 @@ also run first. Every error is a `ConfigError` naming the field, the value and t
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 from miniend_jax import files
@@ -380,6 +382,61 @@ def check_models(config, shape, models, paths_here: bool = True) -> None:
     if config.mode == "distill" and config.student.init == "teacher_layers":
         from miniend_jax.distill.student_init import check_copyable
         check_copyable(teacher, student)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preflight:
+    """What every mode that builds a model knows once its checks passed, before any weight is read.
+
+    Attributes:
+      shape: the mesh shape `(data, fsdp, tensor)` over this job's devices.
+      spec: the run's `DistillSpec` (finetuning trains on cross-entropy).
+      model: the config of the model the mode trains or decodes (the student, or `config.model`).
+      teacher: the teacher's config where the objective needs one, else None.
+    """
+
+    shape: tuple[int, int, int]
+    spec: object
+    model: object
+    teacher: object = None
+
+
+TRAINING_MODES = ("distill", "pretrain", "finetune")
+DECODING_MODES = ("evaluate", "infer")
+
+
+def preflight(config, workdir: str) -> Preflight:
+    """The one pre-flight of the modes that build a model (`TRAINING_MODES`, `DECODING_MODES`), in order:
+    the mesh over this job's devices, the model configs (no weights), the checks that need them (the
+    objective's needs, the tokenizer's ids, the parameters over the mesh, the copy init), the Tasks
+    (finetune, evaluate), and for training modes the workdir's config. A new mode calls it first.
+
+    Raises:
+      ConfigError, CheckpointError: naming the problem and the fix, before anything is written.
+    """
+    import jax
+    from miniend_jax import build, inputs
+    from miniend_jax.train.loop import Models
+    if config.mode in DECODING_MODES:
+        shape, model = check_decoding_model(config)
+        if config.mode == "evaluate":
+            inputs.check_tasks(config, inputs.register_tasks(config))
+        return Preflight(shape, build.distill_spec(config), model)
+    if config.mode not in TRAINING_MODES:
+        raise ConfigError(f"mode={config.mode!r} builds no model: it has no pre-flight.")
+    shape = validate_layout(config, jax.process_count(), jax.device_count())
+    spec = build.distill_spec(config)
+    if config.mode == "finetune":
+        model = build.model_config(config.model, "model", dropout_rate=config.model.dropout_rate)
+        teacher = None
+    else:
+        model = build.student_config(config)
+        teacher = build.teacher_config(config) if spec.needs_teacher else None
+    check_models(config, shape, Models(spec=spec, student_config=model, teacher_config=teacher))
+    if config.mode == "finetune":
+        inputs.check_tasks(config, inputs.register_tasks(config))
+    check_workdir(config, workdir)
+    return Preflight(shape, spec, model, teacher)
 
 
 def check_decoding_model(config) -> tuple[tuple[int, int, int], object]:

@@ -78,11 +78,12 @@ def generation_settings(directory: str) -> dict:
     transformers-4 `config.json`), as its family reads them: HF `GenerationConfig` names, pipeline ids.
 
     Raises:
-      CheckpointError: config.json is missing or unreadable.
+      CheckpointError: config.json is unreadable or of a family this version does not read.
       ConfigError: generation_config.json exists but is not a JSON object.
     """
     from miniend_jax.jsonl import read_json_object
-    hf_config = read_config(directory)
+    # Without config.json (a directory being assembled) the family is unknown: ids are taken as they are.
+    hf_config = read_config(directory) if files.isfile(files.join(directory, CONFIG_NAME)) else {}
     path = files.join(directory, "generation_config.json")
     generation = None
     if files.isfile(path):
@@ -91,7 +92,7 @@ def generation_settings(directory: str) -> dict:
         except ValueError as error:
             raise ConfigError(f"{path} cannot be read ({error}); repair or delete it, or set "
                               "decode.length_penalty_rule to 't5' or 'hf'.") from None
-    return format_of_hf(hf_config).generation_settings(hf_config, generation)
+    return (format_of_hf(hf_config) if hf_config else hf_t5).generation_settings(hf_config, generation)
 
 
 def config_to_hf(config) -> dict:

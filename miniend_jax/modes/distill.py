@@ -32,12 +32,8 @@ def run(config, workdir: str):
     from miniend_jax.train.resume import check_resume, models_record
     from miniend_jax.workdir import workdir_lock
 
-    shape = config_checks.validate_layout(config, jax.process_count(), jax.device_count())
-    spec = build.distill_spec(config)
-    student = build.student_config(config)
-    teacher = build.teacher_config(config) if spec.needs_teacher else None
-    config_checks.check_models(config, shape, Models(spec=spec, student_config=student, teacher_config=teacher))
-    config_checks.check_workdir(config, workdir)
+    checked = config_checks.preflight(config, workdir)
+    shape, spec, student, teacher = checked.shape, checked.spec, checked.model, checked.teacher
     with workdir_lock(workdir):  # one run at a time; a refused start leaves the workdir as it was
         data = inputs.build_data(config, jax.process_index(), jax.process_count(), workdir)
         data.inputs = {**data.inputs, "models": models_record(config)}

@@ -23,8 +23,8 @@ def run(config, workdir: str) -> dict:
         holds (its lock) or that holds a finetuning run's results (`best.json`: its `results.json` is
         that run's).
     """
-    shape, model_config = config_checks.check_decoding_model(config)
-    inputs.check_tasks(config, inputs.register_tasks(config))
+    checked = config_checks.preflight(config, workdir)
+    shape, model_config = checked.shape, checked.model
     if files.exists(files.join(workdir, "best.json")):
         raise ConfigError(f"--workdir={workdir} holds a finetuning run (best.json), whose results.json this "
                           "evaluation would replace; write the evaluation to another --workdir (model.path may "

@@ -34,11 +34,8 @@ def run(config, workdir: str):
     from miniend_jax.train.loop import Models, Trainer
     from miniend_jax.train.resume import check_resume, models_record
     from miniend_jax.workdir import workdir_lock
-    shape = config_checks.validate_layout(config, jax.process_count(), jax.device_count())
-    model_config = build.model_config(config.model, "model", dropout_rate=config.model.dropout_rate)
-    config_checks.check_models(config, shape, Models(spec=build.distill_spec(config), student_config=model_config))
-    inputs.check_tasks(config, inputs.register_tasks(config))
-    config_checks.check_workdir(config, workdir)
+    checked = config_checks.preflight(config, workdir)
+    shape, model_config = checked.shape, checked.model
     with workdir_lock(workdir):  # one run at a time; a refused start leaves the workdir as it was
         data = inputs.build_task_data(config, jax.process_index(), jax.process_count())
         model_config, params = build.load_model(config.model, model_config, config.seed)

@@ -173,7 +173,8 @@ def run(config, workdir: str) -> str:
     if files.exists(output):  # first: nothing else needs reading to know this
         raise ConfigError(f"{output} already holds predictions (an earlier run's); set --config.infer.output to a "
                           "new file, or move that one away.")
-    shape, model_config = config_checks.check_decoding_model(config)
+    checked = config_checks.preflight(config, workdir)
+    shape, model_config = checked.shape, checked.model
     if inputs.is_file_input(i.input):
         texts = read_file_inputs(i.input, i.field)
         vocab = seqio_vocabulary(config.data.vocab, config.data.extra_ids)

@@ -1,4 +1,4 @@
-"""`mode=export`: the newest checkpoint of a miniend workdir as a HF T5 directory."""
+"""`mode=export`: the newest checkpoint of a miniend workdir as a HF directory of its family."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from miniend_jax.errors import ConfigError
 def run(config, workdir: str) -> str:
     """Writes the newest checkpoint of `workdir` as a HF directory (`export.path`, default
     `<workdir>/hf_student`): `model.safetensors`, `config.json` and, unless `data.vocab=''`, the
-    tokenizer (`spiece.model` with `data.extra_ids` sentinels). Every host restores; process 0 writes.
+    tokenizer (T5: `spiece.model` with `data.extra_ids` sentinels; BART: its byte-level BPE files). Every
+    host restores; process 0 writes.
 
     Returns:
       The HF directory's path.

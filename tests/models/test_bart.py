@@ -230,3 +230,57 @@ def test_decoding_matches_generate_with_barts_settings(reference, num_beams):
         tokens = list(row[: list(row).index(2) + 1]) if 2 in row else list(row)
         grams = [tuple(tokens[i:i + 3]) for i in range(len(tokens) - 2)]
         assert len(grams) == len(set(grams)) and len(tokens) + 1 >= settings["min_length"]
+
+
+@pytest.mark.parametrize("objective", sorted(__import__("miniend_jax.distill.objectives", fromlist=["x"]).OBJECTIVES))
+def test_every_objective_distils_a_bart_teacher_into_a_bart_student(objective):
+    """Each objective's terms are defined between BART models (of different widths and depths: the relations
+    re-split each width into the same relation heads): finite, positive where they compare two models, and
+    each gives the student a gradient."""
+    from miniend_jax.distill.objectives import DistillSpec
+    from miniend_jax.distill.terms import denominators
+    from miniend_jax.train.step import forward_terms
+    teacher_cfg = get_preset("bart-base", vocab_size=VOCAB, d_model=32, d_ff=48, num_heads=4, num_encoder_layers=2,
+                             num_decoder_layers=2, max_position_embeddings=32, dropout_rate=0.0)
+    student_cfg = teacher_cfg.replace(d_model=16, d_ff=32, num_heads=2, num_encoder_layers=1, num_decoder_layers=1)
+    init = lambda cfg, seed: jax.tree.map(lambda x: x * 20, __import__("flax").linen.unbox(   # peaked attention
+        init_params(cfg, jax.random.PRNGKey(seed))))
+    teacher_params, student_params = init(teacher_cfg, 1), init(student_cfg, 2)
+    rng = np.random.default_rng(4)
+    targets = np.concatenate([rng.integers(3, VOCAB, (2, 6)), np.zeros((2, 2), int)], 1)
+    targets[:, 5] = 2
+    batch = {"encoder_input_tokens": jnp.asarray(np.concatenate([rng.integers(3, VOCAB, (2, 9)), [[2], [0]]], 1)),
+             "decoder_target_tokens": jnp.asarray(targets),
+             "decoder_input_tokens": jnp.asarray(np.concatenate([np.zeros((2, 1), int), targets[:, :-1]], 1))}
+    spec = DistillSpec(objective=objective, relation_heads=4)
+
+    def loss(params):
+        return forward_terms(spec, Bart(student_cfg), Bart(teacher_cfg), params, teacher_params, batch,
+                             denominators(batch), jnp.float32(1.0))
+
+    (total, terms), grads = jax.value_and_grad(loss, has_aux=True)(student_params)
+    assert set(terms) == set(spec.terms) and np.isfinite(float(total))
+    assert all(float(value) > 0 for value in terms.values()), terms
+    assert float(sum(jnp.abs(g).sum() for g in jax.tree.leaves(grads))) > 0
+
+
+def test_auto_decoding_takes_a_bart_checkpoints_generation_settings(reference, tmp_path):
+    """`decode.length_penalty_rule=auto` decodes a HF BART as its generation_config.json asks (bart-large-cnn's
+    settings), in the pipeline's ids; without those settings, `decode.*` stays."""
+    import shutil
+
+    from configs import base
+    from miniend_jax.build import decode_settings
+    directory = tmp_path / "cnn"
+    shutil.copytree(reference[2], directory)
+    config = base.get_config()
+    config.model.source, config.model.path = "hf", str(directory)
+    plain = decode_settings(config)
+    assert (plain.length_penalty_rule, plain.rules) == ("t5", LogitsRules(forced_eos_token_id=2))
+    json.dump({"num_beams": 4, "length_penalty": 2.0, "max_length": 142, "min_length": 56, "no_repeat_ngram_size": 3,
+               "early_stopping": True, "forced_bos_token_id": 0, "forced_eos_token_id": 2, "decoder_start_token_id": 2},
+              open(directory / "generation_config.json", "w"))
+    settings = decode_settings(config)
+    assert (settings.length_penalty_rule, settings.length_penalty, settings.early_stopping) == ("hf", 2.0, True)
+    assert settings.rules == LogitsRules(min_length=56, no_repeat_ngram_size=3, forced_bos_token_id=1,
+                                         forced_eos_token_id=2)

@@ -17,7 +17,7 @@ import jax  # noqa: E402
 
 from miniend_jax import build, parallel, rss  # noqa: E402
 from miniend_jax.modes import plan  # noqa: E402
-from miniend_jax.models.t5 import init_params  # noqa: E402
+from miniend_jax.models.registry import init_params  # noqa: E402
 from miniend_jax.train.loop import step_layout  # noqa: E402
 from miniend_jax.train.state import TrainState  # noqa: E402
 from tests.conftest import config_with  # noqa: E402

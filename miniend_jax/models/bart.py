@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from miniend_jax.models.bart_config import BartConfig
-from miniend_jax.models.common import MASK_VALUE, remat_layer, scan_layers
-from miniend_jax.models.interface import (AttentionTap, Seq2SeqOutput, Taps, cross_attention_mask,
+from miniend_jax.models.common import MASK_VALUE, EncoderDecoder, remat_layer, scan_layers
+from miniend_jax.models.interface import (AttentionTap, Taps, cross_attention_mask,
                                           decoder_attention_mask, encoder_attention_mask)
 
 POSITION_OFFSET = 2   # BartLearnedPositionalEmbedding reads row position + 2 (fairseq's padding offset)
@@ -302,7 +302,7 @@ class Decoder(_Stack):
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab")), self_taps, cross_taps
 
 
-class Bart(nn.Module):
+class Bart(EncoderDecoder):
     """BART encoder-decoder, the `models/interface.py` seam's implementation for the BART family.
 
     Parameters: `token_embedder` (`embedding` `[vocab, d_model]`), `final_logits_bias`, `encoder`,
@@ -350,21 +350,6 @@ class Bart(nn.Module):
                             max_decode_length=max_decode_length, self_tap_layers=resolved["decoder_self"],
                             cross_tap_layers=resolved["cross"])
 
-    def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
-                 encoder_segment_ids=None, decoder_segment_ids=None, *, enable_dropout: bool = False,
-                 taps: Taps = Taps()) -> Seq2SeqOutput:
-        """Teacher-forced forward pass (arguments as `t5.T5.__call__`): float32 logits
-        `[batch, dec_len, vocab]` and the requested taps.
-
-        Raises:
-          ValueError: a tap outside its stack.
-        """
-        encoded, encoder_taps = self.encode(encoder_input_tokens, encoder_segment_ids,
-                                            enable_dropout=enable_dropout, taps=taps)
-        logits, self_taps, cross_taps = self.decode(
-            encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
-            encoder_segment_ids, decoder_segment_ids, enable_dropout=enable_dropout, taps=taps)
-        return Seq2SeqOutput(logits, {"encoder_self": encoder_taps, "decoder_self": self_taps, "cross": cross_taps})
 
 
 def attention_logits_terms(config: BartConfig, params, kind: str, query_length: int, key_length: int):

@@ -19,7 +19,7 @@ from typing import ClassVar
 import jax.numpy as jnp
 
 from miniend_jax.errors import ConfigError
-from miniend_jax.models.config import REMAT_POLICIES
+from miniend_jax.models.config import validate_execution
 
 _ACTIVATIONS = ("gelu", "gelu_new", "relu", "silu")
 
@@ -107,14 +107,7 @@ class BartConfig:
         for name in ("dropout_rate", "attention_dropout", "activation_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"model.{name}={getattr(self, name)!r}: must be in [0, 1).")
-        for name, allowed in (("dtype", ("float32", "bfloat16")), ("param_dtype", ("float32", "bfloat16", "float16"))):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"model.{name}={getattr(self, name)!r}: expected one of "
-                                  f"{', '.join(map(repr, allowed))}.")
-        if self.remat not in REMAT_POLICIES:
-            raise ConfigError(f"model.remat={self.remat!r}: use one of {', '.join(REMAT_POLICIES)}.")
-        if not isinstance(self.scan_layers, bool):
-            raise ConfigError(f"model.scan_layers={self.scan_layers!r}: must be True or False.")
+        validate_execution(self)
         if self.pad_token_id != 0:
             raise ConfigError(f"model.pad_token_id={self.pad_token_id}: the pipeline's padding id is 0; BART's own "
                               "pad id belongs in model.hf_pad_token_id (ids are swapped on import).")

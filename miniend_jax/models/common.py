@@ -15,10 +15,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from miniend_jax.models.interface import AttentionTap
+from miniend_jax.models.interface import AttentionTap, Seq2SeqOutput, Taps
 
 # Finite "minus infinity": a fully masked row (padding in a packed batch) becomes uniform, not NaN.
 MASK_VALUE = -1e10
+
+
+class EncoderDecoder(nn.Module):
+    """The teacher-forced forward pass every family shares, from its own `encode` and `decode`."""
+
+    def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
+                 encoder_segment_ids=None, decoder_segment_ids=None, *, enable_dropout: bool = False,
+                 taps: Taps = Taps()) -> Seq2SeqOutput:
+        """Teacher-forced forward pass.
+
+        Args:
+          encoder_input_tokens: int `[batch, enc_len]`, 0 = padding.
+          decoder_input_tokens: int `[batch, dec_len]`, the targets shifted right (start token 0).
+          decoder_target_tokens: optional int `[batch, dec_len]`; where given, its padding is masked.
+          encoder_segment_ids, decoder_segment_ids: optional int, packed-example ids (0 = padding).
+          enable_dropout: apply dropout (needs a `dropout` rng).
+          taps: layers whose attention Q/K/V to return.
+
+        Returns:
+          `Seq2SeqOutput`: float32 logits `[batch, dec_len, vocab]` and the requested taps.
+
+        Raises:
+          ValueError: a tap outside its stack.
+        """
+        encoded, encoder_taps = self.encode(encoder_input_tokens, encoder_segment_ids,
+                                            enable_dropout=enable_dropout, taps=taps)
+        logits, self_taps, cross_taps = self.decode(
+            encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
+            encoder_segment_ids, decoder_segment_ids, enable_dropout=enable_dropout, taps=taps)
+        return Seq2SeqOutput(logits, {"encoder_self": encoder_taps, "decoder_self": self_taps, "cross": cross_taps})
 
 
 def remat_layer(layer_cls, config, static_argnums: tuple[int, ...]):

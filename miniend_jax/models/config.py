@@ -15,6 +15,22 @@ _ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu")
 REMAT_POLICIES = ("none", "full", "dots")
 
 
+def validate_execution(config) -> None:
+    """The fields every family's config shares: `dtype`, `param_dtype`, `remat` and `scan_layers`.
+
+    Raises:
+      ConfigError: naming the field, its value and what is allowed.
+    """
+    for name, allowed in (("dtype", ("float32", "bfloat16")), ("param_dtype", ("float32", "bfloat16", "float16"))):
+        value = getattr(config, name)
+        if value not in allowed:
+            raise ConfigError(f"model.{name}={value!r}: expected one of {', '.join(map(repr, allowed))}.")
+    if config.remat not in REMAT_POLICIES:
+        raise ConfigError(f"model.remat={config.remat!r}: use one of {', '.join(REMAT_POLICIES)}.")
+    if not isinstance(config.scan_layers, bool):
+        raise ConfigError(f"model.scan_layers={config.scan_layers!r}: must be True or False.")
+
+
 @dataclasses.dataclass(frozen=True)
 class T5Config:
     """Shape and numerics of a T5-family encoder-decoder.
@@ -121,14 +137,7 @@ class T5Config:
             # reach about 1e5), which gives inf and then NaN; bfloat16 has float32's range.
             raise ConfigError("model.dtype='float16': T5 activations overflow float16 (its largest value is "
                               "65504); compute in 'bfloat16' (or 'float32').")
-        for name, allowed in (("dtype", ("float32", "bfloat16")), ("param_dtype", ("float32", "bfloat16", "float16"))):
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ConfigError(f"model.{name}={value!r}: expected one of {', '.join(map(repr, allowed))}.")
-        if self.remat not in REMAT_POLICIES:
-            raise ConfigError(f"model.remat={self.remat!r}: use one of {', '.join(REMAT_POLICIES)}.")
-        if not isinstance(self.scan_layers, bool):
-            raise ConfigError(f"model.scan_layers={self.scan_layers!r}: must be True or False.")
+        validate_execution(self)
         for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
             value = getattr(self, name)
             if not 0 <= value < self.vocab_size:

@@ -14,7 +14,15 @@ distillation.
 Layouts: by default each layer is its own module (`layers_0`, `layers_1`, ...). With
 `config.scan_layers` each stack is one `nn.scan` over a single layer (`layers`, parameters stacked on a
 leading depth axis): one layer is traced and compiled, and its intermediates are freed every iteration.
-`stack_layers` / `unstack_layers` convert parameters between the two; decoding runs unrolled.
+`models/common.py`'s `stack_layers` / `unstack_layers` convert parameters between the two; decoding runs
+unrolled.
+
+Initialisation (`models/registry.py` `init_params`): untruncated normals with t5x's standard deviations
+(fan-in scaled kernels, the query's divided by sqrt(d_kv), embeddings 1; see each module's stddev). Where
+t5x differs (t5x `examples/t5/layers.py`, `network.py`): it draws the feed-forward and untied output kernels
+from a normal truncated at two standard deviations (same variance), and the relative-position tables
+uniformly with fan-avg scaling (std `(2 / (heads + buckets)) ** 0.5`); here they are untruncated normals,
+the tables with std `d_model ** -0.5`.
 
 Masks (`models/interface.py`) follow seqio's feature converters: token id 0 is padding, and
 `*_segment_ids` (packed examples) restrict attention to the same segment. Relative positions are taken
@@ -34,10 +42,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from miniend_jax.models.common import (MASK_VALUE, is_scanned, remat_layer, scan_layers, stack_layers,  # noqa: F401
-                                       to_layout, unstack_layers)
+from miniend_jax.models.common import MASK_VALUE, EncoderDecoder, remat_layer, scan_layers
 from miniend_jax.models.config import T5Config
-from miniend_jax.models.interface import (AttentionTap, Seq2SeqOutput, Taps, cross_attention_mask,
+from miniend_jax.models.interface import (AttentionTap, Taps, cross_attention_mask,
                                           decoder_attention_mask, encoder_attention_mask)
 
 
@@ -141,7 +148,7 @@ class RelativePositionBias(nn.Module):
     """Learned per-head bias indexed by relative-position bucket; one table per stack, shared by layers.
 
     Parameter: `rel_embedding` `[relative_attention_num_buckets, num_heads]`, initialised normal with std
-    `d_model ** -0.5` (t5x: uniform, fan-avg; see `init_params`). Buckets from `relative_position_bucket`;
+    `d_model ** -0.5` (t5x: uniform, fan-avg; see the module docstring). Buckets from `relative_position_bucket`;
     as HF `modeling_t5.py` `T5Attention.compute_bias`.
 
     Attributes:
@@ -513,7 +520,7 @@ class Decoder(_Stack):
         return nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
 
 
-class T5(nn.Module):
+class T5(EncoderDecoder):
     """T5 encoder-decoder, the `models/interface.py` seam's implementation for the T5 family.
 
     Parameters: `token_embedder` (`embedding` `[vocab, d_model]`), `encoder`, `decoder`; their HF names
@@ -586,58 +593,6 @@ class T5(nn.Module):
                             max_decode_length=max_decode_length,
                             self_tap_layers=resolved["decoder_self"], cross_tap_layers=resolved["cross"])
 
-    def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
-                 encoder_segment_ids=None, decoder_segment_ids=None, *, enable_dropout: bool = False,
-                 taps: Taps = Taps()) -> Seq2SeqOutput:
-        """Teacher-forced forward pass.
-
-        Args:
-          encoder_input_tokens: int `[batch, enc_len]`, 0 = padding.
-          decoder_input_tokens: int `[batch, dec_len]`, the targets shifted right (start token 0).
-          decoder_target_tokens: optional int `[batch, dec_len]`; where given, its padding is masked.
-          encoder_segment_ids, decoder_segment_ids: optional int, packed-example ids (0 = padding).
-          enable_dropout: apply dropout (needs a `dropout` rng).
-          taps: layers whose attention Q/K/V to return.
-
-        Returns:
-          `Seq2SeqOutput`: float32 logits `[batch, dec_len, vocab]` and the requested taps.
-
-        Raises:
-          ValueError: a tap outside its stack.
-        """
-        encoded, encoder_taps = self.encode(encoder_input_tokens, encoder_segment_ids,
-                                            enable_dropout=enable_dropout, taps=taps)
-        logits, self_taps, cross_taps = self.decode(
-            encoded, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
-            encoder_segment_ids, decoder_segment_ids, enable_dropout=enable_dropout, taps=taps)
-        return Seq2SeqOutput(logits, {"encoder_self": encoder_taps, "decoder_self": self_taps, "cross": cross_taps})
-
-
-def init_params(config: T5Config, rng: jax.Array, batch: int = 1, length: int = 8):
-    """Random T5 parameters: untruncated normals with t5x's standard deviations (fan-in scaled kernels,
-    the query's divided by sqrt(d_kv), embeddings 1; see each module's stddev).
-
-    Where t5x differs (t5x `examples/t5/layers.py`, `network.py`): it draws the feed-forward and untied
-    output kernels from a normal truncated at two standard deviations (same variance), and the
-    relative-position tables uniformly with fan-avg scaling (std `(2 / (heads + buckets)) ** 0.5`); here
-    they are untruncated normals, the tables with std `d_model ** -0.5`.
-
-    Args:
-      config: the model config; parameters are created in `config.param_dtype`, in the layout
-        `config.scan_layers` asks for.
-      rng: a `jax.random` key.
-      batch, length: shape of the dummy tokens traced for initialisation (no effect on the result).
-
-    Returns:
-      The `params` tree, boxed with logical axis names (`nn.Partitioned`): use `nn.unbox` or `parallel.py`.
-    """
-    tokens = jnp.ones((batch, length), jnp.int32)
-    return T5(config).init(rng, tokens, tokens)["params"]
-
-
-def abstract_params(config: T5Config):
-    """Parameter shapes and dtypes without allocating: `init_params`'s tree of boxed `ShapeDtypeStruct`s."""
-    return jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
 
 
 def attention_logits_terms(config: T5Config, params, kind: str, query_length: int, key_length: int):

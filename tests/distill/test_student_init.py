@@ -48,7 +48,7 @@ def test_copied_student_holds_the_mapped_teacher_layers():
 
 def test_copy_between_scanned_layouts():
     """A scanned teacher into a scanned student holds the same tensors as the unrolled copy."""
-    from miniend_jax.models.t5 import stack_layers, unstack_layers
+    from miniend_jax.models.common import stack_layers, unstack_layers
     teacher, student, t_params, s_abstract = _teacher_and_student(2)
     unrolled = copy_teacher_layers(t_params, teacher, student, s_abstract)
     scanned = copy_teacher_layers(stack_layers(t_params), teacher.replace(scan_layers=True),

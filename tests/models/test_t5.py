@@ -11,7 +11,7 @@ import pytest
 
 from miniend_jax.errors import ConfigError
 from miniend_jax.models import T5, T5Config, Taps, get_preset, init_params
-from miniend_jax.models.t5 import stack_layers, unstack_layers
+from miniend_jax.models.common import stack_layers, unstack_layers
 from tests.conftest import assert_float32_equivalent, padded_batch
 
 TINY = dict(vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_heads=4, num_encoder_layers=2,

@@ -100,7 +100,7 @@ def test_nan_loss_skips_the_update_and_is_reported():
 def test_scanned_layers_train_like_unrolled_layers():
     """Three steps with both models scanned equal the unrolled ones: same relations, gradients, and
     optimizer (weight decay skips the layer-norm scales in either layout)."""
-    from miniend_jax.models.t5 import stack_layers, unstack_layers
+    from miniend_jax.models.common import stack_layers, unstack_layers
     spec = DistillSpec(objective="miniend_e", relation_heads=4, weights=(("ground_truth", 0.5),))
     optim = _optim()
     optim.weight_decay = 0.5  # large, so that decaying a scale by mistake shows

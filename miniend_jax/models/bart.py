@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from miniend_jax.models.bart_config import BartConfig
-from miniend_jax.models.common import MASK_VALUE, EncoderDecoder, remat_layer, scan_layers
+from miniend_jax.models.common import MASK_VALUE, EncoderDecoder, cache_keys_values, remat_layer, scan_layers
 from miniend_jax.models.interface import (AttentionTap, Taps, cross_attention_mask,
                                           decoder_attention_mask, encoder_attention_mask)
 
@@ -125,16 +125,8 @@ class Attention(nn.Module):
             k, v = project("key")(inputs_kv), project("value")(inputs_kv)
         q, k, v = (nn.with_logical_constraint(t, ("batch", "length", "joined_kv")) for t in (q, k, v))
         tap = AttentionTap(q, k, v)
-        if decode and self.is_cross:
-            self.put_variable("cache", "cross_key", k)
-            self.put_variable("cache", "cross_value", v)
-        elif decode:
-            shape = (inputs_q.shape[0], max_decode_length, cfg.inner_dim)
-            cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, k.dtype)
-            cached_value = self.variable("cache", "cached_value", jnp.zeros, shape, v.dtype)
-            cached_key.value = jax.lax.dynamic_update_slice_in_dim(cached_key.value, k, decode_position, 1)
-            cached_value.value = jax.lax.dynamic_update_slice_in_dim(cached_value.value, v, decode_position, 1)
-            k, v = cached_key.value, cached_value.value
+        k, v = cache_keys_values(self, k, v, decode=decode, is_cross=self.is_cross, decode_position=decode_position,
+                                 max_decode_length=max_decode_length)
 
         heads = lambda x: x.reshape(x.shape[:2] + (cfg.num_heads, cfg.d_kv)).transpose(0, 2, 1, 3)
         scaled_q = heads(q) * jnp.asarray(cfg.d_kv ** -0.5, q.dtype)

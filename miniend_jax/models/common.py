@@ -21,6 +21,38 @@ from miniend_jax.models.interface import AttentionTap, Seq2SeqOutput, Taps
 MASK_VALUE = -1e10
 
 
+def cache_keys_values(module: nn.Module, k: jax.Array, v: jax.Array, *, decode: bool, is_cross: bool,
+                      decode_position=None, max_decode_length: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """The keys and values one attention module attends to, through its `cache` collection when decoding.
+
+    Cross-attention stores its projections of the encoder output once (`cross_key`, `cross_value`; the
+    module reads them back before projecting again); self-attention writes this step's key and value into
+    buffers of `max_decode_length` at `decode_position` and attends to the buffers.
+
+    Args:
+      module: the attention module (its `cache` variables are created in its scope).
+      k, v: this call's projections `[batch, length, width]`.
+      decode, is_cross: a one-token decoding step; cross-attention.
+      decode_position: int32 scalar (self-attention with `decode`).
+      max_decode_length: static buffer length (self-attention with `decode`).
+
+    Returns:
+      (keys, values): `k`, `v` themselves unless decoding self-attention, then the buffers
+      `[batch, max_decode_length, width]`.
+    """
+    if decode and is_cross:
+        module.put_variable("cache", "cross_key", k)
+        module.put_variable("cache", "cross_value", v)
+    elif decode:
+        shape = (k.shape[0], max_decode_length, k.shape[-1])
+        cached_key = module.variable("cache", "cached_key", jnp.zeros, shape, k.dtype)
+        cached_value = module.variable("cache", "cached_value", jnp.zeros, shape, v.dtype)
+        cached_key.value = jax.lax.dynamic_update_slice_in_dim(cached_key.value, k, decode_position, 1)
+        cached_value.value = jax.lax.dynamic_update_slice_in_dim(cached_value.value, v, decode_position, 1)
+        return cached_key.value, cached_value.value
+    return k, v
+
+
 class EncoderDecoder(nn.Module):
     """The teacher-forced forward pass every family shares, from its own `encode` and `decode`."""
 

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from miniend_jax.models.common import MASK_VALUE, EncoderDecoder, remat_layer, scan_layers
+from miniend_jax.models.common import MASK_VALUE, EncoderDecoder, cache_keys_values, remat_layer, scan_layers
 from miniend_jax.models.config import T5Config
 from miniend_jax.models.interface import (AttentionTap, Taps, cross_attention_mask,
                                           decoder_attention_mask, encoder_attention_mask)
@@ -242,17 +242,8 @@ class MultiHeadAttention(nn.Module):
         v = nn.with_logical_constraint(v, ("batch", "length", "joined_kv"))
         tap = AttentionTap(q, k, v)
 
-        if decode and self.is_cross:
-            self.put_variable("cache", "cross_key", k)
-            self.put_variable("cache", "cross_value", v)
-        elif decode:
-            batch = inputs_q.shape[0]
-            shape = (batch, max_decode_length, cfg.inner_dim)
-            cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, k.dtype)
-            cached_value = self.variable("cache", "cached_value", jnp.zeros, shape, v.dtype)
-            cached_key.value = jax.lax.dynamic_update_slice_in_dim(cached_key.value, k, decode_position, 1)
-            cached_value.value = jax.lax.dynamic_update_slice_in_dim(cached_value.value, v, decode_position, 1)
-            k, v = cached_key.value, cached_value.value
+        k, v = cache_keys_values(self, k, v, decode=decode, is_cross=self.is_cross, decode_position=decode_position,
+                                 max_decode_length=max_decode_length)
 
         # Heads-major [batch, heads, length, d_kv] operands: XLA:CPU lowers these batched matmuls to
         # fast kernels, while the `bkhd` forms became a slow fused kernel (bench/README.md).

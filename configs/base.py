@@ -122,6 +122,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.tasks.glue_dir = "../shared/data/glue"
     c.tasks.summarization_source = "local"
     c.tasks.summarization_dir = "../shared/data"
+    c.tasks.summarization_instruction = "summarize:"  # opens each document (T5's format); "" for BART
     c.tasks.tfds_data_dir = ""
     c.tasks.classification_dirs = ""  # comma-separated folders of train.tsv / dev.tsv (text<TAB>label): cls_<name>
     # HF datasets as Tasks hf_<name>: c.tasks.hf.<name> = dict(path, splits, inputs, targets, label_names, metrics)

@@ -219,8 +219,9 @@ def decode_settings(config):
     `decode.length_penalty_rule="auto"` resolves here: a HF model (`model.source="hf"`) is decoded as its
     checkpoint asks (`hf.generation_settings`: `generation_config.json`, or for BART the same fields in a
     transformers-4 `config.json`): its minimum length, n-gram blocking, forced BOS/EOS and early stopping
-    replace `decode`'s, and where it sets `length_penalty`, HF's rule (`len ** alpha`) with that alpha. Every
-    other model uses T5's rule (`((5 + len) / 6) ** alpha`, t5x) and `decode.*`.
+    replace `decode`'s, and where it sets `length_penalty`, HF's rule (`len ** alpha`) with that alpha. Any
+    other model takes its family's defaults (`Family.generation_defaults`: BART's forced `<s>` and `</s>` and
+    3-gram blocking) and T5's rule (`((5 + len) / 6) ** alpha`, t5x) with `decode.length_penalty`.
 
     Raises:
       ConfigError: the checkpoint's generation settings cannot be read."""
@@ -231,12 +232,15 @@ def decode_settings(config):
         if config.model.source == "hf":
             from miniend_jax.checkpoints import hf
             asked = hf.generation_settings(config.model.path)
-            for field in ("min_length", "no_repeat_ngram_size", "forced_bos_token_id", "forced_eos_token_id"):
-                if isinstance(asked.get(field), int):
-                    settings[field] = asked[field]
-            if isinstance(asked.get("length_penalty"), (int, float)):
-                settings.update(length_penalty_rule="hf", length_penalty=float(asked["length_penalty"]),
-                                early_stopping=asked.get("early_stopping") is True)
+        else:
+            from miniend_jax.models.registry import family_of
+            asked = dict(family_of(model_config(config.model, "model")).generation_defaults)
+        for field in ("min_length", "no_repeat_ngram_size", "forced_bos_token_id", "forced_eos_token_id"):
+            if isinstance(asked.get(field), int):
+                settings[field] = asked[field]
+        if isinstance(asked.get("length_penalty"), (int, float)):
+            settings.update(length_penalty_rule="hf", length_penalty=float(asked["length_penalty"]),
+                            early_stopping=asked.get("early_stopping") is True)
     return DecodeSettings(**settings)
 
 

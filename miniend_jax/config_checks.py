@@ -154,6 +154,10 @@ def _validate_pretraining(config, paths_here: bool = True) -> None:
         check(d.targets_length <= 0 or d.targets_length >= d.inputs_length, "data.targets_length", d.targets_length,
               f"denoising reconstructs the whole chunk: use >= data.inputs_length={d.inputs_length}, or 0 for that.")
     else:
+        import miniend_jax.checkpoints.bpe as bpe
+        check(not bpe.is_bpe(d.vocab), "data.objective", d.objective,
+              f"span corruption needs T5's sentinel ids, which the byte-level BPE tokenizer data.vocab={d.vocab!r} "
+              "has not (its top ids are ordinary tokens): use data.objective='denoising', BART's objective.")
         check(0 < d.noise_density < 1, "data.noise_density", d.noise_density, "use a value in (0, 1), T5: 0.15.")
         check(d.mean_noise_span_length >= 1, "data.mean_noise_span_length", d.mean_noise_span_length,
               "use a value >= 1 (tokens per noise span), T5: 3.")
@@ -311,16 +315,28 @@ def check_vocab_file(path: str, fix: str = "") -> None:
 
 
 def check_vocab(config, models) -> None:
-    """Each `(role, model config or None)` has room for every id of the tokenizer (`data.vocab` plus
-    `data.extra_ids` sentinels).
+    """Each `(role, model config or None)` reads the tokenizer `data.vocab`: room for every id (plus
+    `data.extra_ids` sentinels for SentencePiece), and the tokenizer's EOS and pad ids (a T5 model with T5's
+    SentencePiece, a BART model with a byte-level BPE tokenizer).
 
     Raises:
-      ConfigError: a model's `vocab_size` is smaller than the tokenizer's.
+      ConfigError: a model's `vocab_size` is smaller than the tokenizer's, or its EOS or pad id is not the
+        tokenizer's (a model of one family with the other family's tokenizer).
     """
-    from miniend_jax.checkpoints.tokenizer import vocab_size
+    from miniend_jax.checkpoints.tokenizer import special_ids, vocab_size
     tokens = vocab_size(config.data.vocab, config.data.extra_ids)
+    ids = special_ids(config.data.vocab)
     for role, model in models:
-        if model is not None and model.vocab_size < tokens:
+        if model is None:
+            continue
+        model_ids = {"eos": model.eos_token_id, "hf_pad": getattr(model, "hf_pad_token_id", 0)}
+        if model_ids != ids:
+            raise ConfigError(
+                f"data.vocab={config.data.vocab!r} does not belong to the {role}, a {type(model).family} model: the "
+                f"tokenizer's EOS and pad ids are {ids['eos']} and {ids['hf_pad']}, the model's {model_ids['eos']} "
+                f"and {model_ids['hf_pad']}. Point data.vocab at the model's own tokenizer (T5: a SentencePiece "
+                "spiece.model; BART: its byte-level BPE files).")
+        if model.vocab_size < tokens:
             raise ConfigError(f"{role} vocab_size={model.vocab_size} is smaller than the tokenizer's {tokens} ids "
                               f"(data.vocab={config.data.vocab!r}); use a model with vocab_size >= {tokens}.")
 
@@ -376,8 +392,9 @@ def check_models(config, shape, models, paths_here: bool = True) -> None:
     student, teacher = models.student_config, models.teacher_config
     role = "model" if config.mode == "finetune" else "student"
     models.spec.check_models(teacher, student)
-    if checked_here(config.data.vocab, paths_here) and files.isfile(config.data.vocab):
+    if checked_here(config.data.vocab, paths_here) and files.exists(config.data.vocab):
         check_vocab(config, [(role, student), ("teacher", teacher)])
+    check_position_limits(config, [(role, student), ("teacher", teacher)])
     check_models_divide(config, shape, [(role, student), ("teacher", teacher)])
     if config.mode == "distill" and config.student.init == "teacher_layers":
         from miniend_jax.distill.student_init import check_copyable
@@ -456,8 +473,31 @@ def check_decoding_model(config) -> tuple[tuple[int, int, int], object]:
     parallel.rules_from_config(config.mesh.get("rules", {}))
     model_config = build.model_config(config.model, "model")
     check_vocab(config, [("model", model_config)])
+    check_position_limits(config, [("model", model_config)])
     check_models_divide(config, shape, [("model", model_config)])
     return shape, model_config
+
+
+def check_position_limits(config, models) -> None:
+    """Each `(role, model config or None)` with learned absolute positions (BART's `max_position_embeddings`)
+    has a position for every token the run feeds it: the pretraining lengths, or the Tasks' lengths and
+    `decode.max_length`. (T5's relative positions have no limit.)
+
+    Raises:
+      ConfigError: naming the length, the limit and the fix.
+    """
+    if config.mode in ("distill", "pretrain"):
+        from miniend_jax.inputs import pretraining_lengths
+        lengths = {f"data.{k}_length": v for k, v in pretraining_lengths(config.data).items()}
+    else:
+        t = config.tasks
+        lengths = {"tasks.inputs_length": t.inputs_length, "tasks.targets_length": t.targets_length,
+                   "decode.max_length": config.decode.max_length}
+    for role, model in models:
+        limit = getattr(model, "max_position_embeddings", None)
+        for field, length in lengths.items():
+            check(limit is None or length <= limit, field, length,
+                  f"the {role} has positions for {limit} tokens (max_position_embeddings); use at most {limit}.")
 
 
 def check_models_divide(config, shape, models) -> None:

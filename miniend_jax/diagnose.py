@@ -182,12 +182,13 @@ def tokenize(lines: list[str], vocab: str, length: int) -> tuple[np.ndarray, np.
     import miniend_jax.checkpoints.bpe as bpe
     if bpe.is_bpe(vocab):
         tokenizer, _ = bpe.load_tokenizer(vocab)
-        pad = tokenizer.token_to_id(bpe.PAD)
-        encode = lambda line: bpe.hf_to_pipeline(tokenizer.encode(line).ids, pad)   # <s> ... </s>
+        pad, bos, eos = (tokenizer.token_to_id(t) for t in (bpe.PAD, bpe.BOS, bpe.EOS))
+        encode = lambda line: bpe.hf_to_pipeline([bos] + tokenizer.encode(line, add_special_tokens=False).ids + [eos],
+                                                 pad)
     else:
         from miniend_jax.checkpoints.tokenizer import sentencepiece_processor
         processor = sentencepiece_processor(vocab)  # a local copy of a cloud file
-        encode = lambda line: processor.encode(line) + [1]
+        encode = lambda line: processor.encode(line) + [processor.eos_id()]
     encoder = np.zeros((len(lines), length), np.int32)
     for i, line in enumerate(lines):
         ids = list(encode(line))[:length]

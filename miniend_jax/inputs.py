@@ -34,7 +34,7 @@ def build_data(config, process_index: int, process_count: int, workdir: str):
             name = register_local_denoising(scan.files, d.vocab, file_format=file_format, text_field=text_field,
                                             validation_files=d.validation_files, mask_ratio=d.mask_ratio,
                                             poisson_lambda=d.poisson_lambda, permute_sentences=d.permute_sentences,
-                                            max_line_chars=d.max_line_chars)
+                                            max_line_chars=d.max_line_chars, extra_ids=d.extra_ids)
         else:
             name = tp.register_local_span_corruption(scan.files, d.vocab, file_format=file_format,
                                                      text_field=text_field, validation_files=d.validation_files,
@@ -101,7 +101,8 @@ def register_tasks(config) -> list[str]:
     names = glue.register(d.vocab, source=t.glue_source, data_dir=t.glue_dir, tfds_data_dir=tfds_dir,
                           extra_ids=d.extra_ids, on_bad_input=policy)
     names += summarization.register(d.vocab, source=t.summarization_source, data_dir=t.summarization_dir,
-                                    tfds_data_dir=tfds_dir, extra_ids=d.extra_ids, on_bad_input=policy)
+                                    tfds_data_dir=tfds_dir, extra_ids=d.extra_ids, on_bad_input=policy,
+                                    instruction=t.summarization_instruction)
     names += [classification.register(directory, d.vocab, extra_ids=d.extra_ids, on_bad_input=policy)
               for directory in classification_dirs(config)]
     names += [hf_tasks.register(name, spec, d.vocab, extra_ids=d.extra_ids, on_bad_input=policy)

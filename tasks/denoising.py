@@ -339,13 +339,17 @@ def denoising(dataset: tf.data.Dataset, sequence_length, output_features, *, mas
     dataset = seqio.preprocessors.tokenize(dataset, output_features, copy_pretokenized=False)
     dataset = split_long_blocks(dataset, tokens_length)
     random_vocab_size, special_ids = _random_token_range(inputs_vocab, mask_id)
+    bos = getattr(inputs_vocab, "bos_id", None)   # BART's <s> opens every encoded block: never masked (fairseq)
 
     @seqio.map_over_dataset(num_seeds=1)
     def infill(example, seed):
-        inputs = text_infilling(example["inputs"], seed, mask_id=mask_id, mask_ratio=mask_ratio,
+        tokens = example["inputs"]
+        opens = tf.reduce_any(tf.equal(tokens[:1], bos)) if isinstance(bos, int) and bos >= 0 else tf.constant(False)
+        start = tf.cast(opens, tf.int32)
+        inputs = text_infilling(tokens[start:], seed, mask_id=mask_id, mask_ratio=mask_ratio,
                                 poisson_lambda=poisson_lambda, random_ratio=random_ratio,
                                 random_vocab_size=random_vocab_size, special_ids=special_ids)
-        return {"inputs": inputs, "targets": example["targets"]}
+        return {"inputs": tf.concat([tokens[:start], inputs], 0), "targets": example["targets"]}
 
     return infill(dataset)
 
@@ -365,12 +369,13 @@ def register_local_denoising(files: str | Sequence[str], vocab_path: str, *, mas
                              file_format: str = "auto", text_field: str = "text", validation_files: int = 0,
                              mask_ratio: float = 0.3, poisson_lambda: float = 3.0, random_ratio: float = 0.0,
                              permute_sentences: bool = True, name: str | None = None,
-                             max_line_chars: int = 1_000_000) -> str:
+                             max_line_chars: int = 1_000_000, extra_ids: int = 100) -> str:
     """Registers (once) a BART denoising Task over local files and returns its name; the sources are those
     of `tasks.pretraining.register_local_span_corruption` (formats, held-out files, sharding by file).
 
-    `vocab_path`: a SentencePiece model, read with 100 extra ids (`tasks.pretraining.vocabulary`).
-    `mask_id=None`: the vocabulary's mask token (`mask_token_id`: `<extra_id_0>` for SentencePiece).
+    `vocab_path`: a SentencePiece model (read with `extra_ids` sentinels) or a byte-level BPE tokenizer
+    (`tasks.pretraining.vocabulary`). `mask_id=None`: the vocabulary's mask token (`mask_token_id`: BPE's
+    `<mask>`, `<extra_id_0>` for SentencePiece).
 
     Raises:
       ConfigError: no file, an unknown format, too many validation files, a vocabulary without a mask
@@ -381,7 +386,7 @@ def register_local_denoising(files: str | Sequence[str], vocab_path: str, *, mas
         raise ConfigError("no readable corpus file remains; fix data.files.")
     formats = file_formats(paths, file_format)
     splits = split_files(paths, validation_files)
-    vocab = vocabulary(vocab_path)
+    vocab = vocabulary(vocab_path, extra_ids)
     mask_id = mask_token_id(vocab) if mask_id is None else int(mask_id)
     _check(mask_id, vocab.vocab_size, mask_ratio, poisson_lambda, random_ratio)
     key = json.dumps([paths, vocab_path, formats, text_field, validation_files, mask_id, mask_ratio,

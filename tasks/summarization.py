@@ -186,8 +186,11 @@ def _local_source(data_dir: str, task: SummarizationTask, on_bad_input: str = "s
     return seqio.FunctionDataSource(dataset_fn, splits=splits, num_input_examples=counts)
 
 
-def summarize(x: dict, *, document: str, summary: str) -> dict:
-    return {"inputs": tf.strings.join(["summarize:", x[document]], separator=" "), "targets": x[summary]}
+def summarize(x: dict, *, document: str, summary: str, instruction: str = "summarize:") -> dict:
+    """T5's format (`instruction` then a space, then the document); with `instruction=""` the document alone,
+    as BART's summarizers read it."""
+    inputs = tf.strings.join([instruction, x[document]], separator=" ") if instruction else x[document]
+    return {"inputs": inputs, "targets": x[summary]}
 
 
 def postprocess(output, example=None, is_target: bool = False):
@@ -197,9 +200,10 @@ def postprocess(output, example=None, is_target: bool = False):
 
 def register(spiece_model: str, *, source: str = "local", data_dir: str = "../shared/data",
              tfds_data_dir: str | None = None, extra_ids: int = 100, prefix: str = "summ",
-             on_bad_input: str = "skip") -> list[str]:
+             on_bad_input: str = "skip", instruction: str = "summarize:") -> list[str]:
     """Registers `<prefix>_cnn_dailymail`, `<prefix>_xsum` and `<prefix>_samsum` (local: those whose files
-    exist, every record checked now by `read_split` under `on_bad_input`); returns the names registered."""
+    exist, every record checked now by `read_split` under `on_bad_input`); returns the names registered.
+    `instruction` opens every input (T5's `summarize:`; "" for BART, `tasks.summarization_instruction`)."""
     check_downstream_source(source, "tasks.summarization_source")
     features = text_to_text_features(spiece_model, extra_ids)
     names = []
@@ -216,9 +220,10 @@ def register(spiece_model: str, *, source: str = "local", data_dir: str = "../sh
         names.append(name)
         registry.add_task(
             name, [registry.vocabulary_key(spiece_model, extra_ids), source,
-                   files.absolute(data_dir) if source == "local" else tfds_data_dir, name, on_bad_input],
+                   files.absolute(data_dir) if source == "local" else tfds_data_dir, name, on_bad_input, instruction],
             source=data,
-            preprocessors=[seqio.map_over_dataset(functools.partial(summarize, document=keys[0], summary=keys[1])),
+            preprocessors=[seqio.map_over_dataset(functools.partial(summarize, document=keys[0], summary=keys[1],
+                                                                    instruction=instruction)),
                            seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
             output_features=features, postprocess_fn=postprocess, metric_fns=[metrics.rouge])
     return names

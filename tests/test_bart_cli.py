@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from miniend_jax.errors import ConfigError
-from tests.conftest import ROOT, config_with
+from tests.conftest import ROOT, SPIECE, config_with
 
 LOG_512 = float(np.log(512))
 
@@ -109,6 +109,12 @@ def test_exported_student_matches_in_pytorch(runs):
                             "num_decoder_layers": 2}},
      "distillation needs one vocabulary"),
     ({"data.objective": "infilling"}, "data.objective='infilling'"),
+    # T5's span corruption needs sentinel ids at the top of the vocabulary, which BPE has not.
+    ({"data.objective": "span_corruption"}, "span corruption needs T5's sentinel ids"),
+    # A BART model with T5's SentencePiece vocabulary: other EOS and pad ids.
+    ({"data.vocab": str(SPIECE)}, "does not belong to the student, a bart model"),
+    # Learned positions end at max_position_embeddings (64 here).
+    ({"data.inputs_length": 128}, "data.inputs_length=128: the student has positions for 64 tokens"),
     ({"student.preset": "bart-base", "student.overrides": {"d_kv": 16}}, "not a field of a bart model config"),
 ])
 def test_bad_bart_configs_fail_before_work(runs, tmp_path, changes, message):

@@ -1,6 +1,7 @@
 """Finetune a BART model (a distilled student, or a HF BART) on summarization (XSum, CNN/DailyMail or SAMSum),
 keeping the best validation ROUGE-L checkpoint, decoded as bart-large-cnn is: 4 beams, transformers'
-length penalty 2.0 with early stopping, no repeated 3-gram, forced `<s>` first and `</s>` last.
+length penalty 2.0 with early stopping, no repeated 3-gram, forced `<s>` first and `</s>` last. Inputs are
+the documents alone (no `summarize:` instruction, which is T5's).
 
 Command (TASK: xsum, cnn_dailymail, samsum):
   python -m miniend_jax.main --config=configs/finetune/bart_summarization.py:cnn_dailymail \
@@ -23,6 +24,7 @@ def get_config(task: str = "cnn_dailymail"):
     c.model.source = "miniend"
     c.model.path = "workdirs/bart_miniend_e"
     c.data.vocab = "checkpoints/bart-large-cnn"
+    c.tasks.summarization_instruction = ""   # BART reads the document alone (T5 reads "summarize: ...")
     c.decode.num_beams = 4
     c.decode.length_penalty = 2.0
     c.decode.length_penalty_rule = "hf"

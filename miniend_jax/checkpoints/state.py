@@ -175,7 +175,7 @@ class StateCheckpointer:
 
 
 # Fields a resumed run may change: compute and storage dtypes, rematerialisation, dropout.
-_RESUMABLE_MODEL_FIELDS = ("dtype", "param_dtype", "remat", "dropout_rate")
+_RESUMABLE_MODEL_FIELDS = ("dtype", "param_dtype", "remat", "dropout_rate", "attention_dropout", "activation_dropout")
 
 
 def check_family(meta: dict, where: str) -> str:

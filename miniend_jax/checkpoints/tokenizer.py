@@ -73,6 +73,23 @@ def vocab_size(spiece_model: str, extra_ids: int = DEFAULT_EXTRA_IDS) -> int:
     return sentencepiece_processor(spiece_model).get_piece_size() + extra_ids
 
 
+def special_ids(path: str) -> dict[str, int]:
+    """The pipeline ids a model must share with the tokenizer at `path`: `eos`, and `hf_pad` (the pad id of a
+    BPE tokenizer's own vocabulary, BART's 1, which the pipeline swaps with 0; 0 for SentencePiece, which
+    seqio pads with 0); without importing TensorFlow.
+
+    Raises:
+      CheckpointError: the tokenizer does not exist or does not load.
+    """
+    import miniend_jax.checkpoints.bpe as bpe
+    if bpe.is_bpe(path):
+        tokenizer, _ = bpe.load_tokenizer(path)
+        pad = tokenizer.token_to_id(bpe.PAD)
+        return {"eos": bpe.hf_to_pipeline(tokenizer.token_to_id(bpe.EOS), pad), "hf_pad": pad}
+    _check_vocabulary(path)
+    return {"eos": sentencepiece_processor(path).eos_id(), "hf_pad": 0}   # seqio pads with 0 whatever the model says
+
+
 def seqio_vocabulary(spiece_model: str, extra_ids: int = DEFAULT_EXTRA_IDS):
     """A `seqio.SentencePieceVocabulary`, or for a byte-level BPE tokenizer path (`bpe.is_bpe`, BART's) a
     `bpe.ByteLevelBPEVocabulary` (`extra_ids` ignored). Imports seqio and so TensorFlow: data paths only.

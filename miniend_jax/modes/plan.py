@@ -114,9 +114,16 @@ def _teacher_config(config):
     t = config.teacher
     if t.source == "preset" or config_checks.checked_here(t.path, paths_here=False):
         return build.teacher_config(config)
+    teacher = get_preset(t.preset, dtype=t.dtype, param_dtype=t.param_dtype, scan_layers=t.scan_layers,
+                         dropout_rate=0.0)
+    student = build.student_config(config)
+    if teacher.family != student.family:
+        raise ConfigError(f"teacher.preset={t.preset!r} is a {teacher.family} shape but the student a {student.family} "
+                          f"one; teacher.path={t.path!r} is not read by a plan, so set teacher.preset to the shape "
+                          "that path holds.")
     print(f"plan: teacher.path={t.path!r} is not {'read by a plan' if files.is_cloud(t.path) else 'here'}; "
           f"planning with the shape of teacher.preset={t.preset!r}", flush=True)
-    return get_preset(t.preset, dtype=t.dtype, param_dtype=t.param_dtype, scan_layers=t.scan_layers, dropout_rate=0.0)
+    return teacher
 
 
 def feature_lengths(config) -> tuple[int, int, bool]:

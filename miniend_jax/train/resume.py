@@ -248,6 +248,7 @@ def _model_change(old: dict, new: dict) -> str:
     if "head" in old:  # a file_record (the vocabulary)
         return f"{old['path']}: {old['size']} -> {new.get('size')} bytes, its recorded bytes differ"
     if "files" in old and "files" in new:
-        changes = input_changes({"files": old["files"]}, {"files": new["files"]})
+        listed = lambda records: list(records.values()) if isinstance(records, dict) else records  # BPE: by name
+        changes = input_changes({"files": listed(old["files"])}, {"files": listed(new["files"])})
         return "; ".join(str(c) for c in changes[:3]) or "its files differ"
     return f"{_identity(old)} -> {_identity(new)}"

@@ -79,8 +79,9 @@ def make_train_step(spec: DistillSpec, student: nn.Module, teacher: nn.Module | 
 
     Args:
       spec: the distillation objective, with its interpolation (`spec.interpolation`).
-      student, teacher: models of the `models/interface.py` seam; the student's `config.dropout_rate`
-        decides whether it trains with dropout. `teacher` may be None when not `spec.needs_teacher`.
+      student, teacher: models of the `models/interface.py` seam; the student's dropout rates (any of
+        `dropout_rate`, `attention_dropout`, `activation_dropout` above 0) decide whether it trains with
+        dropout. `teacher` may be None when not `spec.needs_teacher`.
       optimizer: applied to the summed gradient (clipping, if any, is part of it).
       schedule: step -> learning rate, reported as `learning_rate`.
       microbatches: k; the batch's leading axis must be divisible by k.
@@ -91,12 +92,14 @@ def make_train_step(spec: DistillSpec, student: nn.Module, teacher: nn.Module | 
       `step(state, teacher_params, batch)`, where `batch` holds int arrays `[batch, length]` (see
       `forward_terms`). Its metrics are float32 scalars: `loss`, `loss/<term>` for each term, `grad_norm`
       (global L2 norm, before clipping) and `grad_norm/<key>` for each top-level key of the parameter tree
-      (for `T5`: `token_embedder`, `encoder`, `decoder`), `learning_rate`, `alpha` and `skipped`.
+      (T5: `token_embedder`, `encoder`, `decoder`; BART also `final_logits_bias`), `learning_rate`, `alpha` and `skipped`.
 
     Raises:
       ValueError: at trace time, when the batch is not divisible into `microbatches`.
     """
-    use_dropout = student.config.dropout_rate > 0
+    # Any dropout of the student's config (BART also has attention and activation dropout) needs the keys.
+    use_dropout = any(getattr(student.config, name, 0.0) > 0
+                      for name in ("dropout_rate", "attention_dropout", "activation_dropout"))
 
     def step(state: TrainState, teacher_params, batch):
         denominator = denominators(batch)

@@ -205,8 +205,8 @@ def test_every_order_of_three_sentences_is_equally_likely():
 # --- the preprocessor -----------------------------------------------------------------------------
 
 
-def _run_denoising(documents, length, seed=0, **kw):
-    vocab = _vocab()
+def _run_denoising(documents, length, seed=0, vocab=None, **kw):
+    vocab = vocab or _vocab()
     features = {"inputs": seqio.Feature(vocab, add_eos=True), "targets": seqio.Feature(vocab, add_eos=True)}
     kw.setdefault("mask_id", mask_token_id(vocab))
     with seqio.map_seed_manager(seed):
@@ -305,3 +305,15 @@ def test_registered_task_end_to_end(tmp_path):
     assert not all(np.array_equal(x["inputs"], y["inputs"]) for x, y in zip(first, examples(1)))
     same = register_local_denoising(str(tmp_path / "*"), str(SPIECE), mask_ratio=0.5)
     assert same != name  # another definition, another Task
+
+
+def test_barts_opening_token_is_never_masked(tmp_path):
+    """With BART's byte-level BPE every block opens with `<s>`; fairseq never masks it, and neither is it here,
+    even when nearly every token is masked."""
+    from miniend_jax.checkpoints.bpe import ByteLevelBPEVocabulary, train_bpe
+    vocab = ByteLevelBPEVocabulary(train_bpe(_wiki_paragraphs(300), 400, str(tmp_path / "bpe")))
+    examples, _ = _run_denoising(_wiki_paragraphs(40), 64, vocab=vocab, mask_ratio=0.9, mask_id=vocab.mask_id)
+    openings = [e for e in examples if e["targets"][0] == vocab.bos_id]
+    assert len(openings) >= 30
+    assert all(e["inputs"][0] == vocab.bos_id for e in openings)
+    assert sum(int(vocab.mask_id in e["inputs"][1:]) for e in openings) == len(openings)

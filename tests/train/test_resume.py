@@ -214,3 +214,18 @@ def test_a_changed_teacher_or_vocabulary_is_refused_whatever_the_input_policy(tm
     vocab.write_bytes(vocab.read_bytes()[:-10])
     with pytest.raises(ConfigError, match=r"the vocab changed since .*spiece.model"):
         resume.check_resume(config, str(tmp_path), meta, {"models": resume.models_record(config)})
+
+
+def test_a_changed_bpe_tokenizer_is_refused_naming_its_file(tmp_path):
+    """A byte-level BPE vocabulary (BART's) is a directory: each of its files is recorded, and a rewritten one
+    is named."""
+    from miniend_jax.checkpoints.bpe import corpus_lines, train_bpe
+    vocab = train_bpe(corpus_lines(str(ROOT.parent / "shared" / "data" / "enwiki_2015_extract" / "AA" / "wiki_00.gz"))[:300],
+                      300, str(tmp_path / "bpe"))
+    config = config_with("tiny_bart", **{"data.vocab": vocab, "teacher.source": "preset"})
+    meta = {"step": 10, "train_steps": config.train.steps, "inputs": {"models": resume.models_record(config)}}
+    assert resume.check_resume(config, str(tmp_path), meta, {"models": resume.models_record(config)})
+    merges = tmp_path / "bpe" / "merges.txt"
+    merges.write_text(merges.read_text() + "a b\n")
+    with pytest.raises(ConfigError, match=r"the vocab changed since .*merges.txt"):
+        resume.check_resume(config, str(tmp_path), meta, {"models": resume.models_record(config)})

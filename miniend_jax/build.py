@@ -234,7 +234,8 @@ def decode_settings(config):
             asked = hf.generation_settings(config.model.path)
         else:
             from miniend_jax.models.registry import family_of
-            asked = dict(family_of(model_config(config.model, "model")).generation_defaults)
+            resolved = model_config(config.model, "model")
+            asked = family_of(resolved).generation_defaults(resolved)
         for field in ("min_length", "no_repeat_ngram_size", "forced_bos_token_id", "forced_eos_token_id"):
             if isinstance(asked.get(field), int):
                 settings[field] = asked[field]

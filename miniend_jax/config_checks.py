@@ -392,13 +392,13 @@ def check_models(config, shape, models, paths_here: bool = True) -> None:
     student, teacher = models.student_config, models.teacher_config
     role = "model" if config.mode == "finetune" else "student"
     models.spec.check_models(teacher, student)
+    if config.mode == "distill" and config.student.init == "teacher_layers":
+        from miniend_jax.distill.student_init import check_copyable
+        check_copyable(teacher, student)
     if checked_here(config.data.vocab, paths_here) and files.exists(config.data.vocab):
         check_vocab(config, [(role, student), ("teacher", teacher)])
     check_position_limits(config, [(role, student), ("teacher", teacher)])
     check_models_divide(config, shape, [(role, student), ("teacher", teacher)])
-    if config.mode == "distill" and config.student.init == "teacher_layers":
-        from miniend_jax.distill.student_init import check_copyable
-        check_copyable(teacher, student)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -123,3 +123,20 @@ def test_bad_bart_configs_fail_before_work(runs, tmp_path, changes, message):
     with pytest.raises(ConfigError, match=message):
         run(config, str(tmp_path / "work"))
     assert not (tmp_path / "work").exists()
+
+
+def test_a_t5_teacher_distils_into_a_bart_student_that_takes_t5s_ids(tmp_path):
+    """Across families: a BART-shaped student of a T5 teacher reads the teacher's tokenizer (T5's ids: EOS 1,
+    decoder start 0, no pad swap), and every MiniEnD-D term is defined and falls."""
+    from miniend_jax.checkpoints.state import read_meta
+    from miniend_jax.modes import run
+    config = config_with("tiny", **{"train.steps": 12, "train.log_every": 2, "train.checkpoint_every": 12})
+    config.student.preset = "bart-base"
+    config.student.overrides = dict(vocab_size=32128, d_model=32, num_heads=2, d_ff=64, num_encoder_layers=1,
+                                    num_decoder_layers=1, max_position_embeddings=64, dropout_rate=0.0,
+                                    eos_token_id=1, decoder_start_token_id=0, hf_pad_token_id=0, bos_token_id=0)
+    run(config, str(tmp_path))
+    rows = [row for row in _rows(str(tmp_path)) if "loss" in row]
+    for term in ("logit", "decoder_self", "cross"):
+        assert rows[-1][f"loss/{term}"] < rows[0][f"loss/{term}"], term
+    assert read_meta(str(tmp_path))["family"] == "bart"

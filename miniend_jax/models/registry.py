@@ -44,8 +44,8 @@ class Family:
       copy_fields: config fields that must be equal for a student to copy a teacher's layers.
       attention_logits_terms: `(config, params, kind, query_length, key_length) -> (scale, bias)`: the
         attention scores are `scale * q . k + bias` of a layer's tap (for tools that recompute attention).
-      generation_defaults: decoding settings the family's checkpoints use when their files say nothing
-        (HF `GenerationConfig` names, pipeline ids).
+      generation_defaults: `config -> {HF GenerationConfig name: value}`, the decoding settings of the
+        family's models where no checkpoint file sets them (pipeline ids).
     """
 
     name: str
@@ -55,7 +55,16 @@ class Family:
     forward_flops: Callable[..., float]
     copy_fields: tuple[str, ...]
     attention_logits_terms: Callable[..., tuple[Any, Any]]
-    generation_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    generation_defaults: Callable[[Any], dict] = lambda config: {}
+
+
+def _bart_generation(config: BartConfig) -> dict:
+    """facebook/bart-large's config.json: 3-gram blocking, forced EOS, and forced BOS where the model has one
+    of its own (a BART student given T5's ids has none: its `bos_token_id` is the pad id)."""
+    rules = {"no_repeat_ngram_size": 3, "forced_eos_token_id": config.eos_token_id}
+    if config.bos_token_id != config.pad_token_id:
+        rules["forced_bos_token_id"] = config.bos_token_id
+    return rules
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -64,8 +73,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("bart", BartConfig, Bart, BART_PRESETS, bart_forward_flops,
            ("d_model", "num_heads", "d_ff", "vocab_size", "max_position_embeddings", "activation_function",
             "scale_embedding"), bart_attention_terms,
-           # facebook/bart-large's config.json: forced BOS and EOS, 3-gram blocking (pipeline ids: <s> is 1).
-           {"forced_bos_token_id": 1, "forced_eos_token_id": 2, "no_repeat_ngram_size": 3}),
+           lambda config: _bart_generation(config)),
 )}
 DEFAULT_FAMILY = "t5"   # what checkpoints written before the family was recorded hold
 

@@ -284,3 +284,19 @@ def test_auto_decoding_takes_a_bart_checkpoints_generation_settings(reference, t
     assert (settings.length_penalty_rule, settings.length_penalty, settings.early_stopping) == ("hf", 2.0, True)
     assert settings.rules == LogitsRules(min_length=56, no_repeat_ngram_size=3, forced_bos_token_id=1,
                                          forced_eos_token_id=2)
+
+
+def test_auto_decoding_of_a_bart_without_files_takes_the_familys_defaults():
+    """A BART preset or miniend workdir has no generation file: BART's own rules apply (3-gram blocking,
+    forced `</s>`, and forced `<s>` where it has one: not for a BART given T5's ids, whose BOS is the pad)."""
+    from configs import base
+    from miniend_jax.build import decode_settings
+    config = base.get_config()
+    config.model.source, config.model.preset = "preset", "bart-base"
+    assert decode_settings(config).rules == LogitsRules(no_repeat_ngram_size=3, forced_bos_token_id=1,
+                                                        forced_eos_token_id=2)
+    config.model.overrides = dict(eos_token_id=1, bos_token_id=0, decoder_start_token_id=0, hf_pad_token_id=0)
+    assert decode_settings(config).rules == LogitsRules(no_repeat_ngram_size=3, forced_eos_token_id=1)
+    config.model.preset = "t5-small"
+    config.model.overrides = {}
+    assert decode_settings(config).rules == LogitsRules()

@@ -225,7 +225,7 @@ def test_a_changed_bpe_tokenizer_is_refused_naming_its_file(tmp_path):
     config = config_with("tiny_bart", **{"data.vocab": vocab, "teacher.source": "preset"})
     meta = {"step": 10, "train_steps": config.train.steps, "inputs": {"models": resume.models_record(config)}}
     assert resume.check_resume(config, str(tmp_path), meta, {"models": resume.models_record(config)})
-    merges = tmp_path / "bpe" / "merges.txt"
-    merges.write_text(merges.read_text() + "a b\n")
-    with pytest.raises(ConfigError, match=r"the vocab changed since .*merges.txt"):
+    tokenizer = tmp_path / "bpe" / "tokenizer.json"   # what loads (vocab.json + merges.txt only without it)
+    tokenizer.write_text(tokenizer.read_text() + "\n")
+    with pytest.raises(ConfigError, match=r"the vocab changed since .*tokenizer.json"):
         resume.check_resume(config, str(tmp_path), meta, {"models": resume.models_record(config)})

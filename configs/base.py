@@ -47,7 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.teacher.source = "preset"        # hf (a HF directory) | miniend (a miniend_jax workdir) | preset (random: tests)
     c.teacher.path = ""
     c.teacher.preset = "t5-base"
-    c.teacher.overrides = ml_collections.ConfigDict({})  # T5Config fields, for source=preset only
+    c.teacher.overrides = ml_collections.ConfigDict({})  # config fields of the preset's family; source=preset only
     c.teacher.dtype = "float32"        # compute dtype of the teacher forward
     c.teacher.param_dtype = "float32"  # "bfloat16" halves the teacher's memory
     c.teacher.scan_layers = False      # scan over layers: one compiled layer per stack (fast compiles at 3B)
@@ -65,7 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.student = ml_collections.ConfigDict()
     c.student.preset = "miniend-6l-384h"
-    c.student.overrides = ml_collections.ConfigDict({"dropout_rate": 0.0})  # any T5Config field
+    c.student.overrides = ml_collections.ConfigDict({"dropout_rate": 0.0})  # any field of the preset family's config
     c.student.init = "random"          # random | teacher_layers (our option; the paper does not say)
     c.student.dtype = "float32"        # compute dtype; "bfloat16" on accelerators
     c.student.param_dtype = "float32"

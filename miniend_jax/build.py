@@ -228,7 +228,7 @@ def decode_settings(config):
     from miniend_jax.evaluation.evaluator import DecodeSettings
     settings = config.decode.to_dict()
     if settings["length_penalty_rule"] == "auto":
-        settings["length_penalty_rule"] = "t5"
+        settings.update(length_penalty_rule="t5", early_stopping=False)   # the model's files decide both
         if config.model.source == "hf":
             from miniend_jax.checkpoints import hf
             asked = hf.generation_settings(config.model.path)

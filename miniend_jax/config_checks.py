@@ -303,8 +303,10 @@ def check_vocab_file(path: str, fix: str = "") -> None:
         except CheckpointError as error:
             raise ConfigError(f"data.vocab={path!r}: {error}{tail}") from None
         return
-    check(files.isfile(path), "data.vocab", path, f"point it at a SentencePiece model file or a byte-level BPE "
-          f"tokenizer ({bpe.FORMS}){tail}")
+    check(files.exists(path), "data.vocab", path, f"does not exist; point it at a SentencePiece model file or a "
+          f"byte-level BPE tokenizer ({bpe.FORMS}){tail}")
+    check(files.isfile(path), "data.vocab", path, f"is a directory holding neither tokenizer.json nor vocab.json "
+          f"and merges.txt; point it at a SentencePiece model file or a byte-level BPE tokenizer{tail}")
     import sentencepiece
     try:
         sentencepiece.SentencePieceProcessor(model_file=files.local_copy(path))
@@ -335,7 +337,8 @@ def check_vocab(config, models) -> None:
                 f"data.vocab={config.data.vocab!r} does not belong to the {role}, a {type(model).family} model: the "
                 f"tokenizer's EOS and pad ids are {ids['eos']} and {ids['hf_pad']}, the model's {model_ids['eos']} "
                 f"and {model_ids['hf_pad']}. Point data.vocab at the model's own tokenizer (T5: a SentencePiece "
-                "spiece.model; BART: its byte-level BPE files).")
+                "spiece.model; BART: its byte-level BPE files), or give the model the tokenizer's ids (its "
+                "eos_token_id, and for BART hf_pad_token_id; README, 'Model families').")
         if model.vocab_size < tokens:
             raise ConfigError(f"{role} vocab_size={model.vocab_size} is smaller than the tokenizer's {tokens} ids "
                               f"(data.vocab={config.data.vocab!r}); use a model with vocab_size >= {tokens}.")

@@ -73,6 +73,11 @@ def test_finetuned_student_is_scored_with_rouge_and_loads_in_transformers(runs):
     best = os.path.join(runs["finetuned"], "best")
     model = transformers.BartForConditionalGeneration.from_pretrained(best)
     assert model.config.encoder_layers == 1 and model.config.pad_token_id == 1
+    generation = json.load(open(os.path.join(best, "generation_config.json")))   # as it was scored, HF ids
+    assert {k: generation[k] for k in ("num_beams", "length_penalty", "early_stopping", "no_repeat_ngram_size",
+                                       "forced_bos_token_id", "forced_eos_token_id")} == {
+        "num_beams": 2, "length_penalty": 2.0, "early_stopping": True, "no_repeat_ngram_size": 3,
+        "forced_bos_token_id": 0, "forced_eos_token_id": 2}
     tokenizer = transformers.AutoTokenizer.from_pretrained(best)
     text = "Boris forgot the shopping list."
     assert tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True) == text
@@ -84,6 +89,8 @@ def test_exported_student_matches_in_pytorch(runs):
     from miniend_jax.checkpoints.hf import load_hf_checkpoint
     from miniend_jax.models import module
     config, params = load_hf_checkpoint(os.path.join(runs["student"], "hf_student"))
+    generation = json.load(open(os.path.join(runs["student"], "hf_student", "generation_config.json")))
+    assert (generation["no_repeat_ngram_size"], generation["forced_bos_token_id"]) == (3, 0)   # BART's, HF ids
     model = transformers.BartForConditionalGeneration.from_pretrained(os.path.join(runs["student"], "hf_student"))
     rng = np.random.default_rng(0)
     enc = np.concatenate([np.zeros((2, 1), int), rng.integers(4, 511, (2, 10)), np.full((2, 1), 2)], 1)

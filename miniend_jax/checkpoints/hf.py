@@ -282,7 +282,7 @@ def load_hf_checkpoint(directory: str, **config_overrides) -> tuple[Any, Params]
 
 
 def save_hf_checkpoint(directory: str, config, params: Params, *,
-                       spiece_model: str | None = None, extra_ids: int = 100) -> None:
+                       spiece_model: str | None = None, extra_ids: int = 100, generation: dict | None = None) -> None:
     """Writes `config` + `params` as a HF directory of the config's family (float32 safetensors unless
     params are bf16).
 
@@ -297,6 +297,8 @@ def save_hf_checkpoint(directory: str, config, params: Params, *,
       params: the model's parameters, boxed or not, either layout.
       spiece_model: path of the vocabulary, or None for no tokenizer files.
       extra_ids: the number of sentinel ids of the tokenizer.
+      generation: HF `GenerationConfig` fields in pipeline ids (`DecodeSettings.generation_fields`) for
+        `generation_config.json`, beside the family's own (its ids); None for the family's own only.
 
     Raises:
       CheckpointError: `params` do not match `config`, or `spiece_model` does not exist.
@@ -322,7 +324,10 @@ def save_hf_checkpoint(directory: str, config, params: Params, *,
         if spiece_model is not None:
             family.save_tokenizer(spiece_model, staging, extra_ids)
         save_file(state_dict, os.path.join(staging, SAFETENSORS_NAME), metadata={"format": "pt"})
-        for name, content in family.extra_files(config).items():
+        extra = family.extra_files(config)
+        if generation:
+            extra.setdefault("generation_config.json", {}).update(family.generation_to_hf(config, generation))
+        for name, content in extra.items():
             with open(os.path.join(staging, name), "w") as f:
                 json.dump(content, f, indent=2, sort_keys=True)
         hf_config = family.config_to_hf(config)

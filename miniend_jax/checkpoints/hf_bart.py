@@ -125,6 +125,12 @@ def extra_files(config: BartConfig) -> dict[str, dict]:
         "bos_token_id", "decoder_start_token_id", "eos_token_id", "forced_eos_token_id", "pad_token_id")}}
 
 
+def generation_to_hf(config: BartConfig, fields: dict) -> dict:
+    """`GenerationConfig` fields in pipeline ids -> HF ids (the forced tokens swapped back)."""
+    return {name: hf_to_pipeline(value, config.hf_pad_token_id) if name.startswith("forced_") else value
+            for name, value in fields.items()}
+
+
 def generation_settings(hf_config: dict, generation_config: dict | None) -> dict:
     """The decoding settings a BART checkpoint asks for, in pipeline ids: `generation_config.json`'s
     fields, else the same fields of `config.json` (transformers 4 kept them there).

@@ -284,6 +284,12 @@ GENERATION_FIELDS = ("min_length", "no_repeat_ngram_size", "length_penalty", "ea
                      "forced_bos_token_id", "forced_eos_token_id")
 
 
+def generation_to_hf(config: T5Config, fields: dict) -> dict:
+    """`GenerationConfig` fields in pipeline ids -> HF ids (T5's are the same)."""
+    del config
+    return dict(fields)
+
+
 def generation_settings(hf_config: dict, generation_config: dict | None) -> dict:
     """The decoding settings of a T5 checkpoint's `generation_config.json` (T5's ids are the pipeline's);
     `config.json` is not read for them (T5 checkpoints keep none there)."""

@@ -32,6 +32,20 @@ class DecodeSettings:
     forced_eos_token_id: int = -1
     early_stopping: bool = False     # "hf" rule only
 
+    def generation_fields(self) -> dict:
+        """These settings as HF `GenerationConfig` fields (pipeline ids) for an exported model's
+        `generation_config.json`, so that `generate` (and `length_penalty_rule="auto"`) decode it as it was
+        scored: the processors that are on, and for the "hf" rule the beams, length penalty and early stopping
+        (t5x's brevity penalty has no `generate` counterpart, so the "t5" rule writes none of those)."""
+        fields = {name: value for name, value in (
+            ("min_length", self.min_length), ("no_repeat_ngram_size", self.no_repeat_ngram_size),
+            ("forced_bos_token_id", self.forced_bos_token_id), ("forced_eos_token_id", self.forced_eos_token_id))
+            if value > 0 or (name.startswith("forced") and value >= 0)}
+        if self.length_penalty_rule == "hf":
+            fields.update(num_beams=self.num_beams, length_penalty=self.length_penalty,
+                          early_stopping=self.early_stopping)
+        return fields
+
     @property
     def rules(self) -> LogitsRules:
         """The logits processors these settings ask for."""

@@ -107,7 +107,8 @@ def get_preset(name: str, **overrides):
     """
     for family in FAMILIES.values():
         if name in family.presets:
-            return make_config(family.name, {**family.presets[name], **overrides}, f"preset {name!r}")
+            return make_config(family.name, {**family.presets[name], **overrides},
+                               f"preset {name!r} with its overrides ({', '.join(sorted(overrides)) or 'none'})")
     raise ConfigError(f"unknown model preset {name!r}; choose one of: {', '.join(preset_names())}.")
 
 

@@ -111,7 +111,8 @@ class BestCheckpoint:
                 vocab = self.config.data.vocab if files.exists(self.config.data.vocab) else None
                 best = files.join(self.workdir, "best")
                 save_hf_checkpoint(best, self.model_config, host, spiece_model=vocab,
-                                   extra_ids=self.config.data.extra_ids)
+                                   extra_ids=self.config.data.extra_ids,
+                                   generation=decode_settings(self.config).generation_fields())
                 _keep_generation_config(self.config.model, best)
                 write_results(self.workdir, results, step=step, model=model_name(self.config),
                               glue=results_by_glue_task(results))

@@ -191,7 +191,7 @@ def check_loaded(params, model_config, role: str, path: str) -> None:
 
 def model_on_mesh(config, shape, model_config):
     """`config.model` loaded (`load_model`) and placed on a new mesh of `shape` under the run's axis rules,
-    after `config_checks.check_decoding_model` gave `shape` and `model_config`.
+    after `config_checks.preflight` gave `shape` and `model_config`.
 
     Returns:
       (model config as loaded, placed params, mesh, axis rules).

@@ -3,6 +3,7 @@ teacher pretrained from scratch by BART's denoising (mode=pretrain), MiniEnD-E i
 its layers, finetuning on SAMSum with ROUGE, and the exported student loaded by transformers. Also the
 cross-family rules that are refused before any work."""
 
+import copy
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from miniend_jax.errors import ConfigError
-from tests.conftest import ROOT, SPIECE, config_with
+from tests.conftest import ROOT, SPIECE, assert_close_to_float64, config_with
 
 LOG_512 = float(np.log(512))
 
@@ -96,12 +97,13 @@ def test_exported_student_matches_in_pytorch(runs):
     enc = np.concatenate([np.zeros((2, 1), int), rng.integers(4, 511, (2, 10)), np.full((2, 1), 2)], 1)
     dec = np.concatenate([np.full((2, 1), 2), np.zeros((2, 1), int), rng.integers(4, 511, (2, 5))], 1)
     with torch.no_grad():
-        theirs = model.eval()(input_ids=torch.tensor(enc), decoder_input_ids=torch.tensor(dec)).logits.numpy()
+        logits = lambda m: m.eval()(input_ids=torch.tensor(enc), decoder_input_ids=torch.tensor(dec)).logits.numpy()
+        theirs, reference64 = logits(model), logits(copy.deepcopy(model).double())
     swap = lambda x: np.where(x == 0, 1, np.where(x == 1, 0, x))
     ours_dec = swap(dec)
     ours_dec[:, 0] = 0
     ours = np.asarray(module(config).apply({"params": params}, swap(enc), ours_dec).logits)[..., swap(np.arange(512))]
-    np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+    assert_close_to_float64(ours, reference64, theirs)
 
 
 @pytest.mark.parametrize("changes,message", [

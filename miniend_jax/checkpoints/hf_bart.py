@@ -79,7 +79,7 @@ def config_from_hf(hf: dict, **overrides) -> BartConfig:
                               "head to the token table, as every published BART does.")
     try:
         pad = hf.get("pad_token_id", 1)
-        ids = lambda name, default: hf_to_pipeline(hf.get(name, default) if hf.get(name) is not None else default, pad)
+        ids = lambda name, default: hf_to_pipeline(default if hf.get(name) is None else hf[name], pad)
         fields = dict(
             vocab_size=hf["vocab_size"], d_model=hf["d_model"],
             d_ff=_equal_pair(hf, "encoder_ffn_dim", "decoder_ffn_dim"),

@@ -73,7 +73,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("bart", BartConfig, Bart, BART_PRESETS, bart_forward_flops,
            ("d_model", "num_heads", "d_ff", "vocab_size", "max_position_embeddings", "activation_function",
             "scale_embedding"), bart_attention_terms,
-           lambda config: _bart_generation(config)),
+           _bart_generation),
 )}
 DEFAULT_FAMILY = "t5"   # what checkpoints written before the family was recorded hold
 

@@ -7,6 +7,7 @@ import copy
 import json
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +17,7 @@ import transformers
 
 from miniend_jax.checkpoints import hf_bart
 from miniend_jax.checkpoints.hf import load_hf_checkpoint, save_hf_checkpoint
+from miniend_jax.distill.objectives import OBJECTIVES
 from miniend_jax.errors import CheckpointError, ConfigError
 from miniend_jax.evaluation.decoding import LogitsRules, beam_search, greedy_decode
 from miniend_jax.models import Bart, BartConfig, Taps, get_preset, init_params
@@ -90,10 +92,8 @@ def test_logits_match_pytorch(reference, scan_layers):
     assert np.abs(theirs).max() > 0.1
 
 
-def test_taps_are_the_projections_pytorch_computes(reference):
-    model, _, directory = reference
-    config, params = load_hf_checkpoint(directory)
-    enc, dec = _hf_batch(1)
+def _capture_projections(model, enc, dec):
+    """{(kind, "q"|"k"|"v"): output of that projection} of the layers the taps test reads, by forward hooks."""
     captured, hooks = {}, []
     modules = {"encoder_self": model.model.encoder.layers[1].self_attn,
                "decoder_self": model.model.decoder.layers[2].self_attn,
@@ -105,19 +105,26 @@ def test_taps_are_the_projections_pytorch_computes(reference):
     _torch(model, enc, dec)
     for hook in hooks:
         hook.remove()
+    return captured
+
+
+def test_taps_are_the_projections_pytorch_computes(reference):
+    model, model64, directory = reference
+    config, params = load_hf_checkpoint(directory)
+    enc, dec = _hf_batch(1)
+    peer, reference64 = _capture_projections(model, enc, dec), _capture_projections(model64, enc, dec)
     _, taps = _ours(config, params, enc, dec, Taps(encoder_self=(-1,), decoder_self=(2,), cross=(0,)))
     for (kind, layer) in (("encoder_self", -1), ("decoder_self", 2), ("cross", 0)):
         for proj in ("q", "k", "v"):
-            theirs = captured[(kind, proj)]
-            assert_float32_equivalent(getattr(taps[kind][layer], proj), theirs, ulps=256,
-                                      err_msg=f"{kind} {proj}")
+            assert_close_to_float64(getattr(taps[kind][layer], proj), reference64[(kind, proj)], peer[(kind, proj)],
+                                    err_msg=f"{kind} {proj}")
 
 
 def test_packed_segments_restart_positions():
     np.testing.assert_array_equal(segment_positions(6, jnp.array([[1, 1, 2, 2, 2, 0]])), [[0, 1, 0, 1, 2, 0]])
     config = BartConfig(vocab_size=VOCAB, d_model=16, d_ff=32, num_heads=2, num_encoder_layers=1,
                         num_decoder_layers=1, max_position_embeddings=16, dropout_rate=0.0)
-    params = jax.tree.map(np.asarray, __import__("flax").linen.unbox(init_params(config, jax.random.PRNGKey(0))))
+    params = jax.tree.map(np.asarray, nn.unbox(init_params(config, jax.random.PRNGKey(0))))
     a, b = np.array([[5, 6, 7, 2]]), np.array([[8, 9, 2, 0]])
     da, db = np.array([[0, 11, 12, 13]]), np.array([[0, 14, 15, 0]])
     single = [np.asarray(Bart(config).apply({"params": params}, e, d).logits) for e, d in ((a, da), (b, db))]
@@ -192,7 +199,7 @@ def test_bad_bart_configs_are_named(tmp_path):
 def test_stacked_layout_round_trip():
     config = get_preset("bart-base-3-3", vocab_size=VOCAB, d_model=16, d_ff=32, num_heads=2,
                         max_position_embeddings=16)
-    params = __import__("flax").linen.unbox(init_params(config, jax.random.PRNGKey(0)))
+    params = nn.unbox(init_params(config, jax.random.PRNGKey(0)))
     scanned = Bart(config.replace(scan_layers=True)).apply(
         {"params": stack_layers(params)}, jnp.ones((2, 5), jnp.int32) * 5, jnp.ones((2, 4), jnp.int32) * 6).logits
     unrolled = Bart(config).apply({"params": params}, jnp.ones((2, 5), jnp.int32) * 5,
@@ -232,7 +239,7 @@ def test_decoding_matches_generate_with_barts_settings(reference, num_beams):
         assert len(grams) == len(set(grams)) and len(tokens) + 1 >= settings["min_length"]
 
 
-@pytest.mark.parametrize("objective", sorted(__import__("miniend_jax.distill.objectives", fromlist=["x"]).OBJECTIVES))
+@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
 def test_every_objective_distils_a_bart_teacher_into_a_bart_student(objective):
     """Each objective's terms are defined between BART models (of different widths and depths: the relations
     re-split each width into the same relation heads): finite, positive where they compare two models, and
@@ -243,7 +250,7 @@ def test_every_objective_distils_a_bart_teacher_into_a_bart_student(objective):
     teacher_cfg = get_preset("bart-base", vocab_size=VOCAB, d_model=32, d_ff=48, num_heads=4, num_encoder_layers=2,
                              num_decoder_layers=2, max_position_embeddings=32, dropout_rate=0.0)
     student_cfg = teacher_cfg.replace(d_model=16, d_ff=32, num_heads=2, num_encoder_layers=1, num_decoder_layers=1)
-    init = lambda cfg, seed: jax.tree.map(lambda x: x * 20, __import__("flax").linen.unbox(   # peaked attention
+    init = lambda cfg, seed: jax.tree.map(lambda x: x * 20, nn.unbox(   # peaked attention
         init_params(cfg, jax.random.PRNGKey(seed))))
     teacher_params, student_params = init(teacher_cfg, 1), init(student_cfg, 2)
     rng = np.random.default_rng(4)
